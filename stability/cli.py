@@ -1,0 +1,70 @@
+"""``stability``: the command-line entry point.
+
+    stability fit    [LightningCLI options]   train one configuration, write its run record
+    stability sweep  GRID [options]           run an ablation grid (resumable)
+    stability report SWEEP [options]          tables and plots from a sweep's run records
+    stability bench  model|sweep [options]    speed against timm and the machine's matmul rate
+    stability demo                            the default grid on digits, then its report
+
+Each subcommand's module is imported only when used (``import lightning`` alone costs seconds).
+User errors (:class:`stability.errors.ConfigError`) print one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (module, function, one-line help)
+    "fit": ("stability.train", "fit_main", "train one configuration and write its run record"),
+    "sweep": ("stability.sweep.cli", "main", "run an ablation grid; re-running resumes it"),
+    "report": ("stability.report", "main", "tables and plots from a sweep folder"),
+    "bench": ("stability.bench", "main", "speed benchmarks: `bench model`, `bench sweep`"),
+    "demo": ("stability.demo", "main", "the default digits grid, then its report"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: stability {" + ",".join(COMMANDS) + "} ...", ""]
+    lines += [f"  {name:<7} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "`stability COMMAND --help` shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[name]
+    command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
+
+    from stability.errors import ConfigError
+
+    try:
+        return int(command(rest) or 0)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except _run_failed() as error:
+        print(f"failed: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_failed() -> type[Exception]:
+    from stability.train import RunFailed
+
+    return RunFailed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

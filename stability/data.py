@@ -1,0 +1,562 @@
+"""LightningDataModules: scikit-learn's digits (the embedded default), CIFAR-10/100 and image folders.
+
+Every module knows ``num_classes``, ``img_size`` and ``in_chans`` right after ``__init__`` (before any data
+is read), so the CLI can check the model's dimensions against the data up front. ``batch_size`` is per
+device, as everywhere in Lightning.
+
+Shuffling is driven by :class:`EpochShuffleSampler`, whose order is a pure function of (data seed, global
+``seed_everything`` seed, epoch). Lightning calls ``set_epoch`` on it every epoch (also when it resumes
+from a checkpoint), so a resumed run replays the order an uninterrupted one would have seen. Under DDP,
+Lightning wraps any sampler that is not a ``DistributedSampler`` in its ``DistributedSamplerWrapper``
+(``lightning/pytorch/trainer/connectors/data_connector.py``), which materialises our sampler's output on
+every rank, permutes it with the global seed and hands rank ``r`` the entries ``r, r + W, r + 2W, ...``;
+because our order depends on seeds only, never on a process-local RNG, every rank computes the same list
+and the shards are disjoint. (Entries are whole batches for digits, single items otherwise.) The wrapper
+forwards ``set_epoch`` to the wrapped sampler (``lightning/fabric/utilities/distributed.py``). A training
+epoch uses a multiple of ``batch_size * world_size`` items (:func:`train_epoch_size`), so the wrapper
+never pads a rank's shard with another rank's items.
+
+Nothing is downloaded: a missing or incomplete folder raises :class:`~stability.errors.ConfigError` in
+``__init__`` with one line saying what was expected where.
+"""
+
+import math
+import os
+import pickle
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+
+from stability.errors import ConfigError
+
+# Per-channel statistics of the training sets (pixels scaled to [0, 1]).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+# -- small checks ----------------------------------------------------------------------------------------
+def _require(ok: bool, key: str, value: object, valid: str) -> None:
+    """Raise the one-line ConfigError the CLI prints: key, value given, what is valid."""
+    if not ok:
+        raise ConfigError(f"data.{key}: {value!r} is invalid; {valid}")
+
+
+def _check_common(batch_size: int, seed: int, num_workers: int = 0) -> None:
+    _require(isinstance(batch_size, int) and batch_size >= 1, "batch_size", batch_size,
+             "expected an integer >= 1")
+    _require(isinstance(seed, int) and seed >= 0, "seed", seed, "expected an integer >= 0")
+    _require(isinstance(num_workers, int) and num_workers >= 0, "num_workers", num_workers,
+             "expected an integer >= 0 (0 loads in the main process)")
+
+
+def _check_fraction(key: str, value: float) -> None:
+    _require(0.0 < value < 1.0, key, value, "expected a fraction strictly between 0 and 1")
+
+
+# -- sampling --------------------------------------------------------------------------------------------
+def _global_seed() -> int:
+    """The seed given to Lightning's ``seed_everything`` (it exports it as PL_GLOBAL_SEED; spawned DDP
+    ranks inherit it), or 0. Lightning's own DistributedSampler reads the same variable."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Indices ``0..num_items-1``, shuffled by a generator seeded from (seed, global seed, epoch).
+
+    Unlike ``RandomSampler`` (which draws from the process's global RNG, so the order depends on how many
+    random numbers the model's initialisation consumed), the order here depends only on the seeds and the
+    epoch; that makes it reproducible, resumable, and identical on every DDP rank. ``set_epoch`` picks the
+    epoch; without it, each new iteration moves on to the next epoch's order.
+
+    Args:
+        num_items: Length of the dataset.
+        shuffle: False gives ``0..num_items-1`` in order (validation and test).
+        seed: Data seed; combined with the global ``seed_everything`` seed read at construction.
+        epoch_size: Yield only the first ``epoch_size`` indices of each epoch's order (see
+            :func:`train_epoch_size`); None yields all of them.
+    """
+
+    def __init__(self, num_items: int, shuffle: bool, seed: int, epoch_size: int | None = None) -> None:
+        self.num_items, self.shuffle, self.seed = num_items, shuffle, seed
+        self.epoch_size = num_items if epoch_size is None else min(epoch_size, num_items)
+        self.global_seed = _global_seed()
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The indices of ``epoch``, an int64 tensor of length ``epoch_size``."""
+        if not self.shuffle:
+            return torch.arange(self.epoch_size)
+        # SeedSequence mixes the three numbers, so seeds 0 and 1 (or epochs 3 and 4) give unrelated orders.
+        entropy = [self.seed % 2**32, self.global_seed % 2**32, epoch]
+        state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)
+        generator = torch.Generator().manual_seed(int(state[0]))
+        return torch.randperm(self.num_items, generator=generator)[: self.epoch_size]
+
+    def next_order(self) -> torch.Tensor:
+        order = self.order(self.epoch)
+        self.epoch += 1  # overridden by the next set_epoch; moves on when nobody calls it
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        # A generator: the order is drawn at the first index, not when iter() is called. On resume Lightning
+        # creates the iterator before it calls set_epoch, and the resumed epoch must get its own order.
+        yield from self.next_order().tolist()
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+
+def train_epoch_size(num_items: int, batch_size: int, world_size: int) -> int:
+    """How many of the shuffled training items one epoch uses: the largest multiple of
+    ``batch_size * world_size`` that fits (the rest, a different random remainder each epoch, waits for
+    the next epoch).
+
+    Two reasons. Every step then averages the same number of examples, so the gradient-noise scale, and
+    with it the stability measurements, is the same at every step (no ragged last batch). And under DDP
+    each rank gets the same number of full batches without Lightning's DistributedSampler having to pad
+    with repeated items, so the ranks' shards are disjoint. A split smaller than that is used whole.
+    """
+    usable = num_items - num_items % (batch_size * world_size)
+    return usable if usable > 0 else num_items
+
+
+class EpochBatchSampler(Sampler[torch.Tensor]):
+    """Consecutive ``batch_size`` slices of an :class:`EpochShuffleSampler`'s order (the last one may be
+    shorter), for a DataLoader whose dataset returns whole batches (:class:`TensorBatchDataset`).
+
+    Batches are int64 tensors, not lists: gathering rows of a tensor with an index tensor takes a few
+    microseconds, while a Python list is converted element by element (and, on busy cores, through
+    torch's thread pool: milliseconds). ``set_epoch`` is forwarded to the item sampler (Lightning calls it
+    on the DataLoader's ``sampler``, which this object is).
+    """
+
+    def __init__(self, sampler: EpochShuffleSampler, batch_size: int) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # Lazy for the same reason as EpochShuffleSampler.__iter__ (set_epoch may come after iter()).
+        yield from self.sampler.next_order().split(self.batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+
+class TensorBatchDataset(Dataset):
+    """Images and labels held as two tensors; indexing with a tensor of indices returns a whole batch.
+
+    Used with an :class:`EpochBatchSampler` as the DataLoader's ``sampler`` and ``batch_size=None``, one
+    fetch (a tensor of indices) is one tensor gather: no per-item ``__getitem__`` calls, no collate, no
+    worker processes.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        assert len(images) == len(labels)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+
+class TransformedSubset(Dataset):
+    """The items ``indices`` of ``base`` with ``transform`` applied to the image, so that one decoded copy
+    of a data set serves both an augmented train split and a plain validation split."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable | None) -> None:
+        self.base, self.indices, self.transform = base, list(indices), transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[self.indices[index]]
+        return (self.transform(image) if self.transform is not None else image), label
+
+
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded permutation of ``range(len(labels))`` in which every class is spread evenly, so that any
+    contiguous slice of it (a test or validation split of any size) holds each class in proportion.
+
+    Each item gets the quantile ``(rank within its class + 1/2) / class size`` in a random order; sorting by
+    it interleaves the classes. Unlike scikit-learn's stratified splitter it never refuses tiny classes.
+    """
+    perm = np.random.default_rng(seed).permutation(len(labels))
+    permuted = labels[perm]
+    quantile = np.empty(len(labels))
+    for c in np.unique(permuted):
+        members = permuted == c
+        quantile[members] = (np.arange(members.sum()) + 0.5) / members.sum()
+    return perm[np.argsort(quantile, kind="stable")]
+
+
+def _split_sizes(total: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Round each held-out fraction of ``total`` to a count >= 1 and check something is left to train on."""
+    sizes = {key: max(1, round(frac * total)) for key, frac in fractions.items()}
+    keys = " + data.".join(fractions)
+    _require(sum(sizes.values()) < total, keys, sum(fractions.values()),
+             f"the held-out splits ({sizes}) leave no training items out of {total}")
+    return sizes
+
+
+def _world_size(module: L.LightningDataModule) -> int:
+    """Number of DDP processes of the trainer this module is attached to (1 outside a trainer)."""
+    return module.trainer.world_size if module.trainer is not None else 1
+
+
+def _loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
+            world_size: int = 1) -> DataLoader:
+    """A per-item DataLoader (images decoded and augmented one by one, possibly in workers); when
+    shuffling (training), an epoch is :func:`train_epoch_size` items."""
+    epoch_size = train_epoch_size(len(dataset), batch_size, world_size) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochShuffleSampler(len(dataset), shuffle, seed, epoch_size),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,  # keep workers (and their copy of the data) across epochs
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+# -- digits ----------------------------------------------------------------------------------------------
+class DigitsDataModule(L.LightningDataModule):
+    """scikit-learn's bundled handwritten digits: 1,797 grayscale 8x8 images of 10 classes.
+
+    The embedded default: nothing to download, and small enough to keep as tensors in memory and to serve
+    whole batches by one tensor gather (see :class:`TensorBatchDataset`), which makes an epoch cost
+    about a millisecond. Pixels (0..16) are scaled to [0, 1] and, with ``normalize``, standardised with
+    the training split's mean and std (a single channel, so two scalars).
+
+    Args:
+        batch_size: Images per batch (per device under DDP).
+        val_fraction: Fraction of all 1,797 images held out for validation.
+        test_fraction: Fraction of all 1,797 images held out for the test.
+        seed: Seeds the stratified train/val/test split and (with the global seed) the shuffle order.
+        normalize: Standardise pixels with the training split's mean and std (else keep them in [0, 1]).
+    """
+
+    num_classes: int = 10
+    img_size: int = 8
+    in_chans: int = 1
+
+    def __init__(self, batch_size: int = 64, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 seed: int = 0, normalize: bool = True) -> None:
+        super().__init__()
+        _check_common(batch_size, seed)
+        _check_fraction("val_fraction", val_fraction)
+        _check_fraction("test_fraction", test_fraction)
+        held_out = val_fraction + test_fraction
+        _require(held_out < 1.0, "val_fraction + data.test_fraction", held_out,
+                 "the held-out fractions must sum to less than 1 to leave training images")
+        self.save_hyperparameters()
+        self.batch_size, self.seed, self.normalize = batch_size, seed, normalize
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.mean, self.std = 0.0, 1.0
+        self.splits: dict[str, TensorBatchDataset] = {}
+        self.split_indices: dict[str, np.ndarray] = {}  # indices into load_digits()'s 1,797 rows
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return  # the whole data set is built once, whatever the stage
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
+        labels = torch.as_tensor(digits.target, dtype=torch.int64)  # (N,)
+        sizes = _split_sizes(len(labels), {"test_fraction": self.test_fraction,
+                                           "val_fraction": self.val_fraction})
+        order = stratified_order(digits.target, self.seed)
+        n_test, n_val = sizes["test_fraction"], sizes["val_fraction"]
+        self.split_indices = {
+            "test": np.sort(order[:n_test]),
+            "val": np.sort(order[n_test:n_test + n_val]),
+            "train": np.sort(order[n_test + n_val:]),
+        }
+        if self.normalize:
+            train = images[self.split_indices["train"]]
+            self.mean, self.std = train.mean().item(), train.std().item()
+            images = (images - self.mean) / self.std
+        self.splits = {name: TensorBatchDataset(images[idx], labels[idx])
+                       for name, idx in self.split_indices.items()}
+
+    def _batches(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
+        epoch_size = train_epoch_size(len(dataset), self.batch_size, _world_size(self)) if shuffle else None
+        items = EpochShuffleSampler(len(dataset), shuffle, self.seed, epoch_size)
+        sampler = EpochBatchSampler(items, self.batch_size)
+        # batch_size=None: the sampler yields index tensors and the dataset returns whole batches.
+        return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._batches("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._batches("test", shuffle=False)
+
+
+# -- CIFAR -----------------------------------------------------------------------------------------------
+def _without_md5(dataset_cls: type[CIFAR10]) -> type[CIFAR10]:
+    """torchvision's reader for ``dataset_cls`` with its md5 checks off.
+
+    torchvision compares every file with the md5 of the official archive; we check instead that the files
+    exist (with a clear message) and turn unreadable ones into a ConfigError, which lets re-packed copies
+    and the small fabricated folders of the tests go through the very same reading code.
+    """
+    return type(
+        f"_{dataset_cls.__name__}Files",
+        (dataset_cls,),
+        {
+            "train_list": [[name, None] for name, _ in dataset_cls.train_list],
+            "test_list": [[name, None] for name, _ in dataset_cls.test_list],
+            "meta": {**dataset_cls.meta, "md5": None},
+        },
+    )
+
+
+class _CIFARDataModule(L.LightningDataModule):
+    """Shared code of the CIFAR-10 and CIFAR-100 modules (they differ only in the class attributes)."""
+
+    dataset_cls: type[CIFAR10]
+    folder: str  # what cifar-*-python.tar.gz extracts to
+    archive: str
+    title: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_classes: int
+    img_size: int = 32
+    in_chans: int = 3
+
+    def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 2, val_fraction: float = 0.1,
+                 seed: int = 0, augment: bool = True) -> None:
+        """
+        Args:
+            data_dir: Folder holding the extracted python version (cifar-10-batches-py/ or cifar-100-python/).
+            batch_size: Images per batch (per device under DDP).
+            num_workers: DataLoader worker processes that decode and augment images (0: main process).
+            val_fraction: Fraction of the 50,000 training images held out (stratified) for validation.
+            seed: Seeds the validation split and (with the global seed) the shuffle order.
+            augment: Random crop 32 with 4-pixel zero padding + horizontal flip on the training split.
+        """
+        super().__init__()
+        _check_common(batch_size, seed, num_workers)
+        _check_fraction("val_fraction", val_fraction)
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size, self.num_workers, self.seed, self.augment = batch_size, num_workers, seed, augment
+        self.val_fraction = val_fraction
+        self._check_folder()
+        self.datasets: dict[str, Dataset] = {}
+
+    def _check_folder(self) -> None:
+        root = self.data_dir / self.folder
+        where = (f"put torchvision's {self.title} python version there (the {self.folder}/ folder extracted "
+                 f"from {self.archive}). Downloading is disabled.")
+        if not self.data_dir.is_dir():
+            raise ConfigError(f"data.data_dir: {str(self.data_dir)!r} is not a folder; {where}")
+        if not root.is_dir():
+            raise ConfigError(f"data.data_dir: {str(self.data_dir)!r} has no {self.folder}/ folder; {where}")
+        expected = [name for name, _ in self.dataset_cls.train_list + self.dataset_cls.test_list]
+        expected.append(self.dataset_cls.meta["filename"])
+        missing = [name for name in expected if not (root / name).is_file()]
+        if missing:
+            raise ConfigError(f"data.data_dir: {str(root)!r} lacks {', '.join(missing)} (expected "
+                              f"{', '.join(expected)}); re-extract {self.archive}. Downloading is disabled.")
+
+    def _read(self, train: bool) -> CIFAR10:
+        try:
+            return _without_md5(self.dataset_cls)(str(self.data_dir), train=train, download=False)
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"data.data_dir: {str(self.data_dir / self.folder)!r} holds an unreadable "
+                f"{'training' if train else 'test'} file ({type(error).__name__}: {error}); "
+                f"re-extract {self.archive}."
+            ) from error
+
+    def _transforms(self, augment: bool) -> v2.Compose:
+        steps: list[Callable] = [v2.ToImage()]
+        if augment:
+            steps += [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std), v2.ToPureTensor()]
+        return v2.Compose(steps)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", "validate", None) and "train" not in self.datasets:
+            full = self._read(train=True)
+            labels = np.asarray(full.targets)
+            n_val = _split_sizes(len(labels), {"val_fraction": self.val_fraction})["val_fraction"]
+            order = stratified_order(labels, self.seed)
+            val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+            self.datasets["train"] = TransformedSubset(full, train_idx, self._transforms(self.augment))
+            self.datasets["val"] = TransformedSubset(full, val_idx, self._transforms(False))
+        if stage in ("test", None) and "test" not in self.datasets:
+            test = self._read(train=False)
+            self.datasets["test"] = TransformedSubset(test, range(len(test)), self._transforms(False))
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.datasets["train"]
+        return _loader(train, self.batch_size, True, self.seed, self.num_workers, _world_size(self))
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.datasets["val"], self.batch_size, False, self.seed, self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return _loader(self.datasets["test"], self.batch_size, False, self.seed, self.num_workers)
+
+
+class CIFAR10DataModule(_CIFARDataModule):
+    """CIFAR-10 (32x32 RGB, 10 classes) from torchvision's on-disk python version, never downloaded.
+
+    Expects ``<data_dir>/cifar-10-batches-py/`` with ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and
+    ``batches.meta`` (what ``cifar-10-python.tar.gz`` extracts to). Train = the 50,000 training images minus
+    a seeded, stratified ``val_fraction``; validation = that held-out part; test = the 10,000 test images.
+    """
+
+    dataset_cls = CIFAR10
+    folder, archive, title = "cifar-10-batches-py", "cifar-10-python.tar.gz", "CIFAR-10"
+    mean, std = CIFAR10_MEAN, CIFAR10_STD
+    num_classes = 10
+
+
+class CIFAR100DataModule(_CIFARDataModule):
+    """CIFAR-100 (32x32 RGB, 100 fine classes) from torchvision's on-disk python version, never downloaded.
+
+    Expects ``<data_dir>/cifar-100-python/`` with ``train``, ``test`` and ``meta`` (what
+    ``cifar-100-python.tar.gz`` extracts to). Splits as in :class:`CIFAR10DataModule`; labels are the fine
+    labels.
+    """
+
+    dataset_cls = CIFAR100
+    folder, archive, title = "cifar-100-python", "cifar-100-python.tar.gz", "CIFAR-100"
+    mean, std = CIFAR100_MEAN, CIFAR100_STD
+    num_classes = 100
+
+
+# -- image folders ---------------------------------------------------------------------------------------
+class _ImageFolderWithClasses(ImageFolder):
+    """ImageFolder whose class list is given (the train folder's), so that a val/ folder lacking a class
+    keeps the training label indices instead of silently renumbering the classes after it."""
+
+    def __init__(self, root: Path, classes: list[str], transform: Callable) -> None:
+        self._given_classes = classes
+        super().__init__(str(root), transform=transform, allow_empty=True)
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        return self._given_classes, {name: i for i, name in enumerate(self._given_classes)}
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+
+
+def _has_image(class_dir: Path) -> bool:
+    """Whether ``class_dir`` holds at least one image (stops at the first: cheap even on ImageNet)."""
+    for _, _, files in os.walk(class_dir, followlinks=True):
+        if any(name.lower().endswith(IMG_EXTENSIONS) for name in files):
+            return True
+    return False
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Images in torchvision's ImageFolder layout: ``<data_dir>/train/<class>/<image>`` and
+    ``<data_dir>/val/<class>/<image>`` (ImageNet as usually extracted, or any subset of it).
+
+    ``val/`` doubles as the test set (ImageNet's test labels are not public), so the test metrics repeat
+    the final validation metrics. Class indices come from the sorted class folders of ``train/``; ``val/``
+    may lack classes but may not add any. Training images get RandomResizedCrop + horizontal flip,
+    validation images Resize to ``img_size / 0.875`` + CenterCrop (the usual 224 -> 256 ratio); both are
+    normalised with the ImageNet mean and std.
+
+    Args:
+        data_dir: Folder holding ``train/`` and ``val/``, each with one subfolder per class.
+        img_size: Side of the square crops fed to the model.
+        batch_size: Images per batch (per device under DDP).
+        num_workers: DataLoader worker processes that decode and augment images (0: main process).
+        augment: RandomResizedCrop + flip on the training split (else the validation transform).
+        seed: Seeds (with the global seed) the shuffle order.
+    """
+
+    in_chans: int = 3
+
+    def __init__(self, data_dir: str, img_size: int = 224, batch_size: int = 128, num_workers: int = 4,
+                 augment: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        _check_common(batch_size, seed, num_workers)
+        _require(isinstance(img_size, int) and img_size >= 1, "img_size", img_size,
+                 "expected an integer >= 1")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser()
+        self.img_size, self.batch_size, self.num_workers = img_size, batch_size, num_workers
+        self.augment, self.seed = augment, seed
+        self.classes = self._check_folder()
+        self.num_classes = len(self.classes)
+        self.datasets: dict[str, Dataset] = {}
+
+    def _check_folder(self) -> list[str]:
+        layout = "expected train/<class>/<image> and val/<class>/<image> (torchvision ImageFolder layout)"
+        if not self.data_dir.is_dir():
+            raise ConfigError(f"data.data_dir: {str(self.data_dir)!r} is not a folder; {layout}")
+        for split in ("train", "val"):
+            if not (self.data_dir / split).is_dir():
+                raise ConfigError(
+                    f"data.data_dir: {str(self.data_dir)!r} has no {split}/ subfolder; {layout}")
+        classes: dict[str, list[str]] = {}
+        for split in ("train", "val"):
+            split_dir = self.data_dir / split
+            classes[split] = _class_folders(split_dir)
+            if not classes[split]:
+                raise ConfigError(f"data.data_dir: {str(split_dir)!r} has no class subfolders; {layout}")
+            if not any(_has_image(split_dir / name) for name in classes[split]):
+                raise ConfigError(f"data.data_dir: {str(split_dir)!r} has class folders but no image files "
+                                  f"({', '.join(IMG_EXTENSIONS)}); {layout}")
+        extra = sorted(set(classes["val"]) - set(classes["train"]))
+        if extra:
+            raise ConfigError(f"data.data_dir: {str(self.data_dir / 'val')!r} has class folders that train/ "
+                              f"lacks ({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); "
+                              "val/ classes must be a subset of train/ classes")
+        return classes["train"]
+
+    def _transforms(self, augment: bool) -> v2.Compose:
+        if augment:
+            steps: list[Callable] = [v2.RandomResizedCrop(self.img_size), v2.RandomHorizontalFlip()]
+        else:
+            steps = [v2.Resize(round(self.img_size / 0.875)), v2.CenterCrop(self.img_size)]
+        steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                  v2.Normalize(IMAGENET_MEAN, IMAGENET_STD), v2.ToPureTensor()]
+        return v2.Compose(steps)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and "train" not in self.datasets:
+            self.datasets["train"] = _ImageFolderWithClasses(self.data_dir / "train", self.classes,
+                                                             self._transforms(self.augment))
+        if "val" not in self.datasets:
+            self.datasets["val"] = _ImageFolderWithClasses(self.data_dir / "val", self.classes,
+                                                           self._transforms(False))
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.datasets["train"]
+        return _loader(train, self.batch_size, True, self.seed, self.num_workers, _world_size(self))
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.datasets["val"], self.batch_size, False, self.seed, self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
