@@ -1,0 +1,232 @@
+"""``stability bench``: performance checks.
+
+``stability bench model`` times one training step (forward, backward, AdamW step) of our baseline ViT
+against timm's ``VisionTransformer`` of the same size, and of every single toggle against our baseline.
+Each model is timed right next to its reference in every repetition, so drifting machine load hits both
+sides of a ratio alike; step times are medians over repetitions, ratios medians of the paired ratios. It
+also measures the machine's matmul rate and each model's achieved FLOP rate as a fraction of it.
+
+Targets (issue 2): baseline / timm <= 1.00; every single toggle <= 1.15 x baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SIZES = {
+    # the digits model (DESIGN.md): 8x8 greyscale, 10 classes
+    "digits": dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=6, num_heads=4),
+    # a ViT-Ti-like CIFAR shape: 32x32 RGB, patch 4 (8x8 tokens), ViT-Ti width/depth/heads
+    "cifar-ti": dict(img_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=192, depth=12,
+                     num_heads=3),
+}
+BASELINE_VS_TIMM_TARGET = 1.00
+TOGGLE_TARGET = 1.15
+
+
+@dataclass
+class Candidate:
+    name: str
+    build: Callable[[], nn.Module]
+    target: float | None  # max ratio to its reference, None for the references themselves
+    reference: str | None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(m: int, k: int, n: int, device: torch.device, reps: int = 20) -> float:
+    """GFLOP/s of torch.mm (m, k) x (k, n), median over ``reps`` timed calls after warmup."""
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    inner = max(1, int(2e8 // (2 * m * k * n)))  # ~0.2 GFLOP per timed call
+    for _ in range(3):
+        torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b)
+        _sync(device)
+        times.append((time.perf_counter() - start) / inner)
+    return 2 * m * k * n / statistics.median(times) / 1e9
+
+
+class Trainer:
+    """One model, its AdamW optimiser and a fixed batch: ``step()`` is one training step."""
+
+    def __init__(self, model: nn.Module, dims: dict, batch: int, device: torch.device, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.model = model.to(device).train()
+        self.x = torch.randn(batch, dims["in_chans"], dims["img_size"], dims["img_size"], generator=g).to(device)
+        self.y = torch.randint(0, dims["num_classes"], (batch,), generator=g).to(device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+
+    def step(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(self.x), self.y).backward()
+        self.opt.step()
+
+    def flops_per_step(self) -> int:
+        """Forward + backward FLOPs of one step (the optimiser's elementwise work is not counted)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from stability.model.flops import CPU_SDPA_FLOPS
+
+        with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
+            F.cross_entropy(self.model(self.x), self.y).backward()
+        self.opt.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+
+def _ours(dims: dict, toggles: dict[str, str]) -> nn.Module:
+    from stability.model import VisionTransformer, ViTConfig
+
+    return VisionTransformer(ViTConfig(**dims, **toggles))
+
+
+def candidates(dims: dict, toggles: bool) -> list[Candidate]:
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    from stability.model import TOGGLES
+
+    out = [
+        Candidate("timm VisionTransformer", partial(TimmViT, **dims), None, None),
+        Candidate("ours, baseline", partial(_ours, dims, {}), BASELINE_VS_TIMM_TARGET, "timm VisionTransformer"),
+    ]
+    if toggles:
+        for name, values in TOGGLES.items():
+            for value in values[1:]:
+                out.append(Candidate(f"{name}={value}", partial(_ours, dims, {name: value}), TOGGLE_TARGET,
+                                     "ours, baseline"))
+    return out
+
+
+def bench_model(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dims = dict(SIZES[args.size])
+    for key, arg in (("img_size", "img"), ("patch_size", "patch"), ("embed_dim", "embed"), ("depth", "depth"),
+                     ("num_heads", "heads"), ("in_chans", "in_chans"), ("num_classes", "classes")):
+        if getattr(args, arg) is not None:
+            dims[key] = getattr(args, arg)
+    batch = args.batch
+
+    torch.manual_seed(0)
+    cands = candidates(dims, toggles=not args.no_toggles)
+    trainers = {c.name: Trainer(c.build(), dims, batch, device) for c in cands}
+    flops = {name: t.flops_per_step() for name, t in trainers.items()}
+    tokens = (dims["img_size"] // dims["patch_size"]) ** 2 + 1
+    mm_shape = (batch * tokens, dims["embed_dim"], 4 * dims["embed_dim"])  # the MLP's first Linear
+    rate = matmul_rate(*mm_shape, device=device)
+
+    for t in trainers.values():
+        for _ in range(args.warmup):
+            t.step()
+
+    def timed(name: str) -> float:
+        t = trainers[name]
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            t.step()
+        _sync(device)
+        return (time.perf_counter() - start) / args.steps
+
+    # Each model is timed right next to its reference (A B, then B A in the next repetition), so a burst of
+    # load from other processes hits both sides of a ratio alike; pairs are visited in rotating order.
+    pairs = [(c.name, c.reference) for c in cands if c.reference is not None]
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    ratios: dict[str, list[float]] = {name: [] for name, _ in pairs}
+    for rep in range(args.reps):
+        shift = rep % len(pairs)
+        for i, (name, ref) in enumerate(pairs[shift:] + pairs[:shift]):
+            if (rep + i) % 2:
+                t_model, t_ref = timed(name), timed(ref)
+            else:
+                t_ref, t_model = timed(ref), timed(name)
+            times[name].append(t_model)
+            times[ref].append(t_ref)
+            ratios[name].append(t_model / t_ref)
+
+    print(f"stability bench model: size={args.size} {dims} batch={batch} device={device} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"timing: {args.warmup} warmup steps per model, then {args.reps} repetitions; in each, every model "
+          f"runs {args.steps} steps right next to its reference (order alternating); medians over repetitions")
+    print(f"matmul rate: torch.mm {mm_shape[0]}x{mm_shape[1]} @ {mm_shape[1]}x{mm_shape[2]} (the MLP fc1 "
+          f"shape): {rate:.1f} GFLOP/s")
+    print()
+    header = (f"{'model':<24}{'median ms':>10}{'best ms':>9}{'ratio':>8}  {'vs':<24}{'target':>7}  {'ok':<5}"
+              f"{'GFLOP/s':>8}{'of mm':>7}")
+    print(header)
+    print("-" * len(header))
+    misses = 0
+    for c in cands:
+        med = statistics.median(times[c.name])
+        gflops = flops[c.name] / med / 1e9
+        if c.reference is None:
+            ratio_s, vs, target_s, ok = "", "", "", ""
+        else:
+            ratio = statistics.median(ratios[c.name])
+            ok = "yes" if ratio <= c.target else "MISS"
+            misses += ok == "MISS"
+            ratio_s, vs, target_s = f"{ratio:.3f}", c.reference, f"<={c.target:.2f}"
+        print(f"{c.name:<24}{med * 1e3:>10.2f}{min(times[c.name]) * 1e3:>9.2f}{ratio_s:>8}  {vs:<24}"
+              f"{target_s:>7}  {ok:<5}{gflops:>8.2f}{gflops / rate:>7.1%}")
+    print()
+    print("ratio = median over repetitions of (this model's time / its reference's time, measured next to it); "
+          "GFLOP/s = forward + backward FLOPs of one step / median step time; 'of mm' = that / the matmul rate")
+    print(f"{misses} target(s) missed" if misses else "all targets met")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stability bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("model", help="train-step time: our ViT vs timm's, and each toggle vs our baseline")
+    p.add_argument("--size", choices=sorted(SIZES), default="digits",
+                   help="model shape: digits (img 8, patch 2, embed 64, depth 6, heads 4) or cifar-ti "
+                        "(img 32, patch 4, embed 192, depth 12, heads 3)")
+    p.add_argument("--img", type=int, help="override img_size")
+    p.add_argument("--patch", type=int, help="override patch_size")
+    p.add_argument("--embed", type=int, help="override embed_dim")
+    p.add_argument("--depth", type=int, help="override depth")
+    p.add_argument("--heads", type=int, help="override num_heads")
+    p.add_argument("--in-chans", type=int, help="override in_chans")
+    p.add_argument("--classes", type=int, help="override num_classes")
+    p.add_argument("--batch", type=int, default=64, help="images per step (default 64)")
+    p.add_argument("--reps", type=int, default=15, help="timed repetitions per model (default 15)")
+    p.add_argument("--steps", type=int, default=3, help="training steps per repetition (default 3)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps per model first (default 5)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared, busy machine OpenMP's spin-waiting makes "
+                        "2+ threads slow and erratic for small models; 0 = torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--no-toggles", action="store_true", help="only baseline vs timm")
+    p.set_defaults(func=bench_model)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``stability bench``; ``argv`` is what follows ``bench`` on the command line."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

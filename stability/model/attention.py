@@ -1,0 +1,143 @@
+"""Multi-head self-attention variants: ``attention`` toggle.
+
+All three share one forward (timm's layout: a fused ``qkv`` Linear, per-head q/k transforms ``q_norm`` and
+``k_norm``, PyTorch's fused ``scaled_dot_product_attention``, an output ``proj``); they differ only in what
+``q_norm``/``k_norm`` do to q and k and in the logit scale. So a variant is a subclass that sets those two
+things, and the baseline is the class with ``nn.Identity`` norms and the 1/sqrt(d) scale.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+COSINE_EPS = 1e-6  # smoothing epsilon of the l2 normalisation (see L2Normalize)
+
+
+class _SmoothL2Normalize(torch.autograd.Function):
+    """v / sqrt(|v|^2 + eps) over the last dim, with a hand-written backward.
+
+    Autograd of the composite (pow, sum, add, rsqrt, mul) records ~5 nodes and runs ~10 small kernels
+    backwards; with r = (|v|^2 + eps)^(-1/2) and u = v r the gradient is simply r (g - u (u . g)).
+    """
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, eps: float) -> torch.Tensor:
+        r = torch.linalg.vector_norm(v, dim=-1, keepdim=True).square_().add_(eps).rsqrt_()  # (..., 1)
+        u = v * r
+        ctx.save_for_backward(u, r)
+        return u
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        u, r = ctx.saved_tensors
+        u_dot_g = torch.linalg.vecdot(u, g, dim=-1).unsqueeze(-1)  # (..., 1)
+        return torch.addcmul(g, u, u_dot_g, value=-1.0).mul_(r), None
+
+
+class L2Normalize(nn.Module):
+    """eps-smoothed l2 normalisation over the last dim: v / sqrt(|v|^2 + eps).
+
+    LipsFormer's scaled cosine attention (Qi et al. 2023, Sec. 3, Thm. 1) bounds its Lipschitz constant with
+    eps^(-1/2) factors, i.e. it assumes this smoothed form, whose Jacobian stays bounded near v = 0
+    (F.normalize's max(|v|, 1e-12) does not).
+    """
+
+    def __init__(self, dim: int, eps: float = COSINE_EPS) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return _SmoothL2Normalize.apply(v, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
+
+
+class Attention(nn.Module):
+    """Dot-product attention, softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, Eq. 1); timm's names."""
+
+    def __init__(self, dim: int, num_heads: int, tau: float = 10.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm, self.k_norm = self.make_qk_norms()
+        self.proj = nn.Linear(dim, dim)
+        self.scale = self.logit_scale(tau)  # None: SDPA's default 1/sqrt(head_dim)
+        self.record_stats = False  # telemetry switch, see VisionTransformer.set_attention_stats
+        self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def make_qk_norms(self) -> tuple[nn.Module, nn.Module]:
+        """Per-head transforms applied to q and k before the logits (baseline: none)."""
+        return nn.Identity(), nn.Identity()
+
+    def logit_scale(self, tau: float) -> float | None:
+        """Multiplier of q k^T (baseline: None = 1/sqrt(head_dim))."""
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # each (B, N, H, d)
+        # per-head q/k transforms on the (B, N, H, d) views, whose (H, d) rows are contiguous: cheaper than on
+        # the head-major layout (and timm's permute-first layout is slower on the CPU for small tokens)
+        q, k, v = self.q_norm(q).transpose(1, 2), self.k_norm(k).transpose(1, 2), v.transpose(1, 2)
+        if self.record_stats:
+            self._record(q, k)  # each (B, H, N, d)
+        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, H, N, d)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
+
+    @torch.no_grad()
+    def _record(self, q: torch.Tensor, k: torch.Tensor) -> None:
+        """Pre-softmax logits made explicit (SDPA never shows them): max logit and softmax entropy.
+
+        The max attention logit is the early-warning signal of Wortsman et al. 2023 (Sec. 3.1.1, attention
+        logit growth); entropy collapse is its consequence. Kept as tensors: no device sync here.
+        """
+        scale = self.scale if self.scale is not None else self.head_dim**-0.5
+        logits = (q @ k.transpose(-2, -1)).float() * scale  # (B, H, N, N)
+        log_p = logits.log_softmax(dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(dim=-1).mean()  # nats, mean over batch, heads, queries
+        self._stats = (logits.max(), entropy)
+
+    def stats(self) -> dict[str, float]:
+        """Last recorded {"max_logit", "entropy"}; NaN if none was recorded since stats were enabled."""
+        if self._stats is None:
+            return {"max_logit": float("nan"), "entropy": float("nan")}
+        return {"max_logit": self._stats[0].item(), "entropy": self._stats[1].item()}
+
+
+class CosineAttention(Attention):
+    """LipsFormer scaled cosine-similarity attention (Qi et al. 2023, Sec. 3 "CSA"; official code
+    ``WindowAttention``): softmax(tau * q_hat k_hat^T) v with q_hat = q / sqrt(|q|^2 + eps) per head.
+
+    tau is fixed (10 in the LipsFormer-Swin code), there is no 1/sqrt(d), and v is not normalised (the
+    code's variant). The logits lie in [-tau, tau] whatever the weights, removing the logit growth of
+    dot-product attention (Kim et al. 2021 show dot-product attention is not Lipschitz).
+    """
+
+    def make_qk_norms(self) -> tuple[nn.Module, nn.Module]:
+        return L2Normalize(self.head_dim), L2Normalize(self.head_dim)
+
+    def logit_scale(self, tau: float) -> float | None:
+        return float(tau)
+
+
+class QKNormAttention(Attention):
+    """qk-layernorm: a LayerNorm over each head's q and k before the logits (Dehghani et al. 2023, ViT-22B,
+    Sec. 3.2; Wortsman et al. 2023, Sec. 3.1.2). It bounds the logits' growth with the parameter norm.
+
+    Names and parameters as timm's ``Attention(qk_norm=True)`` (``q_norm``/``k_norm``, LayerNorm with bias,
+    eps 1e-6), so timm checkpoints load; Wortsman et al. use no bias.
+    """
+
+    def make_qk_norms(self) -> tuple[nn.Module, nn.Module]:
+        return nn.LayerNorm(self.head_dim, eps=1e-6), nn.LayerNorm(self.head_dim, eps=1e-6)
+
+
+ATTENTIONS: dict[str, type[Attention]] = {
+    "dot": Attention,
+    "cosine": CosineAttention,
+    "qknorm": QKNormAttention,
+}

@@ -1,0 +1,173 @@
+"""The ViT's typed config: the usual dimensions plus one field per stability trick (toggle).
+
+Every toggle is a ``Literal`` whose first value is the baseline (timm's ViT), so the default config *is*
+the control. ``TOGGLES`` is derived from those ``Literal`` types, and ``__post_init__`` validates the
+values against it: dataclasses do not check ``Literal`` types themselves, and the config may be built
+from Python, YAML (LightningCLI / jsonargparse) or a sweep grid, so the check has to live here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from stability.errors import ConfigError
+
+GlobalPool = Literal["token", "avg"]
+Stem = Literal["patchify", "conv"]
+Norm = Literal["layernorm", "centernorm"]
+NormPlacement = Literal["pre", "post"]
+AttentionKind = Literal["dot", "cosine", "qknorm"]
+PosEmbed = Literal["default", "lape"]
+PosEmbedType = Literal["learned", "sincos"]
+Residual = Literal["plain", "weighted"]
+Init = Literal["default", "spectral"]
+
+# toggle name -> valid values, baseline first (the order of the Literal types above).
+TOGGLES: dict[str, tuple[str, ...]] = {
+    "stem": get_args(Stem),
+    "norm": get_args(Norm),
+    "norm_placement": get_args(NormPlacement),
+    "attention": get_args(AttentionKind),
+    "pos_embed": get_args(PosEmbed),
+    "pos_embed_type": get_args(PosEmbedType),
+    "residual": get_args(Residual),
+    "init": get_args(Init),
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {"global_pool": get_args(GlobalPool), **TOGGLES}
+_POSITIVE_INTS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads")
+
+
+@dataclass
+class ViTConfig:
+    """Dimensions and stability toggles of :class:`stability.model.VisionTransformer`.
+
+    Defaults are the digits-sized model (8x8 greyscale images, 10 classes) with every toggle at baseline.
+    """
+
+    # --- dimensions (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words", Sec. 3.1) ---
+    img_size: int = 8  # input height = width, in pixels
+    patch_size: int = 2  # side of one patch token: the token grid is (img_size / patch_size)^2
+    in_chans: int = 1  # image channels (1 for digits, 3 for CIFAR / ImageNet)
+    num_classes: int = 10  # width of the classifier head
+    embed_dim: int = 64  # token width D
+    depth: int = 6  # transformer blocks (one fewer with stem="conv" and conv_stem_remove_block)
+    num_heads: int = 4  # attention heads; head_dim = embed_dim / num_heads
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * embed_dim
+    drop_path_rate: float = 0.0  # stochastic depth (Huang et al. 2016), linear 0 -> rate over blocks
+    global_pool: GlobalPool = "token"  # "token": class token; "avg": mean of patch tokens (timm's fc_norm)
+
+    # --- stability toggles (first value = baseline = timm's VisionTransformer) ---
+    # Token stem. "conv": Xiao et al. 2021, "Early Convolutions Help Transformers See Better", Sec. 3:
+    # 3x3 stride-2 conv-BN-ReLU layers (channels doubling) whose strides multiply to patch_size, then 1x1.
+    stem: Stem = "patchify"
+    # Xiao et al. remove one transformer block from ViT_C so it matches ViT_P's FLOPs (Sec. 3, Table 1).
+    conv_stem_remove_block: bool = True
+    # Normalisation layer for every token norm (norm1, norm2, final norm / fc_norm).
+    # "centernorm": LipsFormer (Qi et al. 2023) CenterNorm, gamma * D/(D-1) * (x - mean(x)) + beta.
+    norm: Norm = "layernorm"
+    # "pre": x + f(N(x)) (timm); "post": N(x + f(x)), the placement of the LipsFormer code.
+    norm_placement: NormPlacement = "pre"
+    # "dot": softmax(q k^T / sqrt(d)); "cosine": LipsFormer scaled cosine-similarity attention,
+    # softmax(tau * q_hat k_hat^T); "qknorm": per-head LayerNorm on q and k (Wortsman et al. 2023;
+    # Dehghani et al. 2023, ViT-22B).
+    attention: AttentionKind = "dot"
+    cosine_tau: float = 10.0  # fixed logit scale tau of cosine attention (LipsFormer-Swin code: 10)
+    # "default": PE added once to the tokens; "lape": Yu et al. 2023, LaPE (ICCV) Eqs. 8-11: the PE stays
+    # out of the residual stream and each block adds its own LayerNorm of it to the attention input.
+    pos_embed: PosEmbed = "default"
+    # "learned": trunc-normal(0.02) parameter (timm); "sincos": frozen 2-D sine-cosine table, cls row 0.
+    pos_embed_type: PosEmbedType = "learned"
+    # "plain": x + f(x); "weighted": x + alpha * f(x), alpha per channel and learnable (LipsFormer).
+    residual: Residual = "plain"
+    # Initial alpha of the weighted residual; None = 1 / (number of blocks), the LipsFormer-Swin value.
+    # Ignored when residual="plain".
+    residual_init: float | None = None
+    # "default": timm's ViT init; "spectral": LipsFormer spectral init (xavier-normal, then W / sigma_max).
+    init: Init = "default"
+
+    def __post_init__(self) -> None:
+        for key, valid in _CHOICES.items():
+            value = getattr(self, key)
+            if value not in valid:
+                raise ConfigError(f"{key}={value!r} is not valid; valid values: {', '.join(valid)}")
+        for key in _POSITIVE_INTS:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}={value!r} is not valid; it must be a positive integer")
+        if not isinstance(self.conv_stem_remove_block, bool):
+            raise ConfigError(f"conv_stem_remove_block={self.conv_stem_remove_block!r} is not valid; "
+                              "valid values: true, false")
+        self._check_real("mlp_ratio", self.mlp_ratio, "a positive number", lambda v: v > 0)
+        self._check_real("drop_path_rate", self.drop_path_rate, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        self._check_real("cosine_tau", self.cosine_tau, "a positive number", lambda v: v > 0)
+        if self.residual_init is not None:
+            self._check_real("residual_init", self.residual_init, "null or a finite number", lambda v: True)
+
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}: "
+                              "every head needs embed_dim / num_heads channels")
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}: "
+                              "the patches must tile the image exactly")
+        if self.pos_embed_type == "sincos" and self.embed_dim % 4:
+            raise ConfigError(f"embed_dim={self.embed_dim} with pos_embed_type='sincos' is not valid: the 2-D "
+                              "sine-cosine table needs sin and cos channels for x and y, so embed_dim must be "
+                              "divisible by 4")
+        if self.stem == "conv":
+            self._check_conv_stem()
+
+    def _check_conv_stem(self) -> None:
+        p = self.patch_size
+        if p == 1:
+            raise ConfigError("patch_size=1 with stem='conv' is not valid: the conv stem needs at least one "
+                              "stride-2 3x3 conv (patch_size 2, 4, 8, ...); at patch_size 1 it reduces to a "
+                              "1x1 conv, i.e. patchify")
+        if p & (p - 1):
+            raise ConfigError(f"patch_size={p} with stem='conv' is not valid: the conv stem's stride-2 convs "
+                              "multiply to a power of two, so patch_size must be 2, 4, 8, 16, ...")
+        halvings = self.conv_stem_layers - 1
+        if self.embed_dim % (2**halvings):
+            raise ConfigError(f"embed_dim={self.embed_dim} with stem='conv' and patch_size={p} is not valid: "
+                              f"the stem's channels halve back from embed_dim over its "
+                              f"{self.conv_stem_layers} stride-2 convs, so embed_dim must be divisible by "
+                              f"{2**halvings}")
+        if self.conv_stem_remove_block and self.depth < 2:
+            raise ConfigError(f"depth={self.depth} with stem='conv' and conv_stem_remove_block=true is not "
+                              "valid: removing a block would leave none; use depth >= 2 or "
+                              "conv_stem_remove_block=false")
+
+    @staticmethod
+    def _check_real(key: str, value: object, what: str, ok: Callable[[float], bool]) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not ok(value):
+            raise ConfigError(f"{key}={value!r} is not valid; it must be {what}")
+
+    # --- derived quantities (not fields: they never appear in YAML) ---
+    @property
+    def grid_size(self) -> int:
+        """Tokens per side of the patch grid (the same for both stems)."""
+        return self.img_size // self.patch_size
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks actually built: Xiao et al. drop one to pay for the conv stem's FLOPs."""
+        return self.depth - 1 if self.stem == "conv" and self.conv_stem_remove_block else self.depth
+
+    @property
+    def conv_stem_layers(self) -> int:
+        """Number of stride-2 3x3 convs in the conv stem: log2(patch_size)."""
+        return max(self.patch_size.bit_length() - 1, 0)
+
+    @property
+    def alpha_init(self) -> float:
+        """Initial weighted-residual alpha: residual_init, else LipsFormer-Swin's 1 / L_total."""
+        return self.residual_init if self.residual_init is not None else 1.0 / self.num_blocks
+
+    def toggles(self) -> dict[str, str]:
+        """The toggle values of this config, in TOGGLES order."""
+        return {name: getattr(self, name) for name in TOGGLES}
+

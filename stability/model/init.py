@@ -1,0 +1,53 @@
+"""Weight initialisation schemes: ``init`` toggle. Each is a function applied to the whole model once, after
+construction. The class token and the position embedding are initialised where they are created
+(``vit.py``, ``position.py``) and neither scheme touches them (LipsFormer keeps the PE's own init too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from stability.model.norms import CenterNorm
+
+_NORMS = (nn.LayerNorm, CenterNorm, nn.BatchNorm2d)
+
+
+@torch.no_grad()
+def timm_init(model: nn.Module) -> None:
+    """timm's ViT init (``init_weights_vit_timm``, the default mode): every Linear trunc-normal std 0.02
+    with zero bias; convs and norms keep PyTorch's defaults."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def spectral_norm_of(weight: torch.Tensor) -> torch.Tensor:
+    """Largest singular value of a Linear weight, or of a conv kernel reshaped to (out, in * kh * kw)."""
+    return torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2)
+
+
+@torch.no_grad()
+def spectral_init(model: nn.Module) -> None:
+    """LipsFormer spectral init (Qi et al. 2023, Sec. 3; official code ``_spectral_init``), every module,
+    head included: xavier-normal, then W / sigma_max(W) so each Linear (and each reshaped conv kernel) has
+    spectral norm exactly 1, giving Lipschitz factors of 1 at init. Linear biases 0 (conv biases keep their
+    default, as in the code); norms weight 1, bias 0. An init only: nothing constrains W later.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_normal_(m.weight)
+            m.weight.div_(spectral_norm_of(m.weight))
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, _NORMS):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+INITS: dict[str, Callable[[nn.Module], None]] = {"default": timm_init, "spectral": spectral_init}

@@ -1,0 +1,50 @@
+"""Token normalisation layers: ``norm`` toggle.
+
+Both classes take the channel count and own ``weight`` (gamma) and ``bias`` (beta) vectors, so the
+state-dict keys are the same whichever is chosen.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm with timm's ViT epsilon (1e-6), so the baseline matches timm to float precision."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__(dim, eps=eps)
+
+
+class CenterNorm(nn.Module):
+    """LipsFormer CenterNorm (Qi et al. 2023, Sec. 3 "CenterNorm"; official code class ``CenterNorm``).
+
+        CN(x) = gamma * D/(D-1) * (x - mean(x)) + beta
+
+    It centres but never divides by the standard deviation (no epsilon), so it is affine in x and globally
+    Lipschitz with constant D/(D-1) * max|gamma| (the centring matrix is a projection of norm 1), whereas
+    LayerNorm's 1/sigma blows up as sigma -> 0.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.scale = dim / (dim - 1) if dim > 1 else 1.0  # fixed D/(D-1), not learnable
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=-1, keepdim=True)  # (..., D)
+        # beta + D/(D-1) * centred * gamma, one fused kernel
+        return torch.addcmul(self.bias, centred, self.weight, value=self.scale)
+
+    def lipschitz(self) -> float:
+        """l2 Lipschitz constant of the map x -> CN(x) per token: D/(D-1) * max|gamma|."""
+        return self.scale * self.weight.detach().abs().max().item()
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}"
+
+
+NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "centernorm": CenterNorm}

@@ -1,0 +1,155 @@
+"""The configurable Vision Transformer (Dosovitskiy et al. 2021), every stability trick a toggle.
+
+Each component comes from a small name -> class map (stems, norms, attention, position, residual, init),
+picked by the config; a disabled trick is the baseline class (often ``nn.Identity``), not an ``if``. With
+every toggle at its first value, parameter names, shapes and outputs are those of
+``timm.models.vision_transformer.VisionTransformer`` of the same size.
+
+Notation: B batch, N = 1 + (img_size / patch_size)^2 tokens (class token first), D embed_dim.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath
+from torch import nn
+
+from stability.model.attention import ATTENTIONS
+from stability.model.config import ViTConfig
+from stability.model.init import INITS
+from stability.model.norms import NORMS
+from stability.model.position import BLOCK_PE, CLS_HAS_PE, INPUT_PE, PE_TYPES
+from stability.model.residual import RESIDUALS
+from stability.model.stems import STEMS
+
+
+class Mlp(nn.Module):
+    """Transformer MLP (Dosovitskiy et al. 2021, Eq. 3): fc2(GELU(fc1(x))); timm's names."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (Dosovitskiy et al. 2021, Eqs. 2-3; timm ``Block``):
+
+        x = x + alpha_1 * Attn(N_1(x) [+ LaPE pe_l])
+        x = x + alpha_2 * MLP(N_2(x))
+
+    with alpha = 1 (``nn.Identity``) unless residual="weighted", and DropPath on each branch.
+    ``forward`` takes and returns the LaPE position embedding, None unless pos_embed="lape".
+    """
+
+    def __init__(self, cfg: ViTConfig, drop_path: float = 0.0) -> None:
+        super().__init__()
+        dim, norm = cfg.embed_dim, NORMS[cfg.norm]
+        self.norm1 = norm(dim)
+        self.pe_norm = BLOCK_PE[cfg.pos_embed](dim, 1 + cfg.grid_size**2, CLS_HAS_PE[cfg.pos_embed_type])
+        self.attn = ATTENTIONS[cfg.attention](dim, cfg.num_heads, tau=cfg.cosine_tau)
+        self.ls1 = RESIDUALS[cfg.residual](dim, cfg.alpha_init)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = norm(dim)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.ls2 = RESIDUALS[cfg.residual](dim, cfg.alpha_init)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pe: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, pe = self.pe_norm(self.norm1(x), pe)  # (B, N, D): N_1(x), plus LN_l(pe) under LaPE (Eq. 9)
+        x = x + self.drop_path1(self.ls1(self.attn(h)))  # (B, N, D)
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))  # (B, N, D)
+        return x, pe
+
+
+class PostNormBlock(Block):
+    """Post-norm block, the placement of the official LipsFormer code (``SwinTransformerBlock.forward``):
+
+        x = N_1(x + alpha_1 * Attn(x [+ LaPE pe_l]))
+        x = N_2(x + alpha_2 * MLP(x))
+
+    Same modules and names as :class:`Block`; only the order differs.
+    """
+
+    def forward(self, x: torch.Tensor, pe: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, pe = self.pe_norm(x, pe)  # (B, N, D): the raw stream, plus LN_l(pe) under LaPE
+        x = self.norm1(x + self.drop_path1(self.ls1(self.attn(h))))  # (B, N, D)
+        x = self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))  # (B, N, D)
+        return x, pe
+
+
+BLOCKS: dict[str, type[Block]] = {"pre": Block, "post": PostNormBlock}
+
+
+def pool_token(x: torch.Tensor) -> torch.Tensor:
+    """Class-token readout (Dosovitskiy et al. 2021, Eq. 4): (B, N, D) -> (B, D)."""
+    return x[:, 0]
+
+
+def pool_avg(x: torch.Tensor) -> torch.Tensor:
+    """Mean of the patch tokens, class token excluded (timm global_pool="avg"): (B, N, D) -> (B, D)."""
+    return x[:, 1:].mean(dim=1)
+
+
+POOLS = {"token": pool_token, "avg": pool_avg}
+
+
+class VisionTransformer(nn.Module):
+    """ViT classifier built from a :class:`ViTConfig`: images (B, C, H, W) -> logits (B, num_classes).
+
+    The final norm is ``norm`` (before the class-token readout) for global_pool="token" and ``fc_norm``
+    (after averaging) for "avg", as in timm; it is kept with post-norm placement (the LipsFormer code also
+    ends with a norm before its head) and becomes CenterNorm with norm="centernorm".
+    """
+
+    def __init__(self, cfg: ViTConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg if cfg is not None else ViTConfig()
+        self.cfg = cfg
+        dim, final_norm = cfg.embed_dim, NORMS[cfg.norm]
+        self.patch_embed = STEMS[cfg.stem](cfg.img_size, cfg.patch_size, cfg.in_chans, dim)
+        self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
+        nn.init.normal_(self.cls_token, std=1e-6)  # timm's init
+        self.pos_embed = PE_TYPES[cfg.pos_embed_type](cfg.grid_size, dim)  # (1, N, D)
+        self.pos_input = INPUT_PE[cfg.pos_embed]()
+        rates = torch.linspace(0, cfg.drop_path_rate, cfg.num_blocks).tolist()  # stochastic depth rule
+        self.blocks = nn.ModuleList([BLOCKS[cfg.norm_placement](cfg, rate) for rate in rates])
+        self.norm = final_norm(dim) if cfg.global_pool == "token" else nn.Identity()
+        self.pool = POOLS[cfg.global_pool]
+        self.fc_norm = final_norm(dim) if cfg.global_pool == "avg" else nn.Identity()
+        self.head = nn.Linear(dim, cfg.num_classes)
+        INITS[cfg.init](self)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> final tokens (B, N, D)."""
+        x = self.patch_embed(images)  # (B, N-1, D)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N, D)
+        x, pe = self.pos_input(x, self.pos_embed)  # default: x + E_pos, pe None; LaPE: x, pe = E_pos
+        for block in self.blocks:
+            x, pe = block(x, pe)  # (B, N, D)
+        return self.norm(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.forward_features(images))  # (B, D)
+        return self.head(self.fc_norm(x))  # (B, num_classes)
+
+    # ---------------------------------------------------------------- attention telemetry
+    def set_attention_stats(self, enabled: bool) -> None:
+        """Make every attention layer also compute its explicit logits on the following forwards (costly:
+        an extra (B, H, N, N) product per layer), or return to the plain fused path. Clears old stats."""
+        for block in self.blocks:
+            block.attn.record_stats = enabled
+            block.attn._stats = None
+
+    def attention_stats(self) -> list[dict[str, float]]:
+        """Per layer {"max_logit", "entropy"} of the last forward with stats on (NaN where none ran)."""
+        return [block.attn.stats() for block in self.blocks]
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names timm exempts from weight decay."""
+        return {"pos_embed", "cls_token"}
