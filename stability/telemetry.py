@@ -70,11 +70,6 @@ class DivergenceDetector(Callback):
         self.reason = state_dict.get("reason")
 
 
-def _block_parameters(pl_module: L.LightningModule) -> list[list[torch.nn.Parameter]]:
-    blocks = pl_module.model.blocks
-    return [[p for p in block.parameters() if p.requires_grad] for block in blocks]
-
-
 class StabilityTelemetry(Callback):
     """Per-step gradient norm; every ``every_n_steps`` steps the block-level and attention probes.
 
@@ -94,7 +89,14 @@ class StabilityTelemetry(Callback):
         self._probe = False
         self._weights_before: list[list[torch.Tensor]] | None = None
         self._probe_metrics: dict[str, float] = {}
+        self._params: list[torch.nn.Parameter] = []
+        self._block_params: list[list[torch.nn.Parameter]] = []
         self._t0: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Parameter lists are built once: walking the module tree every step costs more than the norms.
+        self._params = [p for p in pl_module.parameters() if p.requires_grad]
+        self._block_params = [[p for p in block.parameters() if p.requires_grad] for block in pl_module.model.blocks]
 
     # -- timing: train_time_s is the time spent inside the training loop, summed over resumes ---------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -128,7 +130,7 @@ class StabilityTelemetry(Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this hook before gradient clipping: the norm logged is the raw one.
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        grads = [p.grad for p in self._params if p.grad is not None]
         if not grads:
             return
         total = float(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
@@ -136,7 +138,7 @@ class StabilityTelemetry(Callback):
             self.max_grad_norm = max(self.max_grad_norm, total)
         pl_module.log("train/grad_norm", total, on_step=True, on_epoch=False)
         if self._probe:
-            blocks = _block_parameters(pl_module)
+            blocks = self._block_params
             for i, params in enumerate(blocks):
                 block_grads = [p.grad for p in params if p.grad is not None]
                 if block_grads:
@@ -152,7 +154,7 @@ class StabilityTelemetry(Callback):
         metrics, self._probe_metrics = self._probe_metrics, {}
         if self._weights_before is not None:
             # ||W_after - W_before|| / ||W_before|| per block: the relative size of one update.
-            for i, (params, before) in enumerate(zip(_block_parameters(pl_module), self._weights_before)):
+            for i, (params, before) in enumerate(zip(self._block_params, self._weights_before)):
                 delta = torch.nn.utils.get_total_norm([p.detach() - b for p, b in zip(params, before)])
                 norm = torch.nn.utils.get_total_norm(before)
                 metrics[f"update_ratio/block_{i}"] = float(delta / norm.clamp_min(1e-12))
