@@ -282,6 +282,16 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _same_config(path: Path, config: dict[str, Any]) -> bool:
+    """Whether ``path`` holds ``config``; where the folder lives (``run_dir``) does not count, so a moved
+    sweep folder still resumes."""
+    try:
+        stored = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return False
+    return config_hash(stored) == config_hash(config)
+
+
 def _prepare_run_dir(run_dir: Path, config_text: str) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -358,7 +368,7 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
     config["run_dir"] = str(run_dir)
     config_text = yaml.safe_dump(config, sort_keys=False)
     existing = run_dir / CONFIG
-    if existing.is_file() and existing.read_text() != config_text:
+    if existing.is_file() and not _same_config(existing, config):
         raise ConfigError(f"run_dir: {run_dir} holds a run with a different config.yaml; "
                           "choose another --run_dir (or delete that folder to start over)")
     summary = read_summary(run_dir)

@@ -1,0 +1,15 @@
+"""Ablation sweeps: grid files -> planned runs -> executors (a local process pool, or SLURM via submitit).
+
+Modules, in the order data flows through them:
+- :mod:`~stability.sweep.grid`: grid YAML -> checked :class:`GridSpec` -> cells (resolved configs);
+- :mod:`~stability.sweep.ids`: run ids (hash of the resolved config) and readable run names;
+- :mod:`~stability.sweep.plan`: validate every cell, name it, write ``plan.json``;
+- :mod:`~stability.sweep.store`: the sweep folder: plan, run status from ``summary.json``, per-run locks;
+- :mod:`~stability.sweep.runner`: run one cell under its lock (idempotent; shared by the executors);
+- :mod:`~stability.sweep.local`, :mod:`~stability.sweep.slurm`: the executors;
+- :mod:`~stability.sweep.cli`: ``stability sweep``; :mod:`~stability.sweep.bench`: ``stability bench sweep``.
+"""
+
+from stability.sweep.grid import Cell, GridSpec, expand, load_grid
+
+__all__ = ["Cell", "GridSpec", "expand", "load_grid"]

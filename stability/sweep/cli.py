@@ -1,0 +1,299 @@
+"""``stability sweep GRID``: expand a grid, write its plan, run what is not finished, report.
+
+Re-running the same command is how a sweep resumes: finished runs (``completed`` or ``diverged``) are
+skipped, cut-off runs continue from their last checkpoint, failed runs wait for ``--retry-failed``.
+
+Exit status: 0 when every run of this invocation (its shard) is finished; 1 when any failed; 3 when
+some are left unfinished (held by another sweep on the same folder, or jobs that ended early); 2 for a
+malformed grid (raised as :class:`stability.errors.ConfigError`, printed as one line by the dispatcher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stability.errors import ConfigError
+from stability.sweep.grid import GridLoader, GridSpec, expand, get_dotted, load_grid
+from stability.sweep.local import LocalExecutor, usable_cores
+from stability.sweep.plan import PlannedRun, default_out, make_plan, parse_shard, plan_document, shard
+from stability.sweep.progress import Progress, format_duration
+from stability.sweep.runner import Outcome, Task
+from stability.sweep.store import FINISHED, is_locked, read_plan, read_summary, run_status, write_plan
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED = 0, 1, 2, 3
+# Measured with `stability bench sweep --workers 1,2 --fraction 1/4` on the project's 2-core machine (16 runs of
+# ablations/digits.yaml): 1 worker x 2 threads 138.7 s, 2 workers x 1 thread 102.4 s (1.35x faster). Models
+# this small gain little from a second intra-op thread (a run trains in 7.0 s with 2 threads, 9.6 s with 1),
+# so the default is one single-threaded worker per core.
+CPU_THREADS_PER_WORKER = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stability sweep",
+        description="Run every cell of an ablation grid; re-running the command resumes the sweep.",
+    )
+    parser.add_argument("grid", type=Path, help="grid file, e.g. ablations/digits.yaml")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="sweep folder (default: runs/<grid file stem>; runs/<stem>-smoke with --smoke)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local worker processes (default: one per GPU, else one per CPU core)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per local worker (default: cores // workers)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its size; run nothing")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="run only runs I, I+N, I+2N, ... of the plan (0 <= I < N)")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local")
+    parser.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    parser.add_argument("--smoke", action="store_true",
+                        help="shrink every run to a smoke test (the grid's `smoke:` block)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                        help="override a config key in every cell, after the grid's overrides "
+                             "(e.g. --set data.data_dir=/datasets/cifar); VALUE is YAML; repeatable")
+    slurm = parser.add_argument_group("SLURM executor (needs submitit: pip install 'stability[slurm]')")
+    slurm.add_argument("--slurm-jobs", type=int, default=None,
+                       help="array tasks (shards); default: one per run")
+    slurm.add_argument("--gpus-per-run", type=int, default=0,
+                       help="GPUs per run (DDP inside the run when > 1)")
+    slurm.add_argument("--cpus-per-task", type=int, default=None)
+    slurm.add_argument("--mem-gb", type=float, default=None)
+    slurm.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per array task")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--array-parallelism", type=int, default=64, help="array tasks running at once")
+    slurm.add_argument("--cluster", choices=("auto", "slurm", "local", "debug"), default="auto",
+                       help="submitit backend: 'local' runs the array as local processes (tests)")
+    slurm.add_argument("--no-wait", action="store_true", help="submit and return; re-run to see the status")
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("workers", "threads", "slurm_jobs"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: got {value}; give an integer >= 1")
+    if args.gpus_per_run < 0:
+        raise ConfigError(f"--gpus-per-run: got {args.gpus_per_run}; give an integer >= 0")
+    if args.executor == "slurm" and args.shard:
+        raise ConfigError("--shard: not used with --executor slurm, which shards the plan into array tasks "
+                          "itself (--slurm-jobs)")
+
+
+def visible_gpus() -> list[int]:
+    """GPU indices this process may use, found without importing torch (so workers start sooner)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [int(x) for x in listed.split(",") if x.strip().isdigit()]
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return list(range(len(list(gpus.iterdir())))) if gpus.is_dir() else []
+
+
+def wants_gpu(config: dict[str, Any]) -> bool:
+    return str(get_dotted(config, "trainer.accelerator", "auto")) in ("auto", "gpu", "cuda")
+
+
+def default_workers(n_cells: int, gpus: list[int]) -> int:
+    """One worker per GPU; on CPUs one per core (see CPU_THREADS_PER_WORKER); never more than cells."""
+    per_machine = len(gpus) if gpus else max(1, usable_cores() // CPU_THREADS_PER_WORKER)
+    return max(1, min(per_machine, n_cells))
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, YAML value); ``1e-3`` is a number, ``data`` a string, ``[1, 2]`` a list."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip() or " " in key.strip():
+        raise ConfigError(f"--set: got {item!r}; give KEY=VALUE with a dotted config key, e.g. "
+                          "--set data.data_dir=/datasets/cifar")
+    try:
+        value = yaml.load(text, Loader=GridLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {key}: {text!r} is not a YAML value ({str(error).splitlines()[0]})") from None
+    return key.strip(), value
+
+
+def _tasks(runs: list[PlannedRun], out: Path, retry_failed: bool) -> list[Task]:
+    return [Task(r.run_id, r.run_name, str(out / r.run_name), r.config, retry_failed) for r in runs]
+
+
+def _split(runs: list[PlannedRun], out: Path, retry_failed: bool) -> tuple[list[PlannedRun], dict[str, int]]:
+    """Runs still to do, and the count of the others by status (finished, or failed and not retried)."""
+    todo, already = [], {"completed": 0, "diverged": 0, "failed": 0}
+    for run in runs:
+        status = run_status(out / run.run_name)
+        if status in FINISHED or (status == "failed" and not retry_failed):
+            already[status] += 1
+        else:
+            todo.append(run)
+    return todo, already
+
+
+def print_plan(spec: GridSpec, runs: list[PlannedRun], out: Path, retry_failed: bool) -> None:
+    if spec.description:
+        print("\n".join(f"# {line}" if line else "#" for line in spec.description.splitlines()))
+    counts: dict[str, int] = {}
+    width = len(str(len(runs)))
+    for i, run in enumerate(runs):
+        status = run_status(out / run.run_name)
+        if status == "partial" and is_locked(out / run.run_name):
+            status = "running"
+        counts[status] = counts.get(status, 0) + 1
+        print(f"{i:>{width}}  {status:<9}  {run.run_name}")
+    finished = counts.get("completed", 0) + counts.get("diverged", 0)
+    failed = counts.get("failed", 0)
+    to_run = len(runs) - finished - (0 if retry_failed else failed)
+    print(f"{len(runs)} runs -> {out}: {finished} finished, {failed} failed, {to_run} to run")
+
+
+def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Outcome], elapsed: float,
+                 extra_errors: list[str] = ()) -> int:
+    """Print the closing lines from the run folders (the truth) and return the exit status."""
+    statuses = {r.run_id: run_status(out / r.run_name) for r in runs}
+    count = {s: sum(1 for v in statuses.values() if v == s) for s in ("completed", "diverged", "failed")}
+    left = len(runs) - sum(count.values())
+    busy = sum(1 for o in outcomes if o.status == "busy")
+    print(f"sweep {name}: {len(runs)} runs in {out}: {count['completed']} completed, "
+          f"{count['diverged']} diverged, {count['failed']} failed, {left} left ({format_duration(elapsed)})")
+    for error in extra_errors:
+        print(f"  {error}", file=sys.stderr)
+    if count["failed"]:
+        failed = [r for r in runs if statuses[r.run_id] == "failed"]
+        for run in failed[:10]:
+            summary = read_summary(out / run.run_name) or {}
+            print(f"  failed: {run.run_name}: {summary.get('error') or '?'}", file=sys.stderr)
+        if len(failed) > 10:
+            print(f"  ... and {len(failed) - 10} more", file=sys.stderr)
+        print(f"FAILED: {count['failed']} of {len(runs)} runs failed (their summary.json and traceback.txt "
+              "say why); re-run with --retry-failed to run them again", file=sys.stderr)
+        return EXIT_FAILED
+    if left:
+        held = f" ({busy} held by another sweep on this folder)" if busy else ""
+        print(f"UNFINISHED: {left} of {len(runs)} runs are not finished{held}; re-run the same command to "
+              "finish them", file=sys.stderr)
+        return EXIT_UNFINISHED
+    return EXIT_OK
+
+
+def _expected_work(spec: GridSpec, out: Path, args: argparse.Namespace, shard_n: int) -> int:
+    """How many runs this sweep will likely run, known before planning (which imports lightning).
+
+    A folder with a plan.json from an earlier sweep: its unfinished runs. Otherwise: every cell. Used
+    only to decide whether to start workers early and how many; the plan decides what actually runs.
+    """
+    try:
+        planned = read_plan(out)["runs"]
+    except (OSError, ValueError, KeyError):
+        return -(-len(expand(spec, args.smoke)) // shard_n)
+    statuses = [run_status(out / r["run_name"]) for r in planned]
+    return sum(1 for s in statuses if s not in FINISHED and (s != "failed" or args.retry_failed))
+
+
+def _run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int, shard_n: int) -> int:
+    started = time.perf_counter()
+    # Start the workers first when there is likely work: they import lightning (~5 s) once, then validate
+    # the cells and run them. A malformed grid kills them before any run starts.
+    cells = expand(spec, args.smoke)
+    gpus = visible_gpus() if cells and wants_gpu(cells[0].config) else []
+    expected = _expected_work(spec, out, args, shard_n)
+    workers = args.workers or default_workers(expected, gpus)
+    threads = args.threads or max(1, usable_cores() // workers)
+    pool = LocalExecutor(workers, threads, gpus or None)
+    if expected:
+        pool.start()
+        import stability.model  # noqa: F401 - naming runs needs it (torch): load it while the workers start
+    outcomes: list[Outcome] = []
+    finished_ok = False
+    try:
+        # every cell is validated before any run starts; by the workers when they are up (in parallel, and
+        # this process never imports lightning)
+        runs = make_plan(spec, args.smoke, pool.resolve) if expected else make_plan(spec, args.smoke)
+        write_plan(out, plan_document(spec, runs, args.smoke))
+        mine = shard(runs, shard_i, shard_n)
+        todo, already = _split(mine, out, args.retry_failed)
+        where = f" (shard {shard_i}/{shard_n}: {len(mine)} of {len(runs)})" if shard_n > 1 else ""
+        on = f"{workers} worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+        on += f" (GPUs {','.join(map(str, gpus))})" if gpus else ""
+        print(f"sweep {spec.name}: {len(runs)} runs{where} -> {out}: {sum(already.values())} ended earlier, "
+              f"{len(todo)} to run" + (f" on {on}" if todo else ""), flush=True)
+        if todo:
+            outcomes = pool.run(_tasks(todo, out, args.retry_failed), Progress(len(mine), already).record)
+        finished_ok = True
+    finally:
+        if finished_ok:
+            pool.close()
+        else:
+            pool.kill()  # a malformed grid, Ctrl-C or an error: cut-off runs resume on the next sweep
+    return final_report(spec.name, mine, out, outcomes, time.perf_counter() - started)
+
+
+def _run_slurm(args: argparse.Namespace, spec: GridSpec, out: Path) -> int:
+    try:
+        from stability.sweep.slurm import SlurmExecutor
+    except ImportError:
+        raise ConfigError("--executor slurm: needs submitit; install it with "
+                          "pip install 'stability[slurm]'") from None
+    started = time.perf_counter()
+    runs = make_plan(spec, args.smoke)
+    write_plan(out, plan_document(spec, runs, args.smoke))
+    todo, already = _split(runs, out, args.retry_failed)
+    if not todo:
+        print(f"sweep {spec.name}: {len(runs)} runs -> {out}: {sum(already.values())} ended earlier, 0 to run")
+        return final_report(spec.name, runs, out, [], time.perf_counter() - started)
+    executor = SlurmExecutor(out.resolve(), jobs=args.slurm_jobs, gpus_per_run=args.gpus_per_run,
+                             cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
+                             timeout_min=args.timeout_min,
+                             partition=args.partition, array_parallelism=args.array_parallelism,
+                             cluster=None if args.cluster == "auto" else args.cluster,
+                             poll_s=1.0 if args.cluster in ("local", "debug") else 10.0)
+    # A failed run being retried still has its old summary until the retry starts: only a summary that
+    # changes after submission counts as its new ending.
+    before = {r.run_id: _mtime(out / r.run_name / "summary.json") for r in todo}
+    jobs = executor.submit(len(runs), args.retry_failed)
+    print(f"sweep {spec.name}: {len(runs)} runs -> {out}: {sum(already.values())} ended earlier, "
+          f"{len(todo)} to run; submitted {len(jobs)} array task(s), first job id {jobs[0].job_id}",
+          flush=True)
+    if args.no_wait:
+        print(f"not waiting; see the status with: stability sweep {args.grid} --dry-run --out {out}")
+        return EXIT_OK
+    progress = Progress(len(runs), already)
+    todo_ids = {r.run_id for r in todo}
+    seen = {r.run_id for r in runs if r.run_id not in todo_ids}
+
+    def on_outcome(outcome: Outcome) -> None:
+        progress.record(outcome)
+
+    errors = executor.follow(jobs, [r.to_dict() for r in todo], on_outcome, seen, before)
+    return final_report(spec.name, runs, out, [], time.perf_counter() - started, errors)
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def main(argv: list[str]) -> int:
+    """Entry point used by ``stability sweep``; raises ConfigError for a malformed grid or bad options."""
+    args = build_parser().parse_args(argv)
+    _check_args(args)
+    spec = load_grid(args.grid)
+    for item in args.sets:
+        key, value = parse_set(item)
+        spec.overrides[key] = value
+    shard_i, shard_n = parse_shard(args.shard) if args.shard else (0, 1)
+    out = args.out or default_out(spec, args.smoke)
+    if args.dry_run:
+        runs = make_plan(spec, args.smoke)
+        mine = shard(runs, shard_i, shard_n)
+        print_plan(spec, mine, out, args.retry_failed)
+        return EXIT_OK
+    out = out.resolve()  # run folders are recorded in each config.yaml: keep them independent of the cwd
+    if args.executor == "slurm":
+        return _run_slurm(args, spec, out)
+    return _run_local(args, spec, out, shard_i, shard_n)

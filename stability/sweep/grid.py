@@ -1,0 +1,479 @@
+"""Grid files: load and check a grid YAML into a typed :class:`GridSpec`, and expand it into cells.
+
+A grid file names base config files and the axes to vary (format: the comment at the top of
+``ablations/smoke.yaml``). A *cell* is one fully resolved training config, a nested dict in LightningCLI
+form, made by deep-merging the base files, the grid's ``overrides`` and the cell's own values, which are
+given by dotted key (``model.vit.norm``, ``model.lr``, ``seed_everything``).
+
+Everything here is plain Python and YAML: loading and checking a grid costs milliseconds, so a malformed
+file is reported before any worker process (and its ~5 s ``import lightning``) starts. Base config files
+are merged with the same rule as ``stability fit --config a.yaml --config b.yaml`` (later files win).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import random
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stability.errors import ConfigError
+
+GRID_KEYS = ("base", "overrides", "axes", "seeds", "exclude", "include", "samples", "smoke")
+DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
+# What ``--smoke`` applies when a grid names no ``smoke:`` block: one epoch of two batches per run.
+DEFAULT_SMOKE = {
+    "trainer.max_epochs": 1,
+    "trainer.limit_train_batches": 2,
+    "trainer.limit_val_batches": 1,
+    "trainer.limit_test_batches": 1,
+}
+SEED_KEY = "seed_everything"
+SAMPLE_DIGITS = 4  # sampled values are rounded to 4 significant digits: readable names, stable hashes
+
+
+# -- YAML ------------------------------------------------------------------------------------------------
+class GridLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``); ``1e-3`` would silently be the string
+    "1e-3", which hashes and names differently from ``0.001``. Learning rates are written that way, so
+    the grid loader accepts the YAML 1.2 float forms too.
+    """
+
+
+_FLOAT = re.compile(
+    r"""^[-+]?(?:
+        [0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?   # 1.5, 1., 1.5e-3
+      | \.[0-9_]+(?:[eE][-+]?[0-9]+)?               # .5, .5e-3
+      | [0-9][0-9_]*[eE][-+]?[0-9]+                  # 1e-3 (the YAML 1.2 form PyYAML misses)
+      | \.(?:inf|Inf|INF)
+    )$|^\.(?:nan|NaN|NAN)$""",
+    re.X,
+)
+GridLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+GridLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file; a syntax error becomes a one-line :class:`ConfigError` with its position."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
+    try:
+        return yaml.load(text, Loader=GridLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML error{where}: {problem}") from None
+
+
+def leading_comment(path: Path) -> str:
+    """The comment block a grid file starts with (what it asks, how many runs, what it costs)."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(lines).strip()
+
+
+# -- dotted keys -----------------------------------------------------------------------------------------
+def _step_into(node: dict, key: str, create: bool) -> dict | None:
+    """The dict under ``node[key]``; for ``class_path`` nodes a plain key means ``init_args.key``.
+
+    That is LightningCLI's own shorthand (``--data.batch_size`` for ``--data.init_args.batch_size``), so a
+    grid can say ``data.batch_size`` whichever data module the base config names.
+    """
+    if "class_path" in node and key not in ("class_path", "init_args", "dict_kwargs"):
+        node = node.setdefault("init_args", {}) if create else node.get("init_args", {})
+        if node is None:
+            return None
+    return node
+
+
+def set_dotted(config: dict, key: str, value: Any) -> None:
+    """Set ``config[a][b][c] = value`` for ``key == "a.b.c"``, creating dicts; dict values are deep-merged."""
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts[:-1]):
+        node = _step_into(node, part, create=True)
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"{key}: '{'.'.join(parts[: i + 1])}' is {child!r} in the base config, not a mapping, "
+                f"so it has no key '{parts[i + 1]}'"
+            )
+        node = child
+    node = _step_into(node, parts[-1], create=True)
+    last = parts[-1]
+    if isinstance(value, Mapping) and isinstance(node.get(last), dict):
+        deep_merge(node[last], value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+_MISSING = object()
+
+
+def get_dotted(config: Mapping, key: str, default: Any = _MISSING) -> Any:
+    """Read a dotted key with the same ``class_path`` shorthand as :func:`set_dotted`."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            node = None
+            break
+        inner = _step_into(node, part, create=False)
+        node = inner.get(part) if isinstance(inner, dict) else None
+        if node is None:
+            break
+    if node is None and default is not _MISSING:
+        return default
+    return node
+
+
+def deep_merge(into: dict, update: Mapping) -> dict:
+    """Merge ``update`` into ``into`` in place; keys of ``update`` may be dotted."""
+    for key, value in update.items():
+        if "." in str(key):
+            set_dotted(into, str(key), value)
+        elif isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
+# -- the spec --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Distribution:
+    """How one sampled key is drawn: ``log_uniform``/``uniform`` over [lo, hi], or ``choice`` of a list."""
+
+    kind: str
+    args: tuple
+
+    def draw(self, rng: random.Random) -> Any:
+        if self.kind == "choice":
+            return self.args[rng.randrange(len(self.args))]
+        lo, hi = self.args
+        if self.kind == "log_uniform":  # Xiao et al. 2021 / Radosavovic et al. 2019 sample lr and wd this way
+            value = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        else:
+            value = rng.uniform(lo, hi)
+        return float(f"{value:.{SAMPLE_DIGITS}g}")
+
+
+@dataclass(frozen=True)
+class Samples:
+    """``n`` random points, drawn with ``seed``, of the keys in ``params`` (one more axis of the grid)."""
+
+    n: int
+    seed: int
+    params: dict[str, Distribution]
+
+    def points(self) -> list[dict[str, Any]]:
+        # One generator for all keys, keys drawn in file order: the same file gives the same points.
+        rng = random.Random(self.seed)
+        return [{key: dist.draw(rng) for key, dist in self.params.items()} for _ in range(self.n)]
+
+
+@dataclass
+class GridSpec:
+    """A checked grid file. Expansion order: seeds (outermost), axes in file order, samples, then includes."""
+
+    path: Path
+    base: list[Path]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list] = field(default_factory=dict)
+    seeds: list[int] | None = None
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+    include: list[dict[str, Any]] = field(default_factory=list)
+    samples: Samples | None = None
+    smoke: dict[str, Any] | None = None
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def product_keys(self) -> list[str]:
+        """Dotted keys every product cell sets (axes, then sampled keys), in file order."""
+        keys = list(self.axes)
+        if self.samples:
+            keys += [k for k in self.samples.params if k not in keys]
+        return keys
+
+    def varying_keys(self) -> list[str]:
+        """Dotted keys whose value differs between cells: the product keys, then keys only includes set."""
+        keys = self.product_keys()
+        for entry in self.include:
+            keys += [k for k in entry if k not in keys]
+        return keys
+
+
+def _where(spec_path: Path, what: str) -> str:
+    return f"{spec_path}: {what}"
+
+
+def _mapping(value: Any, path: Path, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(_where(path, f"'{what}' must be a mapping of config keys to values, got {value!r}"))
+    return dict(value)
+
+
+def _parse_distribution(path: Path, key: str, value: Any) -> Distribution:
+    if not (isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS):
+        raise ConfigError(_where(path, f"samples.params.{key}: got {value!r}; give exactly one of "
+                                       f"{', '.join(DISTRIBUTIONS)}, e.g. {{log_uniform: [1e-4, 1e-2]}}"))
+    kind, args = next(iter(value.items()))
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise ConfigError(_where(path, f"samples.params.{key}.choice: got {args!r}; "
+                                           "give a non-empty list"))
+        return Distribution(kind, tuple(args))
+    ok = (isinstance(args, list) and len(args) == 2
+          and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args))
+    if ok:
+        lo, hi = (float(a) for a in args)
+        ok = lo < hi and (kind != "log_uniform" or lo > 0)
+    if not ok:
+        rule = "0 < lo < hi" if kind == "log_uniform" else "lo < hi"
+        raise ConfigError(_where(path, f"samples.params.{key}.{kind}: got {args!r}; "
+                                       f"give [lo, hi] with {rule}"))
+    return Distribution(kind, (lo, hi))
+
+
+def _parse_samples(path: Path, raw: Any) -> Samples | None:
+    if raw is None:
+        return None
+    raw = _mapping(raw, path, "samples")
+    unknown = sorted(set(raw) - {"n", "seed", "params"})
+    if unknown:
+        raise ConfigError(_where(path, f"samples: unknown key '{unknown[0]}'; valid keys: n, seed, params"))
+    n = raw.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(_where(path, f"samples.n: got {n!r}; give the number of samples, an integer >= 1"))
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(_where(path, f"samples.seed: got {seed!r}; give an integer"))
+    params = _mapping(raw.get("params"), path, "samples.params")
+    if not params:
+        raise ConfigError(_where(path, "samples.params: empty; name at least one key to sample, "
+                                       "e.g. {model.lr: {log_uniform: [1e-4, 1e-2]}}"))
+    return Samples(n, seed, {str(k): _parse_distribution(path, str(k), v) for k, v in params.items()})
+
+
+def _parse_seeds(path: Path, raw: Any) -> list[int] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw < 1:
+            raise ConfigError(_where(path, f"seeds: got {raw}; give a count >= 1 or a list of integers"))
+        return list(range(raw))
+    if (not isinstance(raw, list) or not raw
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw)):
+        raise ConfigError(_where(path, f"seeds: got {raw!r}; give a non-empty list of integers or a count"))
+    if len(set(raw)) != len(raw):
+        raise ConfigError(_where(path, f"seeds: got {raw!r}; the seeds must be distinct"))
+    return list(raw)
+
+
+def _parse_entries(path: Path, raw: Any, what: str) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(e, Mapping) and e for e in raw):
+        raise ConfigError(_where(path, f"{what}: got {raw!r}; give a list of non-empty mappings "
+                                       f"{{config.key: value, ...}}"))
+    entries = [{str(k): v for k, v in e.items()} for e in raw]
+    for i, entry in enumerate(entries):
+        for key, value in entry.items():
+            if isinstance(value, list) and not value:
+                raise ConfigError(_where(path, f"{what}[{i}].{key}: empty list; give at least one value"))
+    return entries
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and check a grid file (no base config is read yet; see :func:`expand`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such grid file")
+    raw = read_yaml(path)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(_where(path, f"a grid file is a mapping with keys {', '.join(GRID_KEYS)}; "
+                                       f"got {type(raw).__name__}"))
+    unknown = [k for k in raw if k not in GRID_KEYS]
+    if unknown:
+        raise ConfigError(_where(path, f"unknown key '{unknown[0]}'; valid keys: {', '.join(GRID_KEYS)}"))
+
+    base_raw = raw.get("base")
+    if isinstance(base_raw, str):
+        base_raw = [base_raw]
+    if not isinstance(base_raw, list) or not base_raw or not all(isinstance(b, str) for b in base_raw):
+        raise ConfigError(_where(path, f"base: got {base_raw!r}; give a config file (or a list of them), "
+                                       f"relative to the grid file, e.g. base: [base/digits.yaml]"))
+    base = [(path.parent / b) for b in base_raw]
+    for b in base:
+        if not b.is_file():
+            raise ConfigError(_where(path, f"base: {b} does not exist"))
+
+    axes = _mapping(raw.get("axes"), path, "axes")
+    for key, values in axes.items():
+        if not isinstance(values, list):
+            raise ConfigError(_where(path, f"axes.{key}: got {values!r}; an axis is a list of values"))
+        if not values:
+            raise ConfigError(_where(path, f"axes.{key}: empty list; give at least one value"))
+    axes = {str(k): list(v) for k, v in axes.items()}
+
+    spec = GridSpec(
+        path=path,
+        base=base,
+        overrides=_mapping(raw.get("overrides"), path, "overrides"),
+        axes=axes,
+        seeds=_parse_seeds(path, raw.get("seeds")),
+        exclude=_parse_entries(path, raw.get("exclude"), "exclude"),
+        include=_parse_entries(path, raw.get("include"), "include"),
+        samples=_parse_samples(path, raw.get("samples")),
+        smoke=_mapping(raw.get("smoke"), path, "smoke") if "smoke" in raw else None,
+        description=leading_comment(path),
+    )
+    if SEED_KEY in spec.axes and spec.seeds is not None:
+        raise ConfigError(_where(path, f"axes.{SEED_KEY} and seeds both set the seed; keep one"))
+    for i, entry in enumerate(spec.exclude):
+        unknown = [k for k in entry if k not in spec.axes and k != SEED_KEY]
+        if unknown:
+            raise ConfigError(_where(path, f"exclude[{i}].{unknown[0]}: not an axis of this grid; "
+                                           f"axes: {', '.join(spec.axes) or '(none)'}"))
+    if spec.samples:
+        clash = [k for k in spec.samples.params if k in spec.axes]
+        if clash:
+            raise ConfigError(_where(path, f"{clash[0]}: both an axis and a sampled key; keep one"))
+    return spec
+
+
+# -- expansion -------------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """One run of the grid: the values that define it (dotted keys) and its fully resolved config."""
+
+    params: dict[str, Any]
+    config: dict[str, Any]
+
+
+def _matches(config: Mapping, entry: Mapping[str, Any]) -> bool:
+    """True if the cell agrees with every key of an ``exclude`` entry (a list value means any of them)."""
+    for key, want in entry.items():
+        have = get_dotted(config, key, None)
+        options = want if isinstance(want, list) else [want]
+        if have not in options:
+            return False
+    return True
+
+
+def _entry_product(entry: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """An ``include`` entry is a small grid of its own: list values are axes, scalars are fixed."""
+    keys = list(entry)
+    options = [entry[k] if isinstance(entry[k], list) else [entry[k]] for k in keys]
+    for combo in itertools.product(*options):
+        yield dict(zip(keys, combo, strict=True))
+
+
+def set_seed(config: dict, seed: int) -> None:
+    """Seed a cell: ``seed_everything`` (init, dropout, shuffling) and the data module's ``seed`` (split)."""
+    config[SEED_KEY] = seed
+    data = config.get("data")
+    if isinstance(data, dict):
+        if "class_path" in data:
+            data.setdefault("init_args", {})["seed"] = seed
+        elif "seed" in data:
+            data["seed"] = seed
+
+
+def _merge_nested(into: dict, update: Mapping) -> dict:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge_nested(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
+def default_loader(paths: list[Path]) -> dict:
+    """Merge base config files left to right, as ``stability fit --config a --config b`` does.
+
+    The same rule as :func:`stability.train.load_config_files`, reimplemented here so that expanding a grid
+    does not import lightning (workers start while the parent plans), and with the grid's YAML reader,
+    so ``lr: 1e-3`` in a base file is a number there too.
+    """
+    merged: dict = {}
+    for path in paths:
+        data = read_yaml(Path(path)) or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level, "
+                              f"got {type(data).__name__}")
+        _merge_nested(merged, data)
+    return merged
+
+
+def base_config(spec: GridSpec, smoke: bool = False,
+                loader: Callable[[list[Path]], dict] | None = None) -> dict:
+    """The config every cell starts from: base files, then ``overrides``, then (``smoke``) the smoke block."""
+    config = copy.deepcopy((loader or default_loader)(spec.base))
+    deep_merge(config, spec.overrides)
+    if smoke:
+        deep_merge(config, DEFAULT_SMOKE if spec.smoke is None else spec.smoke)
+    return config
+
+
+def expand(spec: GridSpec, smoke: bool = False,
+           loader: Callable[[list[Path]], dict] | None = None) -> list[Cell]:
+    """All cells of the grid, in a fixed order, duplicates (same resolved config) removed.
+
+    ``--smoke`` shrinks every cell (the grid's ``smoke:`` block, else :data:`DEFAULT_SMOKE`) but keeps
+    the grid's shape, so a smoke run exercises exactly the cells the real run would.
+    """
+    base = base_config(spec, smoke, loader)
+    sample_points = spec.samples.points() if spec.samples else [{}]
+    seeds: list[int | None] = list(spec.seeds) if spec.seeds is not None else [None]
+
+    def make(params: dict[str, Any], seed: int | None) -> Cell:
+        config = copy.deepcopy(base)
+        for key, value in params.items():
+            if key == SEED_KEY:
+                set_seed(config, value)
+            else:
+                set_dotted(config, key, value)
+        if seed is not None:
+            set_seed(config, seed)
+            params = {**params, SEED_KEY: seed}
+        if smoke:  # the smoke block wins over axes that set the same keys
+            deep_merge(config, DEFAULT_SMOKE if spec.smoke is None else spec.smoke)
+        return Cell(params=params, config=config)
+
+    cells: list[Cell] = []
+    keys = list(spec.axes)
+    for seed in seeds:
+        for combo in itertools.product(*(spec.axes[k] for k in keys)):
+            for point in sample_points:
+                cell = make({**dict(zip(keys, combo, strict=True)), **point}, seed)
+                if not any(_matches(cell.config, e) for e in spec.exclude):
+                    cells.append(cell)
+        for entry in spec.include:
+            for params in _entry_product(entry):
+                cells.append(make(params, seed))
+    return cells
