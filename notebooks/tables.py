@@ -1,0 +1,76 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Comparison tables from a sweep folder
+#
+# Regenerates every table of `stability report` from the run records of one sweep (`summary.json`,
+# `config.yaml`, TensorBoard events) and writes them to `out_dir` (Markdown for reading, CSV for the
+# numbers). Nothing is computed here: the notebook calls `stability.report`, so the numbers are the ones
+# the CLI prints and the unit tests check. Run it with papermill to point it at another sweep:
+#
+#     papermill notebooks/tables.py out.ipynb -p sweep_dir runs/smoke -p out_dir reports/smoke
+#
+# (`jupytext --to ipynb notebooks/tables.py` first if your papermill does not read `.py`.)
+
+# %%
+from IPython.display import Markdown, display
+
+from stability.report import TITLES, build_report, render_markdown, to_markdown, write_report
+
+# %% tags=["parameters"]
+sweep_dir = "runs/smoke"  # the folder `stability sweep` wrote (one sub-folder per run)
+out_dir = "reports/smoke/tables"  # where the tables go
+formats = "md,csv"  # any of md, csv, tex
+
+# %%
+report = build_report(sweep_dir)
+written = write_report(report, out_dir, formats.split(","), plots=False)
+counts = report.sweep.runs["status"].value_counts()
+display(Markdown(f"**{len(report.sweep.runs)} runs**: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+                 + "  \n" + "  \n".join(report.notes)))
+print(f"wrote {len(written)} files to {out_dir}")
+
+# %% [markdown]
+# ## Per configuration
+# Mean ± std over seeds; `(n=1)` marks a cell with one run; `k/n` diverged counts the finished runs.
+
+# %%
+display(Markdown(to_markdown(report.text.get("configurations", report.text["runs"]))))
+
+# %% [markdown]
+# ## Does each trick help?
+# "on − off" over runs matched on every other axis (learning rate and seed included), 95% t-interval over
+# the matched pairs, and the divergence rate over the same pairs.
+
+# %%
+if "effects" in report.text:
+    display(Markdown(to_markdown(report.text["effects"])))
+
+# %% [markdown]
+# ## Learning-rate sensitivity, divergence, error distribution, spikes
+
+# %%
+for name in ("lr_sensitivity", "divergence", "edf", "spikes"):
+    if name in report.text:
+        display(Markdown(f"### {TITLES[name]}\n\n" + to_markdown(report.text[name])))
+
+# %% [markdown]
+# ## Gaps
+# What this sweep cannot tell yet (runs not finished, comparisons without pairs, ...).
+
+# %%
+display(Markdown("\n".join(f"- {g}" for g in report.gaps) or "None."))
+
+# %%
+# The whole report as one document, as `stability report` writes it.
+(report_md := render_markdown(report))[:300]
