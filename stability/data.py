@@ -332,7 +332,24 @@ def _without_md5(dataset_cls: type[CIFAR10]) -> type[CIFAR10]:
     )
 
 
-class _CIFARDataModule(L.LightningDataModule):
+class _FileDataModule(L.LightningDataModule):
+    """Train/val loaders shared by the on-disk data sets, whose ``setup`` fills ``self.datasets``
+    (per-item datasets with transforms, read by ``num_workers`` worker processes)."""
+
+    datasets: dict[str, Dataset]
+    batch_size: int
+    seed: int
+    num_workers: int
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.datasets["train"]
+        return _loader(train, self.batch_size, True, self.seed, self.num_workers, _world_size(self))
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.datasets["val"], self.batch_size, False, self.seed, self.num_workers)
+
+
+class _CIFARDataModule(_FileDataModule):
     """Shared code of the CIFAR-10 and CIFAR-100 modules (they differ only in the class attributes)."""
 
     dataset_cls: type[CIFAR10]
@@ -411,13 +428,6 @@ class _CIFARDataModule(L.LightningDataModule):
             test = self._read(train=False)
             self.datasets["test"] = TransformedSubset(test, range(len(test)), self._transforms(False))
 
-    def train_dataloader(self) -> DataLoader:
-        train = self.datasets["train"]
-        return _loader(train, self.batch_size, True, self.seed, self.num_workers, _world_size(self))
-
-    def val_dataloader(self) -> DataLoader:
-        return _loader(self.datasets["val"], self.batch_size, False, self.seed, self.num_workers)
-
     def test_dataloader(self) -> DataLoader:
         return _loader(self.datasets["test"], self.batch_size, False, self.seed, self.num_workers)
 
@@ -475,7 +485,7 @@ def _has_image(class_dir: Path) -> bool:
     return False
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(_FileDataModule):
     """Images in torchvision's ImageFolder layout: ``<data_dir>/train/<class>/<image>`` and
     ``<data_dir>/val/<class>/<image>`` (ImageNet as usually extracted, or any subset of it).
 
@@ -550,13 +560,6 @@ class ImageFolderDataModule(L.LightningDataModule):
         if "val" not in self.datasets:
             self.datasets["val"] = _ImageFolderWithClasses(self.data_dir / "val", self.classes,
                                                            self._transforms(False))
-
-    def train_dataloader(self) -> DataLoader:
-        train = self.datasets["train"]
-        return _loader(train, self.batch_size, True, self.seed, self.num_workers, _world_size(self))
-
-    def val_dataloader(self) -> DataLoader:
-        return _loader(self.datasets["val"], self.batch_size, False, self.seed, self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

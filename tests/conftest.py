@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from sweep_helpers import SMOKE, SweepResult, run_sweep
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tests use tiny tensors: one thread is fastest, and on a busy machine OpenMP's spin-waiting threads
+    make two threads up to 25x slower. (Sweep workers are separate processes with their own setting.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

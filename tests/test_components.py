@@ -16,16 +16,6 @@ from stability.model.position import sincos_2d_table
 SMALL = dict(img_size=8, patch_size=2, in_chans=1, num_classes=5, embed_dim=32, depth=3, num_heads=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and on a shared, busy machine OpenMP's spin-waiting threads make
-    two threads up to 25x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomise_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every parameter (norm gains and biases too) a random value, so no identity hides a mistake."""
     g = torch.Generator().manual_seed(seed)

@@ -29,16 +29,6 @@ TINY = dict(img_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=16, d
             mlp_ratio=2.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and on a shared, busy machine OpenMP's spin-waiting threads make
-    two threads up to 25x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def timm_vit(global_pool: str = "token", **kwargs) -> TimmViT:
     return TimmViT(global_pool=global_pool, **DIMS, **kwargs)
 
