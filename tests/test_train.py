@@ -232,13 +232,18 @@ def test_fit_command_line(tmp_path: Path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
-def test_print_config_round_trips(capsys: pytest.CaptureFixture[str]) -> None:
+def test_print_config_round_trips(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Repeated --config files merge left to right, then flags win; --print_config shows the result."""
+    trick = tmp_path / "cosine.yaml"
+    trick.write_text("model:\n  vit:\n    attention: cosine\n    norm: centernorm\n  lr: 0.01\n")
     with pytest.raises(SystemExit) as done:
-        train.parse(["--config", str(ROOT / "ablations" / "base" / "digits.yaml"), "--model.vit.norm",
-                     "centernorm", "--print_config"])
+        train.parse(["--config", str(ROOT / "ablations" / "base" / "digits.yaml"), "--config", str(trick),
+                     "--model.vit.norm", "layernorm", "--print_config"])
     assert done.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["vit"]["norm"] == "centernorm"
+    assert printed["model"]["vit"]["attention"] == "cosine" and printed["model"]["lr"] == 0.01
+    assert printed["model"]["vit"]["norm"] == "layernorm"  # the flag after the files wins
+    assert printed["model"]["vit"]["embed_dim"] == 64  # untouched keys come from the base file
     assert printed["data"]["class_path"] == "stability.data.DigitsDataModule"
 
 
