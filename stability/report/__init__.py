@@ -1,0 +1,53 @@
+"""Comparison tables from a sweep folder, and the ``stability report`` command.
+
+``stability report SWEEP [--out DIR] [--format md,csv,tex]`` reads the run records (through
+:mod:`stability.results`), computes the statistics of :mod:`stability.metrics`, and writes
+
+1. ``configurations``: per configuration (toggle combination, and learning rate when the grid has several)
+   mean +- std over seeds of best/final validation accuracy, final training loss and the loss-curve
+   statistics, with n runs and "k/n diverged";
+2. ``effects``: for each toggle, "on minus off" over runs matched on every other axis (lr and seed
+   included), mean and 95% t-interval over the n pairs, and the change of the divergence rate;
+3. ``lr_sensitivity``: Wortsman et al. 2023's LR sensitivity per configuration, best LR, largest LR that
+   did not diverge;
+4. ``divergence``: fraction of runs diverged by toggle x warmup x learning rate;
+5. ``edf``: Xiao et al. 2021's error distribution, fraction of runs within e of the best (when the grid
+   samples hyperparameters);
+
+and ``runs`` (every run with its status), as Markdown (``report.md`` gathers them), CSV (numbers, for
+anything else) and LaTeX (booktabs, for papers), plus plots (``plots/``, PNG and PDF). Tables are built as
+numeric DataFrames first (``Report.tables``, what the CSVs hold) and formatted afterwards
+(``Report.text``: "mean +- std", "0.91 (n=1)").
+
+What cannot be computed is named, not skipped: ``Report.gaps`` lists runs not finished, toggles without
+matched pairs, missing curves..., and it is printed and written into ``report.md``.
+
+Modules, in the order data flows through them:
+- :mod:`~stability.report.tables`: each table as a numeric DataFrame, and how configurations are named;
+- :mod:`~stability.report.formatting`: text for people: cells, formatted tables, Markdown, LaTeX, ``report.md``;
+- :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
+- :mod:`~stability.report.cli`: ``stability report``: options, files written, exit codes.
+"""
+
+from stability.report.build import Report, build_report
+from stability.report.cli import main, write_report
+from stability.report.formatting import TITLES, fmt_interval, fmt_mean_std, render_markdown, to_latex, to_markdown
+from stability.report.tables import ReportOptions, edf_curves, effects_table
+from stability.report.tables import _display_columns as _display_columns  # for stability.plots
+from stability.report.tables import _label as _label  # for stability.plots
+
+__all__ = [
+    "TITLES",
+    "Report",
+    "ReportOptions",
+    "build_report",
+    "edf_curves",
+    "effects_table",
+    "fmt_interval",
+    "fmt_mean_std",
+    "main",
+    "render_markdown",
+    "to_latex",
+    "to_markdown",
+    "write_report",
+]

@@ -1,0 +1,219 @@
+"""A whole :class:`Report` from one sweep: per-run statistics, every table, its text, the gaps and notes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stability import metrics as M
+from stability.report.formatting import (
+    format_configurations,
+    format_divergence,
+    format_edf,
+    format_effects,
+    format_lr_sensitivity,
+    format_runs,
+    format_spikes,
+)
+from stability.report.tables import (
+    LOSS_TAG,
+    ReportOptions,
+    _display_columns,
+    _distinct,
+    _finite,
+    _fmt_value,
+    _group_key,
+    configuration_table,
+    divergence_table,
+    edf_table,
+    effects_table,
+    lr_sensitivity_table,
+    runs_table,
+    spikes_table,
+)
+from stability.results import Sweep, load_curves, load_sweep
+
+
+@dataclass
+class Report:
+    """Everything ``stability report`` writes, in memory (notebooks display the parts they want)."""
+
+    sweep: Sweep
+    runs: pd.DataFrame  # sweep.runs plus per-run curve statistics and final_loss/initial_loss_used
+    curves: pd.DataFrame  # train/loss, long format (run, tag, step, value, wall_time)
+    tables: dict[str, pd.DataFrame]  # numeric tables (the CSVs)
+    text: dict[str, pd.DataFrame]  # the same, formatted (Markdown and LaTeX)
+    gaps: list[str]  # what could not be reported, one line each
+    notes: list[str]  # context: fixed settings, definitions
+    options: ReportOptions = field(default_factory=ReportOptions)
+
+    @property
+    def has_results(self) -> bool:
+        """True when at least one run finished (completed or diverged), i.e. there are numbers."""
+        return bool(len(self.sweep.finished))
+
+
+def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None,
+                 curves: pd.DataFrame | None = None) -> Report:
+    """Load a sweep and compute every table.
+
+    Args:
+        sweep: a sweep folder or a loaded :class:`~stability.results.Sweep`.
+        options: definitions and thresholds (defaults documented in :mod:`stability.metrics`).
+        curves: ``train/loss`` curves already loaded (default: read from the events).
+
+    Raises:
+        ConfigError: not a sweep folder / empty sweep (from :func:`~stability.results.load_sweep`).
+    """
+    options = options or ReportOptions()
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep)
+    gaps = list(sweep.problems)
+    notes: list[str] = []
+    finished_names = list(sweep.finished.index)
+    if curves is None:
+        curves = load_curves(sweep, tags=[LOSS_TAG], runs=finished_names)
+    runs = _with_run_metrics(sweep, curves, options, gaps)
+    tables: dict[str, pd.DataFrame] = {"runs": runs_table(sweep, runs)}
+    gaps.extend(_status_gaps(sweep))
+    if sweep.finished.empty:
+        return Report(sweep, runs, curves, tables, {"runs": format_runs(tables["runs"])}, gaps, notes,
+                      options)
+
+    finished = runs.loc[finished_names]
+    notes.extend(_fixed_settings(sweep, finished))
+    tables["configurations"] = configuration_table(sweep, runs)
+    tables["effects"] = effects_table(sweep, finished, options, gaps)
+    if "lr" in sweep.varying_hparams:
+        tables["lr_sensitivity"] = lr_sensitivity_table(sweep, finished, options, gaps)
+    else:
+        gaps.append("LR sensitivity: the sweep has a single learning rate; it needs a grid over lr")
+    tables["divergence"] = divergence_table(sweep, finished)
+    tables["spikes"] = spikes_table(runs, curves, finished_names, options)
+    if [h for h in sweep.varying_hparams if h != "seed"]:
+        tables["edf"] = edf_table(sweep, finished, options)
+    else:
+        gaps.append("EDF: no hyperparameter other than the seed varies, so there is no distribution of "
+                    "hyperparameter settings to describe")
+    text = {
+        "runs": format_runs(tables["runs"]),
+        "configurations": format_configurations(sweep, tables["configurations"]),
+        "effects": format_effects(tables["effects"]),
+        "divergence": format_divergence(tables["divergence"]),
+        "spikes": format_spikes(tables["spikes"]),
+    }
+    if "lr_sensitivity" in tables:
+        text["lr_sensitivity"] = format_lr_sensitivity(sweep, tables["lr_sensitivity"])
+    if "edf" in tables:
+        text["edf"] = format_edf(sweep, tables["edf"], options)
+    order = ["configurations", "effects", "lr_sensitivity", "divergence", "edf", "spikes", "runs"]
+    tables = {k: tables[k] for k in order if k in tables}
+    text = {k: text[k] for k in order if k in text}
+    return Report(sweep, runs, curves, tables, text, gaps, notes, options)
+
+
+# -------------------------------------------------------------------------------------------- per run
+
+
+def _with_run_metrics(sweep: Sweep, curves: pd.DataFrame, options: ReportOptions,
+                      gaps: list[str]) -> pd.DataFrame:
+    """The run table plus ``initial_loss_used``, ``final_loss`` and the loss-curve statistics."""
+    runs = sweep.runs.copy()
+    stat_cols = ["auc", "steps_to_target", "n_spikes", "max_spike", "final_min_gap", "final_smoothed"]
+    for col in (*stat_cols, "initial_loss_used", "final_loss", "total_steps"):
+        runs[col] = np.nan
+    for col in ("initial_loss", "final_train_loss", "diverged_step"):
+        if col not in runs:
+            runs[col] = np.nan
+    loss = curves[curves["tag"] == LOSS_TAG] if len(curves) else curves
+    by_run = {name: g for name, g in loss.groupby("run")} if len(loss) else {}
+    finished = sweep.finished.index
+    no_curve = []
+    for name in finished:
+        g = by_run.get(name)
+        initial = runs.at[name, "initial_loss"]
+        if not _finite(initial) and g is not None and len(g):
+            initial = float(g.sort_values("step")["value"].iloc[0])  # first logged loss stands in for step 0
+        runs.at[name, "initial_loss_used"] = initial
+        diverged = bool(runs.at[name, "diverged"])
+        final = runs.at[name, "final_train_loss"]
+        if diverged or not _finite(final):
+            # A diverged run's last loss is NaN, inf or an explosion: count it as an untrained model's loss.
+            final = initial if _finite(initial) else np.nan
+        runs.at[name, "final_loss"] = final
+        if g is None or g.empty:
+            no_curve.append(name)
+            continue
+        runs.at[name, "total_steps"] = float(g["step"].max())
+    # The planned length of a run = the longest finite curve among its configuration's runs that did not
+    # diverge (same data, batch size and epochs), else in the whole sweep: a diverged run's AUC covers it.
+    keys = _group_key(runs.loc[finished], sweep.config_columns)
+    healthy = runs.loc[finished, "total_steps"].where(~runs.loc[finished, "diverged"].astype(bool))
+    planned = healthy.groupby(keys).transform("max")
+    planned = planned.fillna(healthy.max())
+    for name in finished:
+        g = by_run.get(name)
+        if g is None or g.empty:
+            continue
+        g = g.sort_values("step")
+        div_step = runs.at[name, "diverged_step"]
+        stats = M.curve_stats(g["step"].to_numpy(), g["value"].to_numpy(),
+                              initial_loss=runs.at[name, "initial_loss_used"],
+                              diverged=bool(runs.at[name, "diverged"]),
+                              diverged_step=float(div_step) if _finite(div_step) else None,
+                              total_steps=planned.get(name) if _finite(planned.get(name)) else None,
+                              options=options.curve)
+        for col in stat_cols:
+            runs.at[name, col] = stats[col]
+    if no_curve:
+        gaps.append(f"loss-curve statistics: {len(no_curve)} finished run(s) have no {LOSS_TAG} events: "
+                    f"{_names(no_curve)}")
+    missing_l0 = [n for n in finished if not _finite(runs.at[n, "initial_loss_used"])]
+    if missing_l0:
+        gaps.append(f"initial loss unknown (no summary initial_loss, no curve) for {_names(missing_l0)}: "
+                    f"their diverged losses cannot be counted at the initial loss")
+    return runs
+
+
+# ------------------------------------------------------------------------------------- gaps and notes
+
+
+def _status_gaps(sweep: Sweep) -> list[str]:
+    gaps = []
+    runs = sweep.runs
+    for status, what in (("failed", "failed (raised an exception; not in the tables)"),
+                         ("running", "still running (not in the tables yet)"),
+                         ("incomplete", "incomplete: no summary and no recent activity (cut off?)"),
+                         ("pending", "pending: planned, never started")):
+        names = list(runs.index[runs["status"] == status])
+        if not names:
+            continue
+        line = f"{len(names)} run(s) {what}: {_names(names)}"
+        if status == "failed":
+            errs = runs.loc[names, "error"].dropna().astype(str)
+            if len(errs):
+                line += f"; first error: {errs.iloc[0].splitlines()[0][:200]}"
+        gaps.append(line)
+    return gaps
+
+
+def _fixed_settings(sweep: Sweep, finished: pd.DataFrame) -> list[str]:
+    fixed = [f"{c}={_fmt_value(finished[c].iloc[0])}" for c in [*sweep.toggles, *sweep.hparams]
+             if c in finished and c != "seed" and len(_distinct(finished[c])) == 1]
+    notes = []
+    varying = _display_columns(sweep)
+    notes.append("Varied: " + (", ".join(varying) if varying else "nothing but the seed"))
+    if "seed" in finished:
+        notes.append(f"Seeds: {', '.join(_fmt_value(s) for s in _distinct(finished['seed']))}")
+    if fixed:
+        notes.append("Fixed: " + ", ".join(fixed))
+    return notes
+
+
+def _names(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,0 +1,123 @@
+"""``stability report``: parse the options, build the report, write its files, print a summary and the gaps.
+
+Exit codes: 0 a report (possibly partial) was written; 1 nothing to report (no run finished, e.g. all
+failed); 2 bad input (not a sweep folder, empty sweep, bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stability import metrics as M
+from stability.errors import ConfigError
+from stability.report.build import Report, build_report
+from stability.report.formatting import TITLES, render_markdown, to_latex, to_markdown
+from stability.report.tables import ReportOptions
+from stability.results import Sweep
+
+FORMATS = ("md", "csv", "tex")
+
+
+def main(argv: list[str]) -> int:
+    """``stability report SWEEP [--out DIR] [--format md,csv,tex] [--no-plots]``; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="stability report",
+        description="Tables and plots from a sweep folder's run records: per-configuration results, toggle "
+                    "effects, LR sensitivity, divergence, error distributions.")
+    parser.add_argument("sweep", help="sweep folder (one sub-folder per run)")
+    parser.add_argument("--out", help="output folder (default: SWEEP/report)")
+    parser.add_argument("--format", default="md,csv,tex", help="comma-separated subset of md,csv,tex")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG/PDF plots")
+    parser.add_argument("--target-loss", type=float, default=None,
+                        help="absolute loss for 'steps to target' (default: target-fraction x initial loss)")
+    parser.add_argument("--target-fraction", type=float, default=0.25,
+                        help="'steps to target' waits for this fraction of the initial loss (default 0.25)")
+    parser.add_argument("--spike-factor", type=float, default=1.5,
+                        help="a loss above this factor x its smoothed history is a spike")
+    args = parser.parse_args(argv)
+    try:
+        formats = [f.strip() for f in args.format.split(",") if f.strip()]
+        options = ReportOptions(curve=M.CurveOptions(target_loss=args.target_loss,
+                                                     target_fraction=args.target_fraction,
+                                                     spike_factor=args.spike_factor))
+        bad = [f for f in formats if f not in FORMATS] or ([] if formats else [args.format])
+        if bad:
+            raise ConfigError(f"--format: got {args.format!r}; valid values: {', '.join(FORMATS)} "
+                              f"(comma-separated)")
+        report = build_report(args.sweep, options)
+        out = Path(args.out) if args.out else Path(args.sweep) / "report"
+        written = write_report(report, out, formats, plots=not args.no_plots)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not report.has_results:
+        print(f"error: nothing to report in {args.sweep}: {_why_nothing(report.sweep)}", file=sys.stderr)
+        print(f"(the run list is in {out})", file=sys.stderr)
+        return 1
+    print(f"# {TITLES['configurations']}\n")
+    print(to_markdown(report.text["configurations"]))
+    print(f"\n# {TITLES['effects']}\n")
+    print(to_markdown(report.text["effects"]) if not report.text["effects"].empty
+          else "(no toggle varies in this sweep)")
+    for gap in report.gaps:
+        print(f"warning: {gap}", file=sys.stderr)
+    print(f"\nwrote {len(written)} files to {out} (main: {out / 'report.md'})" if "md" in formats
+          else f"\nwrote {len(written)} files to {out}")
+    return 0
+
+
+def _why_nothing(sweep: Sweep) -> str:
+    runs = sweep.runs
+    counts = runs["status"].value_counts()
+    parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+    if (runs["status"] == "failed").all():
+        errors = runs["error"].dropna().astype(str)
+        first = errors.value_counts()
+        detail = "; ".join(f"{n}x {e.splitlines()[0][:200]}" for e, n in first.head(3).items()) \
+            if len(first) else "no error recorded"
+        return f"all {len(runs)} runs failed ({detail})"
+    return f"no run has finished yet ({parts})"
+
+
+# -------------------------------------------------------------------------------------------- writing
+
+
+def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = FORMATS,
+                 plots: bool = True) -> list[Path]:
+    """Write every table in every format (plus ``report.md`` and, with ``plots``, ``plots/``).
+
+    Returns the paths written. CSVs hold the numeric tables (``Report.tables``); Markdown and LaTeX the
+    formatted ones (``Report.text``).
+    """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"--format: got {','.join(bad)!r}; valid values: {', '.join(FORMATS)} "
+                          f"(comma-separated)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, table in report.tables.items():
+        if "csv" in formats:
+            written.append(_write(out / f"{name}.csv", table.to_csv(index=False)))
+        if "md" in formats and name in report.text:
+            written.append(_write(out / f"{name}.md", to_markdown(report.text[name]) + "\n"))
+        if "tex" in formats and name in report.text:
+            written.append(_write(out / f"{name}.tex", to_latex(report.text[name], TITLES[name],
+                                                                 f"tab:{name}")))
+    figures: list[Path] = []
+    if plots and report.has_results:
+        from stability import plots as P  # matplotlib only when plots are asked for
+
+        figures = P.report_plots(report, out / "plots")
+        written.extend(figures)
+    if "md" in formats:
+        written.append(_write(out / "report.md", render_markdown(report, figures, out)))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

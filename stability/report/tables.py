@@ -1,0 +1,330 @@
+"""The report's numbers: each table as a numeric DataFrame (what the CSVs hold), from a loaded sweep.
+
+The statistics are those of :mod:`stability.metrics`; :mod:`stability.report.formatting` turns the tables into
+text. The helpers at the end (configuration keys, order and names; value checks) are shared with the
+formatting, :mod:`stability.report.build` and the plots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stability import metrics as M
+from stability.results import FINISHED, Sweep
+
+LOSS_TAG = "train/loss"
+# (column, label, decimals): the per-run numbers the configuration table aggregates over seeds.
+RUN_METRICS: tuple[tuple[str, str, int], ...] = (
+    ("best_val_acc", "best val acc", 3),
+    ("final_val_acc", "final val acc", 3),
+    ("test_acc", "test acc", 3),
+    ("final_loss", "final train loss", 3),
+    ("auc", "loss AUC", 3),
+    ("steps_to_target", "steps to target", 0),
+    ("n_spikes", "spikes", 1),
+    ("max_spike", "max spike", 2),
+    ("final_min_gap", "final-min gap", 3),
+)
+# Metrics compared in the toggle-effect table (losses of diverged runs count at the initial loss).
+EFFECT_METRICS: tuple[tuple[str, str, int], ...] = (
+    ("best_val_acc", "best val acc", 3),
+    ("final_val_acc", "final val acc", 3),
+    ("final_loss", "final train loss", 3),
+    ("auc", "loss AUC", 3),
+)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What the report computes; the curve definitions are in :class:`stability.metrics.CurveOptions`."""
+
+    curve: M.CurveOptions = field(default_factory=M.CurveOptions)
+    lr_loss: str = "final_val_loss"  # LR sensitivity uses the final validation loss, as Wortsman et al.
+    edf_metric: str = "final_val_acc"  # EDF error = 1 - this
+    edf_within: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10)  # EDF read at these error gaps
+    confidence: float = 0.95
+
+
+# ------------------------------------------------------------------------------------- numeric tables
+
+
+def runs_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run: configuration, seed, status, divergence step and reason or error, headline numbers."""
+    cols = ["run", "status", *_display_columns(sweep), *(["seed"] if "seed" in runs else []),
+            "diverged_step", "divergence_reason", "error", "steps", "best_val_acc", "final_val_acc",
+            "final_loss", "auc", "steps_to_target", "n_spikes"]
+    cols = [c for c in dict.fromkeys(cols) if c in runs]
+    return runs[cols].reset_index(drop=True)
+
+
+def configuration_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
+    """Numbers per configuration: ``<metric>_mean/_std/_n``, ``n_runs``, ``n_diverged``, ``not_finished``.
+
+    One row per combination of the configuration columns (all toggles and the varying hparams except
+    the seed) that has at least one finished run; runs not finished are counted in ``not_finished``.
+    """
+    cfg = sweep.config_columns
+    key = _group_key(runs, cfg)
+    finished_mask = runs["status"].isin(FINISHED)
+    rows = []
+    for k in _sorted_keys(runs[finished_mask], cfg, sweep, key[finished_mask]):
+        members = runs[key == k]
+        done = members[members["status"].isin(FINISHED)]
+        row: dict[str, Any] = {c: done[c].iloc[0] for c in cfg}
+        for col, _label, _ in RUN_METRICS:
+            values = pd.to_numeric(done[col], errors="coerce") if col in done else pd.Series(dtype=float)
+            values = values[np.isfinite(values)]
+            row[f"{col}_mean"] = float(values.mean()) if len(values) else np.nan
+            row[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+            row[f"{col}_n"] = len(values)
+        row["n_runs"] = len(done)
+        row["n_diverged"] = int(done["diverged"].sum())
+        others = members.loc[~members["status"].isin(FINISHED), "status"].value_counts()
+        row["not_finished"] = ", ".join(f"{n} {s}" for s, n in others.items())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
+                  gaps: list[str]) -> pd.DataFrame:
+    """Toggle effects, long format: one row per (toggle, value, metric) plus a ``diverged`` row.
+
+    Pairs match on every configuration column except the toggle (and except columns the toggle
+    determines, e.g. a warmup length that is 0 exactly when warmup is off) and on the seed. Metric rows
+    hold ``mean, low, high, n``; the ``diverged`` row holds ``rate_off, rate_on, n`` (its mean = on - off).
+    """
+    rows = []
+    match_all = [*sweep.config_columns, *(["seed"] if "seed" in finished else [])]
+    metric_cols = [m for m, _, _ in EFFECT_METRICS if m in finished]
+    for toggle in sweep.toggles:
+        values = _distinct(finished[toggle])
+        if len(values) < 2:
+            continue
+        baseline = sweep.baselines.get(toggle, values[0])
+        if not any(M._same(v, baseline) for v in values):
+            gaps.append(f"effect of {toggle}: its baseline {baseline!r} has no finished run; compared with "
+                        f"{values[0]!r} instead")
+            baseline = values[0]
+        match_on = [c for c in match_all if c != toggle and not _determined_by(finished, toggle, c)]
+        for value in values:
+            if M._same(value, baseline):
+                continue
+            pairs = M.matched_pairs(finished, toggle, value, baseline, match_on, metric_cols)
+            base = {"toggle": toggle, "value": value, "baseline": baseline}
+            if pairs.empty:
+                gaps.append(f"effect of {toggle}={value} vs {baseline}: no pair of finished runs agrees on "
+                            f"every other axis ({', '.join(match_on) or 'none'})")
+            for metric in metric_cols:
+                ci = M.paired_effect(pairs, metric, options.confidence) if len(pairs) else M.Interval(
+                    np.nan, np.nan, np.nan, 0)
+                rows.append({**base, "metric": metric, "mean": ci.mean, "low": ci.low, "high": ci.high,
+                             "n": ci.n, "rate_off": np.nan, "rate_on": np.nan})
+            off, on, n = M.divergence_change(pairs)
+            rows.append({**base, "metric": "diverged", "mean": on - off if n else np.nan, "low": np.nan,
+                         "high": np.nan, "n": n, "rate_off": off, "rate_on": on})
+    cols = ["toggle", "value", "baseline", "metric", "mean", "low", "high", "n", "rate_off", "rate_on"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _determined_by(frame: pd.DataFrame, toggle: str, column: str) -> bool:
+    """True when ``column`` takes exactly one value per value of ``toggle`` (and varies): it moves with it."""
+    if column in (toggle, "seed") or column not in frame:
+        return False
+    per_value = frame.groupby(frame[toggle].map(M._key_text))[column].agg(lambda s: len(_distinct(s)))
+    return bool((per_value == 1).all()) and len(_distinct(frame[column])) > 1
+
+
+def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
+                         gaps: list[str]) -> pd.DataFrame:
+    """LR sensitivity per configuration-without-lr (:func:`stability.metrics.lr_sensitivity`)."""
+    cfg = [c for c in sweep.config_columns if c != "lr"]
+    key = _group_key(finished, cfg)
+    rows = []
+    for k in _sorted_keys(finished, cfg, sweep, key):
+        g = finished[key == k]
+        loss_col = options.lr_loss
+        if loss_col not in g or not np.isfinite(pd.to_numeric(g[loss_col], errors="coerce")).any():
+            if not g["diverged"].all():
+                gaps.append(f"LR sensitivity of {_label(sweep, g.iloc[0])}: no {loss_col}; "
+                            f"used final_train_loss")
+            loss_col = "final_train_loss"
+        lrs = g["lr"].astype(float).to_numpy()
+        losses = pd.to_numeric(g.get(loss_col), errors="coerce").to_numpy(dtype=float)
+        res = M.lr_sensitivity(lrs, losses, g["initial_loss_used"].astype(float).to_numpy(),
+                               g["diverged"].astype(bool).to_numpy(),
+                               g["seed"].to_numpy() if "seed" in g else None)
+        row = {c: g[c].iloc[0] for c in cfg}
+        row.update(res._asdict())
+        row.update(loss=loss_col, lr_min=float(lrs.min()), lr_max=float(lrs.max()), n_runs=len(g),
+                   n_diverged=int(g["diverged"].sum()))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def divergence_table(sweep: Sweep, finished: pd.DataFrame) -> pd.DataFrame:
+    """Fraction diverged, long format: toggle, value, warmup, lr, n, k, rate.
+
+    One block per varying toggle (warmup is a dimension of every block, not a block of its own); a
+    block "(all)" covers every run when no toggle but warmup varies.
+    """
+    has_warmup = "warmup" in finished
+    has_lr = "lr" in finished
+    toggles = [t for t in sweep.toggles if t != "warmup" and len(_distinct(finished[t])) > 1]
+    blocks = toggles or ["(all)"]
+    rows = []
+    for toggle in blocks:
+        dims = ([toggle] if toggle != "(all)" else []) + (["warmup"] if has_warmup else []) + \
+            (["lr"] if has_lr else [])
+        key = _group_key(finished, dims)
+        for k in _sorted_keys(finished, dims, sweep, key):
+            g = finished[key == k]
+            first = g.iloc[0]
+            rows.append({"toggle": toggle, "value": first[toggle] if toggle != "(all)" else "",
+                         "warmup": first["warmup"] if has_warmup else None,
+                         "lr": first["lr"] if has_lr else None, "n": len(g),
+                         "k": int(g["diverged"].sum()), "rate": float(g["diverged"].mean())})
+    return pd.DataFrame(rows, columns=["toggle", "value", "warmup", "lr", "n", "k", "rate"])
+
+
+def edf_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions) -> pd.DataFrame:
+    """Per toggle combination, over its hyperparameter settings and seeds: the best error and F(e).
+
+    Error = 1 - ``edf_metric``; diverged runs (and runs without the metric) have infinite error. The
+    reference is the best error of the same toggle combination (Xiao et al. compare each model's spread
+    around its own best); ``best_err`` says where that is.
+    """
+    key = _group_key(finished, sweep.toggles)
+    rows = []
+    for k in _sorted_keys(finished, sweep.toggles, sweep, key):
+        g = finished[key == k]
+        err = _errors(g, options.edf_metric)
+        row: dict[str, Any] = {t: g[t].iloc[0] for t in sweep.toggles}
+        finite = err[np.isfinite(err)]
+        row.update(n_runs=len(g), n_infinite=int((~np.isfinite(err)).sum()),
+                   best_err=float(finite.min()) if len(finite) else np.nan,
+                   median_gap=float(np.median(finite - finite.min())) if len(finite) else np.nan)
+        for e in options.edf_within:
+            row[f"within_{e:g}"] = M.fraction_within(err, e)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def spikes_table(report_runs: pd.DataFrame, curves: pd.DataFrame, finished: Sequence[str],
+                 options: ReportOptions) -> pd.DataFrame:
+    """Every loss spike of every finished run: run, step, peak_step, size (ratio), length (logged steps).
+
+    Same definition as the per-configuration counts (:func:`stability.metrics.loss_spikes`), so a count
+    in the table can be traced to its steps here.
+    """
+    rows = []
+    loss = curves[curves["tag"] == LOSS_TAG]
+    for name, g in loss.groupby("run", sort=True):
+        if name not in finished:
+            continue
+        run = report_runs.loc[name]
+        div = run["diverged_step"] if bool(run["diverged"]) and _finite(run["diverged_step"]) else None
+        steps, values = M.finite_prefix(g["step"], g["value"], div)
+        l0 = run["initial_loss_used"] if _finite(run["initial_loss_used"]) else \
+            (values[0] if len(values) else 0.0)
+        for sp in M.loss_spikes(steps, values, factor=options.curve.spike_factor,
+                                min_excess=options.curve.spike_min_excess * float(l0),
+                                alpha=options.curve.ema_alpha):
+            rows.append({"run": name, **sp._asdict()})
+    return pd.DataFrame(rows, columns=["run", "step", "peak_step", "size", "length"])
+
+
+def edf_curves(sweep: Sweep, finished: pd.DataFrame, metric: str = "final_val_acc") -> dict[str, np.ndarray]:
+    """Per toggle combination label: the run errors (1 - metric; inf for diverged), for EDF plots."""
+    key = _group_key(finished, sweep.toggles)
+    out = {}
+    for k in _sorted_keys(finished, sweep.toggles, sweep, key):
+        g = finished[key == k]
+        out[_label(sweep, g.iloc[0], columns=sweep.toggles)] = _errors(g, metric)
+    return out
+
+
+def _errors(g: pd.DataFrame, metric: str) -> np.ndarray:
+    acc = pd.to_numeric(g[metric], errors="coerce").to_numpy(dtype=float) if metric in g else \
+        np.full(len(g), np.nan)
+    err = 1.0 - acc
+    err[~np.isfinite(err) | g["diverged"].astype(bool).to_numpy()] = np.inf
+    return err
+
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def _display_columns(sweep: Sweep) -> list[str]:
+    """Configuration columns worth a table column: those that vary among the runs (others are noted once)."""
+    frame = sweep.finished if len(sweep.finished) else sweep.runs
+    return [c for c in sweep.config_columns if c in frame and len(_distinct(frame[c])) > 1]
+
+
+def _group_key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    cols = [c for c in columns if c in frame]
+    if not cols or frame.empty:
+        return pd.Series("", index=frame.index, dtype=object)
+    return frame[cols].map(M._key_text).agg("|".join, axis=1)
+
+
+def _sorted_keys(frame: pd.DataFrame, columns: Sequence[str], sweep: Sweep, key: pd.Series) -> list[str]:
+    """Group keys with the baseline first, then toggles alphabetically and numbers ascending."""
+    cols = [c for c in columns if c in frame]
+    first = frame.groupby(key, sort=False).head(1)
+
+    def order(row: pd.Series) -> tuple:
+        out = []
+        for c in cols:
+            v = row[c]
+            if c in sweep.baselines:
+                out.append((0 if M._same(v, sweep.baselines[c]) else 1, 0.0, str(v)))
+            elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                out.append((0, float(v) if _finite(v) else math.inf, ""))
+            else:
+                out.append((0, 0.0, str(v)))
+        return tuple(out)
+
+    ranked = sorted(((order(r), key[i]) for i, r in first.iterrows()), key=lambda t: t[0])
+    return [k for _, k in ranked]
+
+
+def _label(sweep: Sweep, row: pd.Series, columns: Sequence[str] | None = None) -> str:
+    """A configuration's name: its non-baseline toggles and varying hparams, or "baseline"."""
+    shown = _display_columns(sweep)
+    cols = [c for c in (columns if columns is not None else sweep.config_columns) if c in shown]
+    parts = []
+    for c in cols:
+        if c in sweep.baselines and M._same(row[c], sweep.baselines[c]):
+            continue
+        parts.append(f"{c}={_fmt_value(row[c])}")
+    return ",".join(parts) or "baseline"
+
+
+def _distinct(series: pd.Series) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for v in series:
+        seen.setdefault(M._key_text(v), v)
+    return list(seen.values())
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (float, np.floating)):
+        return "–" if math.isnan(v) else f"{v:g}"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return "–" if v is None else str(v)
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
