@@ -10,10 +10,12 @@ import torch
 from sweep_helpers import SMOKE, SweepResult, run_sweep
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def one_thread() -> Iterator[None]:
     """Tests use tiny tensors: one thread is fastest, and on a busy machine OpenMP's spin-waiting threads
-    make two threads up to 25x slower. (Sweep workers are separate processes with their own setting.)"""
+    make two threads up to 25x slower. (Sweep workers are separate processes with their own setting.)
+    Session-wide, before any other fixture: runs compared for bit-identical numbers must use the same thread
+    count (a different count changes the order of floating-point reductions)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
