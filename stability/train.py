@@ -32,6 +32,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import stability
+from stability.config_files import load_config_files
 from stability.errors import ConfigError
 from stability.model import TOGGLES, count_flops
 from stability.module import ViTClassifier
@@ -176,33 +177,6 @@ def parse(args: list[str] | dict[str, Any] | None) -> StabilityCLI:
 def validate(config: dict[str, Any]) -> None:
     """Raise ConfigError if ``config`` would not run (unknown keys or values, impossible dimensions)."""
     parse(config)
-
-
-def load_config_files(paths: list[str | Path]) -> dict[str, Any]:
-    """Merge YAML config files left to right (later wins), as repeated ``--config`` flags do."""
-    merged: dict[str, Any] = {}
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path}: not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
-        merged = deep_merge(merged, data)
-    return merged
-
-
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 # -- naming ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import yaml
 from tbparse import SummaryReader
 
 from stability import train
+from stability.config_files import merge_nested
 from stability.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def test_failed_run_is_recorded_and_raises(tmp_path: Path) -> None:
     ],
 )
 def test_bad_config_is_one_clear_line(change: dict, message: str) -> None:
-    config = train.deep_merge(tiny_config(), change)
+    config = merge_nested(tiny_config(), change)
     if "data" in change:
         config["data"] = change["data"]
     with pytest.raises(ConfigError, match=message) as error:

@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
+from stability.config_files import ConfigLoader
 from stability.errors import ConfigError
-from stability.sweep.grid import GridLoader, GridSpec, expand, get_dotted, load_grid
+from stability.sweep.grid import GridSpec, expand, get_dotted, load_grid
 from stability.sweep.local import LocalExecutor, usable_cores
 from stability.sweep.plan import PlannedRun, default_out, make_plan, parse_shard, plan_document, shard
 from stability.sweep.progress import Progress, format_duration
@@ -111,7 +112,7 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set: got {item!r}; give KEY=VALUE with a dotted config key, e.g. "
                           "--set data.data_dir=/datasets/cifar")
     try:
-        value = yaml.load(text, Loader=GridLoader)
+        value = yaml.load(text, Loader=ConfigLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"--set {key}: {text!r} is not a YAML value ({str(error).splitlines()[0]})") from None
     return key.strip(), value

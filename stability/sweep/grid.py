@@ -16,14 +16,12 @@ import copy
 import itertools
 import math
 import random
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from stability.config_files import load_config_files, read_yaml
 from stability.errors import ConfigError
 
 GRID_KEYS = ("base", "overrides", "axes", "seeds", "exclude", "include", "samples", "smoke")
@@ -37,47 +35,6 @@ DEFAULT_SMOKE = {
 }
 SEED_KEY = "seed_everything"
 SAMPLE_DIGITS = 4  # sampled values are rounded to 4 significant digits: readable names, stable hashes
-
-
-# -- YAML ------------------------------------------------------------------------------------------------
-class GridLoader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float.
-
-    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``); ``1e-3`` would silently be the string
-    "1e-3", which hashes and names differently from ``0.001``. Learning rates are written that way, so
-    the grid loader accepts the YAML 1.2 float forms too.
-    """
-
-
-_FLOAT = re.compile(
-    r"""^[-+]?(?:
-        [0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?   # 1.5, 1., 1.5e-3
-      | \.[0-9_]+(?:[eE][-+]?[0-9]+)?               # .5, .5e-3
-      | [0-9][0-9_]*[eE][-+]?[0-9]+                  # 1e-3 (the YAML 1.2 form PyYAML misses)
-      | \.(?:inf|Inf|INF)
-    )$|^\.(?:nan|NaN|NAN)$""",
-    re.X,
-)
-GridLoader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-GridLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-
-
-def read_yaml(path: Path) -> Any:
-    """Parse one YAML file; a syntax error becomes a one-line :class:`ConfigError` with its position."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
-    try:
-        return yaml.load(text, Loader=GridLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: YAML error{where}: {problem}") from None
 
 
 def leading_comment(path: Path) -> str:
@@ -404,36 +361,10 @@ def set_seed(config: dict, seed: int) -> None:
             data["seed"] = seed
 
 
-def _merge_nested(into: dict, update: Mapping) -> dict:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge_nested(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
-    return into
-
-
-def default_loader(paths: list[Path]) -> dict:
-    """Merge base config files left to right, as ``stability fit --config a --config b`` does.
-
-    The same rule as :func:`stability.train.load_config_files`, reimplemented here so that expanding a grid
-    does not import lightning (workers start while the parent plans), and with the grid's YAML reader,
-    so ``lr: 1e-3`` in a base file is a number there too.
-    """
-    merged: dict = {}
-    for path in paths:
-        data = read_yaml(Path(path)) or {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"config file {path}: expected a mapping at the top level, "
-                              f"got {type(data).__name__}")
-        _merge_nested(merged, data)
-    return merged
-
-
 def base_config(spec: GridSpec, smoke: bool = False,
                 loader: Callable[[list[Path]], dict] | None = None) -> dict:
     """The config every cell starts from: base files, then ``overrides``, then (``smoke``) the smoke block."""
-    config = copy.deepcopy((loader or default_loader)(spec.base))
+    config = copy.deepcopy((loader or load_config_files)(spec.base))
     deep_merge(config, spec.overrides)
     if smoke:
         deep_merge(config, DEFAULT_SMOKE if spec.smoke is None else spec.smoke)
