@@ -1,4 +1,4 @@
-"""The LightningModule's pieces: LR schedule, weight-decay groups, z-loss, and the SGD / clipping / smoothing options."""
+"""The LightningModule: LR schedule, weight-decay groups, z-loss, and the SGD, clipping and smoothing options."""
 
 from __future__ import annotations
 
