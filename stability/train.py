@@ -14,10 +14,8 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,12 +34,10 @@ from stability.config_files import load_config_files
 from stability.errors import ConfigError
 from stability.model import TOGGLES, count_flops
 from stability.module import ViTClassifier
+from stability.records import CONFIG, FINISHED, SUMMARY, read_summary, write_atomic
 from stability.telemetry import DivergenceDetector, StabilityTelemetry
 
-SUMMARY = "summary.json"
-CONFIG = "config.yaml"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
-FINISHED = ("completed", "diverged")
 
 # Defaults that differ from Lightning's: per-step curves need log_every_n_steps=1; ablation runs need no
 # model summary or sanity check; ``deterministic`` makes a seed reproduce its numbers.
@@ -222,25 +218,6 @@ def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the run record ----------------------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file + rename, so a reader never sees half a file."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / SUMMARY
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
-        return None
-
-
 def _versions() -> dict[str, str]:
     import lightning
     import timm

@@ -19,27 +19,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from stability.records import CONFIG, FINISHED, SUMMARY, read_summary, write_atomic
+
 PLAN = "plan.json"
-SUMMARY = "summary.json"
 LOCK = ".sweep.lock"
 TRACEBACK = "traceback.txt"
 OUTPUT = "output.log"
-FINISHED = ("completed", "diverged")
 PLAN_FORMAT = 1
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: readers (and a killed writer) never leave half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
 
 
 def write_plan(sweep_dir: Path, plan: dict[str, Any]) -> Path:
@@ -55,20 +44,12 @@ def read_plan(sweep_dir: Path) -> dict[str, Any]:
     return json.loads((Path(sweep_dir) / PLAN).read_text())
 
 
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / SUMMARY
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def run_status(run_dir: Path) -> str:
     """``completed``, ``diverged``, ``failed`` (from summary.json), ``partial`` (started) or ``pending``."""
     summary = read_summary(run_dir)
     if summary is not None and summary.get("status") in (*FINISHED, "failed"):
         return str(summary["status"])
-    if (run_dir / "config.yaml").is_file() or (run_dir / "checkpoints").is_dir():
+    if (run_dir / CONFIG).is_file() or (run_dir / "checkpoints").is_dir():
         return "partial"
     return "pending"
 
