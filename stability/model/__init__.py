@@ -1,10 +1,30 @@
 """The configurable Vision Transformer: ``VisionTransformer(ViTConfig(norm="centernorm"))``.
 
-``TOGGLES`` maps each stability toggle to its valid values, baseline first.
+``TOGGLES`` maps each model toggle to its valid values, baseline first.
+
+The config (:mod:`stability.model.config`) is plain Python; the network needs torch. The package loads the
+torch-backed names on first use (PEP 562 ``__getattr__``), so code that only names runs and reads records
+(:mod:`stability.identity`, the sweep parent, the report) can import the config without importing torch.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from stability.model.config import TOGGLES, ViTConfig
-from stability.model.flops import count_flops
-from stability.model.vit import VisionTransformer
+
+if TYPE_CHECKING:
+    from stability.model.flops import count_flops
+    from stability.model.vit import VisionTransformer
+
+_LAZY = {"VisionTransformer": "stability.model.vit", "count_flops": "stability.model.flops"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["TOGGLES", "ViTConfig", "VisionTransformer", "count_flops"]
