@@ -2,7 +2,8 @@
 
 Plain Python and PyYAML only (no lightning import), so a grid can be expanded and checked in milliseconds.
 Files merge left to right, later values winning, nested mappings merged key by key: the rule of
-``stability fit --config a.yaml --config b.yaml``.
+``stability fit --config a.yaml --config b.yaml``. Dotted keys (``model.vit.norm``) address one value of a
+nested config, with LightningCLI's ``class_path`` shorthand.
 """
 
 from __future__ import annotations
@@ -80,3 +81,71 @@ def load_config_files(paths: list[str | Path] | list[Path]) -> dict[str, Any]:
             raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
         merge_nested(merged, data)
     return merged
+
+
+# -- dotted keys -----------------------------------------------------------------------------------------
+def _step_into(node: dict, key: str, create: bool) -> dict | None:
+    """The dict under ``node[key]``; for ``class_path`` nodes a plain key means ``init_args.key``.
+
+    That is LightningCLI's own shorthand (``--data.batch_size`` for ``--data.init_args.batch_size``), so a
+    grid can say ``data.batch_size`` whichever data module the base config names.
+    """
+    if "class_path" in node and key not in ("class_path", "init_args", "dict_kwargs"):
+        node = node.setdefault("init_args", {}) if create else node.get("init_args", {})
+        if node is None:
+            return None
+    return node
+
+
+def set_dotted(config: dict, key: str, value: Any) -> None:
+    """Set ``config[a][b][c] = value`` for ``key == "a.b.c"``, creating dicts; dict values are deep-merged."""
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts[:-1]):
+        node = _step_into(node, part, create=True)
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"{key}: '{'.'.join(parts[: i + 1])}' is {child!r} in the base config, not a mapping, "
+                f"so it has no key '{parts[i + 1]}'"
+            )
+        node = child
+    node = _step_into(node, parts[-1], create=True)
+    last = parts[-1]
+    if isinstance(value, Mapping) and isinstance(node.get(last), dict):
+        deep_merge(node[last], value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+_MISSING = object()
+
+
+def get_dotted(config: Mapping, key: str, default: Any = _MISSING) -> Any:
+    """Read a dotted key with the same ``class_path`` shorthand as :func:`set_dotted`."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            node = None
+            break
+        inner = _step_into(node, part, create=False)
+        node = inner.get(part) if isinstance(inner, dict) else None
+        if node is None:
+            break
+    if node is None and default is not _MISSING:
+        return default
+    return node
+
+
+def deep_merge(into: dict, update: Mapping) -> dict:
+    """Merge ``update`` into ``into`` in place; keys of ``update`` may be dotted."""
+    for key, value in update.items():
+        if "." in str(key):
+            set_dotted(into, str(key), value)
+        elif isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into

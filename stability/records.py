@@ -1,35 +1,156 @@
-"""A run folder's record files: their names, the atomic write, and reading a run's summary.
+"""A run folder's record: its file names, the statuses a run can have, and ``summary.json`` as a typed record.
 
-Plain Python (no lightning import), shared by the training run that writes the record and the sweep that
-reads it to decide what is left to run.
+Plain Python (no torch, no Lightning): the training run writes the record, the sweep reads it to decide
+what is left to run, and the results loader turns records into tables, all through this module.
+
+A run folder::
+
+    config.yaml             the fully resolved config, written first
+    events.out.tfevents.*   TensorBoard events (per-step curves)
+    checkpoints/last.ckpt   the rolling checkpoint a resumed run continues from
+    summary.json            the result (:class:`RunSummary`), written atomically and last
+    .sweep.lock             flock'ed while a sweep worker runs the cell
+    output.log              what the run printed (sweep worker processes only)
+    traceback.txt           why a failed run failed
+
+and a sweep folder holds ``plan.json`` (every cell, written before any run starts) beside its run folders.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG = "config.yaml"  # the fully resolved config, written first
-SUMMARY = "summary.json"  # the result, written atomically and last
-FINISHED = ("completed", "diverged")  # statuses that are results; "failed" runs may be retried
+# -- file names --------------------------------------------------------------------------------------------
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+EVENTS_GLOB = "events.out.tfevents.*"
+CHECKPOINTS = "checkpoints"
+LAST_CKPT = Path(CHECKPOINTS) / "last.ckpt"
+PLAN = "plan.json"
+LOCK = ".sweep.lock"
+OUTPUT = "output.log"
+TRACEBACK = "traceback.txt"
+
+# -- statuses ----------------------------------------------------------------------------------------------
+# What summary.json can say:
+COMPLETED = "completed"  # trained to the end and tested
+DIVERGED = "diverged"  # stopped when the loss became non-finite or exploded; a result, not an error
+FAILED = "failed"  # raised (bad hardware, out of memory, a bug): not a result; a sweep may retry it
+# Inferred from the folder when there is no summary (see :mod:`stability.status`):
+RUNNING = "running"  # a process is on it now
+INCOMPLETE = "incomplete"  # it logged, then stopped without a summary: cut off, resumable
+PENDING = "pending"  # planned, never started
+
+FINISHED = (COMPLETED, DIVERGED)  # results: their numbers go into tables and they are never re-run
+RECORDED = (*FINISHED, FAILED)  # the statuses a summary.json holds
+STATUSES = (*RECORDED, RUNNING, INCOMPLETE, PENDING)
+
+
+class RecordError(ValueError):
+    """A record file exists but does not hold a valid record (the message says which file and why)."""
+
+
+@dataclass
+class RunSummary:
+    """``summary.json``: what a run did, written once, last, by the run (or by the sweep for a run that died).
+
+    Every field but the first three is None where it is not known (a run that failed before training, a
+    diverged run's test accuracy). Keys a newer version wrote and this one does not know are kept in
+    ``extra`` and written back unchanged.
+    """
+
+    status: str  # one of RECORDED
+    run_name: str  # the run folder's name
+    run_id: str  # identity.config_hash of the resolved config
+    toggles: dict[str, Any] | None = None  # identity.toggles_of(config)
+    hparams: dict[str, Any] | None = None  # identity.hparams_of(config)
+    diverged_step: int | None = None  # global step at which the divergence detector stopped the run
+    divergence_reason: str | None = None
+    error: str | None = None  # first line of the exception of a failed run
+    steps: int | None = None  # optimiser steps taken
+    epochs: int | None = None
+    wall_time_s: float | None = None  # fit + test, this process
+    train_time_s: float | None = None  # training steps only
+    images_per_s: float | None = None  # training throughput
+    params: int | None = None
+    flops_per_image: int | None = None  # forward pass
+    initial_loss: float | None = None  # training loss of the first step (the divergence reference)
+    final_train_loss: float | None = None
+    final_val_acc: float | None = None  # after the last epoch
+    best_val_acc: float | None = None  # best over epochs: optimistic on a small validation set
+    final_val_loss: float | None = None
+    best_val_loss: float | None = None
+    test_acc: float | None = None  # the final model on the test split
+    test_loss: float | None = None
+    max_grad_norm: float | None = None
+    max_attn_logit: float | None = None
+    versions: dict[str, str] | None = None  # stability, torch, lightning, timm, python
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: fields in declaration order, then the unknown keys that were read."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = SUMMARY) -> RunSummary:
+        """Validate a parsed summary.json; raises :class:`RecordError` naming ``source`` and the key."""
+        if not isinstance(data, dict):
+            raise RecordError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        if data.get("status") not in RECORDED:
+            raise RecordError(f"{source}: status {data.get('status')!r} is not one of {', '.join(RECORDED)}")
+        for key in ("toggles", "hparams", "versions"):
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise RecordError(f"{source}: {key} must be an object or null, got {type(data[key]).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        known.setdefault("run_name", "")
+        known.setdefault("run_id", "")
+        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write ``<run_dir>/summary.json`` atomically."""
+        path = Path(run_dir) / SUMMARY
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def load_summary(run_dir: str | Path) -> RunSummary | None:
+    """The run's summary; None while there is none. Raises :class:`RecordError` if it cannot be read."""
+    path = Path(run_dir) / SUMMARY
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise RecordError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise RecordError(f"{path}: not valid JSON ({error})") from None
+    return RunSummary.from_dict(data, str(path))
+
+
+def read_summary(run_dir: str | Path) -> RunSummary | None:
+    """The run's summary, or None while there is none or it cannot be read (then the run counts as not
+    finished, and re-running it writes a good one)."""
+    try:
+        return load_summary(run_dir)
+    except RecordError:
+        return None
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: readers (and a killed writer) never leave half a file."""
+    """Write via a temporary file and rename: readers (and a killed writer) never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(text)
         tmp.flush()
         os.fsync(tmp.fileno())
     os.replace(tmp.name, path)
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's ``summary.json``, or None while there is none (running, cut off) or it cannot be read."""
-    try:
-        return json.loads((Path(run_dir) / SUMMARY).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

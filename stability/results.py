@@ -7,12 +7,10 @@ it finds and explicit about it: a run that has not finished is a row with status
 ``incomplete`` or ``pending``, never a silently missing row, and whatever could not be read is listed in
 ``Sweep.problems`` so a report can name its gaps.
 
-Statuses (column ``status``):
-    completed, diverged, failed   as written by the run in ``summary.json``
-    running      no summary yet, and a sweep worker holds the run's lock (``.sweep.lock``) or a file in the
-                 run folder changed within ``stale_after_s``
-    incomplete   no (readable) summary, not running, but it logged (events/checkpoint): it was cut off
-    pending      the sweep planned the run (plan.json, config.yaml) but it never logged anything
+Statuses (column ``status``) are :mod:`stability.status`'s: ``completed``, ``diverged``, ``failed`` as the
+run recorded them; ``running``, ``incomplete``, ``pending`` inferred from the folder. Toggles and
+hyperparameters come from the records (``summary.json``, else ``config.yaml``, else the plan's resolved
+config) through :mod:`stability.identity`, never from run names; baselines are the toggles' own.
 
 The TensorBoard reader (tbparse) is used in one function, :func:`_read_scalars`, so it can be swapped
 for TensorBoard's own ``EventAccumulator`` without touching anything else.
@@ -22,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,25 +31,13 @@ import pandas as pd
 import yaml
 
 from stability.errors import ConfigError
-
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.yaml"
-PLAN_FILE = "plan.json"
-EVENTS_GLOB = "events.out.tfevents.*"
-
-FINISHED = ("completed", "diverged")  # runs whose numbers go into tables
-NOT_FINISHED = ("failed", "running", "incomplete", "pending")
+from stability.identity import TOGGLES, hparams_of, toggles_of
+from stability.records import CONFIG, DIVERGED, EVENTS_GLOB, FINISHED, PENDING, PLAN, SUMMARY
+from stability.status import is_run_dir, status_and_summary
 
 # Columns that describe the record rather than the experiment; an hparam with one of these names is
 # renamed "hp_<name>" so it can never overwrite them.
 RECORD_COLUMNS = ("run", "run_dir", "run_name", "run_id", "status", "diverged", "has_summary")
-
-# Baselines of toggles that live in the training recipe rather than in the model (DESIGN.md: warmup is
-# on in the baseline, the trick is to remove it). Model toggles take theirs from the run names or from
-# stability.model.TOGGLES (see infer_baselines).
-RECIPE_BASELINES: dict[str, Any] = {"warmup": True}
-
-_HASH_SUFFIX = re.compile(r"-[0-9a-f]{4,16}$")
 
 
 @dataclass
@@ -117,64 +102,50 @@ def load_sweep(sweep_dir: str | Path, *, stale_after_s: float = 900.0, now: floa
         raise ConfigError(f"sweep folder: {str(path)!r} does not exist")
     if not path.is_dir():
         raise ConfigError(f"sweep folder: {str(path)!r} is a file, not a sweep folder")
-    if (path / SUMMARY_FILE).exists() or (path / CONFIG_FILE).exists():
+    if (path / SUMMARY).exists() or (path / CONFIG).exists():
         raise ConfigError(f"sweep folder: {str(path)!r} is a single run folder; pass the sweep folder that "
                           f"contains it ({str(path.parent)!r})")
     now = time.time() if now is None else now
     problems: list[str] = []
     planned = _planned_runs(path, problems)  # name -> resolved config (may be {})
-    run_dirs = [d for d in sorted(path.iterdir()) if d.is_dir() and _is_run_dir(d)]
+    run_dirs = [d for d in sorted(path.iterdir()) if d.is_dir() and is_run_dir(d)]
     if not run_dirs and not planned:
-        has_plan = (path / PLAN_FILE).exists()
-        if has_plan:
+        if (path / PLAN).exists():
             raise ConfigError(f"sweep folder: {str(path)!r} is empty: plan.json names no runs and no run "
                               f"folder exists yet")
         if not any(path.iterdir()):
             raise ConfigError(f"sweep folder: {str(path)!r} is empty: no plan.json and no run folders")
         raise ConfigError(f"sweep folder: {str(path)!r} is not a sweep: it has no plan.json and no run "
-                          f"folders (sub-folders with {CONFIG_FILE}, {SUMMARY_FILE} or TensorBoard events)")
+                          f"folders (sub-folders with {CONFIG}, {SUMMARY} or TensorBoard events)")
 
-    rows = [_read_run(d, now, stale_after_s, problems) for d in run_dirs]
+    rows = [_read_run(d, planned.get(d.name, {}), now, stale_after_s, problems) for d in run_dirs]
     seen = {d.name for d in run_dirs}
     for name, config in planned.items():
         if name not in seen:
-            rows.append({"run": name, "run_dir": str(path / name), "run_name": name, "status": "pending",
-                         "has_summary": False, "_config": config})
+            rows.append(_unrecorded_row(name, path / name, PENDING, config, problems))
 
     toggles: list[str] = []
     hparams: list[str] = []
     for row in rows:
-        for t in row.pop("_toggles", {}):
+        for t in row.pop("_toggles"):
             if t not in toggles:
                 toggles.append(t)
-        for h in row.pop("_hparams", {}):
+        for h in row.pop("_hparams"):
             if h not in hparams:
                 hparams.append(h)
+    toggles.sort(key=lambda t: list(TOGGLES).index(t) if t in TOGGLES else len(TOGGLES))
     hparams = [_hparam_column(h, toggles) for h in hparams]
-
-    _fill_unrecorded(rows, toggles, hparams, problems)
-    for row in rows:
-        row.pop("_config", None)
     runs = pd.DataFrame(rows)
-    for col in ("run_id", "diverged_step", "divergence_reason", "error"):
+    for col in ("run_id", "diverged_step", "divergence_reason", "error", *toggles, *hparams):
         if col not in runs:
             runs[col] = None
-    runs["diverged"] = runs["status"].eq("diverged")
+    runs["diverged"] = runs["status"].eq(DIVERGED)
     for col in runs.columns:
         if col not in toggles and col not in hparams and _numeric(runs[col]):
             runs[col] = pd.to_numeric(runs[col], errors="coerce").astype("float64")
     runs = runs.set_index("run", drop=False).rename_axis(None)
-    baselines = infer_baselines(runs, toggles)
-    # Runs without a summary (running, cut off, pending): toggles their config/name did not give are at
-    # the baseline, because run names list exactly the toggles that differ from it.
-    named = runs["run_name"].map(lambda n: _name_pairs(n) is not None)
-    for t, base in baselines.items():
-        fill = runs[t].isna() & ~runs["has_summary"] & named
-        if fill.any():
-            runs[t] = runs[t].astype(object)
-            runs.loc[fill, t] = base
-    return Sweep(path=path, runs=runs, toggles=toggles, hparams=hparams, baselines=baselines,
-                 problems=problems)
+    return Sweep(path=path, runs=runs, toggles=toggles, hparams=hparams,
+                 baselines=infer_baselines(runs, toggles), problems=problems)
 
 
 def load_runs(sweep_dir: str | Path, **kwargs: Any) -> pd.DataFrame:
@@ -245,111 +216,31 @@ def _read_scalars(run_dir: Path) -> pd.DataFrame:
         {"step": "int64", "value": "float64", "wall_time": "float64"})
 
 
-def parse_run_name(name: Any) -> dict[str, Any]:
-    """``"stem=conv,norm=centernorm,lr=0.01,seed=0-3f2a9c"`` -> ``{"stem": "conv", ..., "seed": 0}``.
-
-    Run names list the toggles that differ from the baseline, then lr and seed, then a short hash of the
-    resolved config; booleans read ``on``/``off``. Returns {} for a name that does not follow that form
-    (and for ``baseline-<hash>``, which has no pairs).
-    """
-    return _name_pairs(name) or {}
-
-
-def _name_pairs(name: Any) -> dict[str, Any] | None:
-    """parse_run_name, but None for a name that does not follow the convention ({} for the baseline)."""
-    if not isinstance(name, str):
-        return None
-    body = _HASH_SUFFIX.sub("", name)
-    if body == "baseline":
-        return {}
-    if "=" not in body:
-        return None
+def infer_baselines(runs: pd.DataFrame, toggles: Sequence[str]) -> dict[str, Any]:
+    """The baseline ("off") value of each toggle: its own (:data:`stability.identity.TOGGLES`); for a column
+    that is no known toggle, the most common value among the recorded runs (the baseline of a
+    one-at-a-time ablation)."""
     out: dict[str, Any] = {}
-    for part in body.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            return None
-        out[key.strip()] = _parse_scalar(value.strip())
+    recorded = runs[runs["has_summary"]] if "has_summary" in runs else runs
+    for t in toggles:
+        if t in TOGGLES:
+            out[t] = TOGGLES[t].baseline
+        elif t in recorded and recorded[t].notna().any():
+            out[t] = recorded[t].dropna().value_counts().index[0]
     return out
 
 
-def infer_baselines(runs: pd.DataFrame, toggles: Sequence[str]) -> dict[str, Any]:
-    """The baseline ("off") value of each toggle, from the records themselves where possible.
-
-    In order: (1) the run names: they list the toggles that differ from the baseline, so the value a
-    toggle has in runs whose name does not mention it is its baseline; (2) ``stability.model.TOGGLES``
-    (valid values, baseline first); (3) RECIPE_BASELINES (warmup); (4) the most common value, which is
-    the baseline of a one-at-a-time ablation.
-    """
-    baselines: dict[str, Any] = {}
-    parsed = runs["run_name"].map(_name_pairs) if "run_name" in runs else pd.Series(None, index=runs.index)
-    recorded = runs["has_summary"] if "has_summary" in runs else pd.Series(True, index=runs.index)
-    model_toggles: dict[str, Sequence[Any]] | None = None
-    for t in toggles:
-        values = runs.loc[recorded, t].dropna() if t in runs else pd.Series(dtype=object)
-        unnamed = [v for v, p in zip(runs.loc[recorded, t], parsed[recorded], strict=True)
-                   if p is not None and t not in p and not _isna(v)] if t in runs else []
-        if len(set(map(repr, unnamed))) == 1:
-            baselines[t] = unnamed[0]
-            continue
-        if model_toggles is None:
-            model_toggles = _model_toggles()
-        if t in model_toggles and model_toggles[t]:
-            baselines[t] = model_toggles[t][0]
-        elif t in RECIPE_BASELINES:
-            baselines[t] = RECIPE_BASELINES[t]
-        elif len(values):
-            baselines[t] = values.value_counts().index[0]
-    return baselines
-
-
-def _model_toggles() -> dict[str, Sequence[Any]]:
-    """stability.model.TOGGLES if the model package imports (it pulls in torch, so only when needed)."""
-    try:
-        from stability.model import TOGGLES
-    except Exception:  # the model package is optional for reading records
-        return {}
-    return dict(TOGGLES)
-
-
-def _read_run(run_dir: Path, now: float, stale_after_s: float, problems: list[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "run_name": run_dir.name,
-                           "has_summary": False}
-    config = _read_config(run_dir, problems)
-    row["_config"] = config
-    summary = None
-    summary_path = run_dir / SUMMARY_FILE
-    if summary_path.exists():
-        try:
-            summary = json.loads(summary_path.read_text())
-            if not isinstance(summary, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
-            problems.append(f"{run_dir.name}: {SUMMARY_FILE} unreadable ({exc}); counted as incomplete")
-            summary = None
+def _read_run(run_dir: Path, planned_config: dict[str, Any], now: float, stale_after_s: float,
+              problems: list[str]) -> dict[str, Any]:
+    status, summary, unreadable = status_and_summary(run_dir, stale_after_s=stale_after_s, now=now)
+    if unreadable:
+        problems.append(f"{run_dir.name}: {SUMMARY} unreadable ({unreadable}); counted as incomplete")
     if summary is None:
-        # Running: a process holds the sweep's lock on the folder, or (runs outside the sweep runner, and
-        # file systems where flock does not reach across machines) some file in it changed recently.
-        active = _is_locked(run_dir) or _last_change(run_dir) >= now - stale_after_s
-        logged = any(run_dir.glob(EVENTS_GLOB)) or (run_dir / "checkpoints").exists()
-        if summary_path.exists():
-            row["status"] = "incomplete"
-        elif active:
-            row["status"] = "running"
-        else:  # never logged a step: planned only; logged but went quiet: cut off
-            row["status"] = "incomplete" if logged else "pending"
-        return row
-
-    row["has_summary"] = True
-    status = summary.get("status")
-    if status not in ("completed", "diverged", "failed"):
-        problems.append(f"{run_dir.name}: summary.json status {status!r} is not one of completed, diverged, "
-                        f"failed; counted as incomplete")
-        status = "incomplete"
-    row["status"] = status
-    row["_toggles"] = dict(summary.get("toggles") or {})
-    row["_hparams"] = dict(summary.get("hparams") or {})
-    for key, value in summary.items():
+        config = _read_config(run_dir, problems) or planned_config
+        return _unrecorded_row(run_dir.name, run_dir, status, config, problems)
+    record = summary.to_dict()
+    row: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "has_summary": True, "status": status}
+    for key, value in record.items():
         if key in ("toggles", "hparams", "status"):
             continue
         if isinstance(value, dict):
@@ -357,70 +248,36 @@ def _read_run(run_dir: Path, now: float, stale_after_s: float, problems: list[st
                 row[f"{key}.{sub}"] = _cell(v)
         else:
             row[key] = _cell(value)
-    row["run_name"] = summary.get("run_name") or run_dir.name
-    for key, value in row["_toggles"].items():
-        row[key] = _cell(value)
-    for key, value in row["_hparams"].items():
-        row[_hparam_column(key, row["_toggles"])] = _cell(value)
-    return row
+    row["run_name"] = summary.run_name or run_dir.name
+    return _with_values(row, summary.toggles or {}, summary.hparams or {})
 
 
-def _fill_unrecorded(rows: list[dict[str, Any]], toggles: list[str], hparams: list[str],
-                     problems: list[str]) -> None:
-    """Runs without a summary: take toggles and hparams from config.yaml, else from the run name."""
-    columns = toggles + hparams
-    for row in rows:
-        if row["has_summary"]:
-            continue
-        from_config = _config_values(row["_config"], columns)
-        pairs = _name_pairs(row["run_name"])
-        from_name = pairs or {}
-        for col in columns:
-            key = col[3:] if col.startswith("hp_") else col
-            if col in from_config:
-                row[col] = from_config[col]
-            elif key in from_name:
-                row[col] = from_name[key]
-        if not row["_config"] and pairs is None:
-            problems.append(f"{row['run']}: no config.yaml and a run name without key=value pairs; its "
-                            f"configuration is unknown")
-
-
-def _config_values(config: dict[str, Any], columns: list[str]) -> dict[str, Any]:
-    """Find each column among the leaves of a nested LightningCLI config, by leaf name.
-
-    ``seed`` is ``seed_everything``. A leaf name found at several places is used only when one of them is
-    under ``model`` (where toggles and optimiser hparams live); otherwise it is ambiguous and skipped.
-    """
+def _unrecorded_row(name: str, run_dir: Path, status: str, config: dict[str, Any],
+                    problems: list[str]) -> dict[str, Any]:
+    """A run without a summary: its toggles and hparams from its resolved config (config.yaml or plan.json)."""
+    row = {"run": name, "run_dir": str(run_dir), "run_name": name, "status": status, "has_summary": False}
     if not config:
-        return {}
-    flat = _flatten(config)
-    by_leaf: dict[str, list[str]] = {}
-    for dotted in flat:
-        leaf = dotted.rsplit(".", 1)[-1]
-        by_leaf.setdefault(leaf, []).append(dotted)
-    out: dict[str, Any] = {}
-    for col in columns:
-        key = col[3:] if col.startswith("hp_") else col
-        if key == "seed" and "seed_everything" in flat:
-            out[col] = _cell(flat["seed_everything"])
-            continue
-        places = by_leaf.get(key, [])
-        if len(places) > 1:
-            places = [p for p in places if p.startswith("model.")]
-        if len(places) == 1:
-            out[col] = _cell(flat[places[0]])
-    return out
+        problems.append(f"{name}: no {CONFIG} and no plan entry; its configuration is unknown")
+        return _with_values(row, {}, {})
+    return _with_values(row, toggles_of(config), hparams_of(config))
+
+
+def _with_values(row: dict[str, Any], toggles: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
+    for key, value in toggles.items():
+        row[key] = _cell(value)
+    for key, value in hparams.items():
+        row[_hparam_column(key, toggles)] = _cell(value)
+    return {**row, "_toggles": list(toggles), "_hparams": list(hparams)}
 
 
 def _read_config(run_dir: Path, problems: list[str]) -> dict[str, Any]:
-    path = run_dir / CONFIG_FILE
+    path = run_dir / CONFIG
     if not path.exists():
         return {}
     try:
         config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        problems.append(f"{run_dir.name}: {CONFIG_FILE} unreadable ({type(exc).__name__})")
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        problems.append(f"{run_dir.name}: {CONFIG} unreadable ({type(exc).__name__})")
         return {}
     return config if isinstance(config, dict) else {}
 
@@ -432,13 +289,13 @@ def _planned_runs(path: Path, problems: list[str]) -> dict[str, dict[str, Any]]:
     names, or objects with ``run_dir``/``name``, are read too. A plan in another form is ignored (the run
     folders still count).
     """
-    plan_path = path / PLAN_FILE
+    plan_path = path / PLAN
     if not plan_path.exists():
         return {}
     try:
         plan = json.loads(plan_path.read_text())
     except (OSError, ValueError) as exc:
-        problems.append(f"{PLAN_FILE} unreadable ({exc}); runs not started yet cannot be listed")
+        problems.append(f"{PLAN} unreadable ({exc}); runs not started yet cannot be listed")
         return {}
     entries = plan.get("runs", []) if isinstance(plan, dict) else plan
     if isinstance(entries, dict):
@@ -452,32 +309,6 @@ def _planned_runs(path: Path, problems: list[str]) -> dict[str, dict[str, Any]]:
         if isinstance(entry, str) and entry:
             planned[Path(entry).name] = config if isinstance(config, dict) else {}
     return planned
-
-
-def _is_locked(run_dir: Path) -> bool:
-    """Whether a sweep worker holds this run's lock now (stability.sweep.store's flock protocol)."""
-    try:
-        from stability.sweep.store import is_locked
-    except ImportError:  # no sweep package (or no fcntl): fall back on file times
-        return False
-    try:
-        return is_locked(run_dir)
-    except OSError:
-        return False
-
-
-def _is_run_dir(d: Path) -> bool:
-    return (d / SUMMARY_FILE).exists() or (d / CONFIG_FILE).exists() or any(d.glob(EVENTS_GLOB))
-
-
-def _last_change(run_dir: Path) -> float:
-    times = [run_dir.stat().st_mtime]
-    for p in run_dir.rglob("*"):
-        try:
-            times.append(p.stat().st_mtime)
-        except OSError:  # a checkpoint being replaced as we look
-            continue
-    return max(times)
 
 
 def _hparam_column(name: str, toggles: Iterable[str]) -> str:
@@ -500,19 +331,6 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value, sort_keys=True)
     return value
-
-
-def _parse_scalar(text: str) -> Any:
-    if text in ("True", "true", "on"):  # the sweep writes booleans as on/off (warmup=off)
-        return True
-    if text in ("False", "false", "off"):
-        return False
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _isna(value: Any) -> bool:

@@ -11,8 +11,6 @@ A run folder holds ``config.yaml`` (written first), TensorBoard events, ``checkp
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import re
 import sys
@@ -32,12 +30,22 @@ from lightning.pytorch.loggers import TensorBoardLogger
 import stability
 from stability.config_files import load_config_files
 from stability.errors import ConfigError
-from stability.model import TOGGLES, count_flops
+from stability.identity import config_hash, hparams_of, run_name, toggles_of
+from stability.model import count_flops
 from stability.module import ViTClassifier
-from stability.records import CONFIG, FINISHED, SUMMARY, read_summary, write_atomic
+from stability.records import (
+    COMPLETED,
+    CONFIG,
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    LAST_CKPT,
+    SUMMARY,
+    RunSummary,
+    read_summary,
+    write_atomic,
+)
 from stability.telemetry import DivergenceDetector, StabilityTelemetry
-
-LAST_CKPT = Path("checkpoints") / "last.ckpt"
 
 # Defaults that differ from Lightning's: per-step curves need log_every_n_steps=1; ablation runs need no
 # model summary or sanity check; ``deterministic`` makes a seed reproduce its numbers.
@@ -66,9 +74,9 @@ class RunLogger(TensorBoardLogger):
 
     HP_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc", "hp/diverged", "hp/diverged_step")
 
-    def __init__(self, run_dir: Path, hparams: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
         super().__init__(save_dir=str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
-        self._flat_hparams = hparams
+        self._flat_hparams = tensorboard_hparams(config)
 
     def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
         super().log_hyperparams(self._flat_hparams, dict.fromkeys(self.HP_METRICS, -1.0), step=0)
@@ -116,7 +124,7 @@ class StabilityCLI(LightningCLI):
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename=LAST_CKPT.stem, save_top_k=1,
                                      every_n_epochs=1, enable_version_counter=False)
         configured = self.config_init["trainer"].get("callbacks") or []
-        logger = RunLogger(run_dir, flat_hparams(self.config_dump_dict()))
+        logger = RunLogger(run_dir, self.config_dump_dict())
         return super().instantiate_trainer(logger=logger, callbacks=[*configured, checkpoint])
 
     def config_dump_dict(self) -> dict[str, Any]:
@@ -175,45 +183,11 @@ def validate(config: dict[str, Any]) -> None:
     parse(config)
 
 
-# -- naming ------------------------------------------------------------------------------------------------
-def toggles_of(config: dict[str, Any]) -> dict[str, Any]:
-    vit = config["model"]["vit"]
-    toggles: dict[str, Any] = {name: vit[name] for name in TOGGLES}
-    toggles["warmup"] = bool(config["model"]["warmup"])
-    return toggles
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """Short stable hash of a resolved config (the run folder is not part of the identity)."""
-    identity = {k: v for k, v in config.items() if k != "run_dir"}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def default_run_name(config: dict[str, Any]) -> str:
-    """``norm=centernorm,warmup=off,lr=0.01,seed=0-<hash>``: the toggles that differ from the baseline."""
-    toggles = toggles_of(config)
-    parts = [f"{k}={v}" for k, v in toggles.items() if k != "warmup" and v != TOGGLES[k][0]]
-    if not toggles["warmup"]:
-        parts.append("warmup=off")
-    parts += [f"lr={config['model']['lr']:g}", f"seed={config['seed_everything']}"]
-    return ",".join(parts) + "-" + config_hash(config)
-
-
-def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
-    """Toggles and headline hyperparameters, flat: the HParams tab's columns and summary.json's ``hparams``."""
-    model, trainer = config["model"], config.get("trainer") or {}
-    data_args = (config.get("data") or {}).get("init_args") or {}
+def tensorboard_hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The HParams tab's columns: ``toggle/<name>`` then the headline hyperparameters. TensorBoard takes
+    only numbers, strings and booleans: booleans and None are written as text."""
     hp = {f"toggle/{k}": (str(v) if isinstance(v, bool) else v) for k, v in toggles_of(config).items()}
-    hp.update({
-        "lr": model["lr"], "weight_decay": model["weight_decay"], "optimizer": model["optimizer"],
-        "warmup_epochs": model["warmup_epochs"], "label_smoothing": model["label_smoothing"],
-        "z_loss": model["z_loss"], "seed": config["seed_everything"],
-        "batch_size": data_args.get("batch_size"), "max_epochs": trainer.get("max_epochs"),
-        "gradient_clip_val": trainer.get("gradient_clip_val"),
-        "data": str((config.get("data") or {}).get("class_path", "")).rsplit(".", 1)[-1],
-    })
-    for key in ("embed_dim", "depth", "num_heads", "patch_size", "img_size"):
-        hp[key] = model["vit"][key]
+    hp.update(hparams_of(config))
     return {k: ("None" if v is None else v) for k, v in hp.items()}
 
 
@@ -304,12 +278,12 @@ class _Tracker(L.Callback):
 
 
 def resolve_run_dir(config: dict[str, Any], run_dir: str | Path | None = None) -> Path:
-    """The explicit folder, else ``run_dir`` from the config, else ``runs/fit/<default_run_name>``."""
-    return Path(run_dir or config.get("run_dir") or Path("runs") / "fit" / default_run_name(config))
+    """The explicit folder, else ``run_dir`` from the config, else ``runs/fit/<run name>``."""
+    return Path(run_dir or config.get("run_dir") or Path("runs") / "fit" / run_name(config))
 
 
 def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
-            extra_callbacks: list[L.Callback] | tuple[L.Callback, ...] = ()) -> dict[str, Any]:
+            extra_callbacks: list[L.Callback] | tuple[L.Callback, ...] = ()) -> RunSummary:
     """Fit and test a parsed config into its run folder; return the summary (see module docstring).
 
     ``extra_callbacks`` are added to the trainer (for programmatic use: profiling, fault injection).
@@ -323,7 +297,7 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
         raise ConfigError(f"run_dir: {run_dir} holds a run with a different config.yaml; "
                           "choose another --run_dir (or delete that folder to start over)")
     summary = read_summary(run_dir)
-    if summary is not None and summary.get("status") in FINISHED:
+    if summary is not None and summary.status in FINISHED:
         return summary  # finished runs are results; re-running them changes nothing
     _prepare_run_dir(run_dir, config_text)
     if summary is not None:  # a failed run being retried: its old record goes, the new one replaces it
@@ -336,70 +310,70 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
     model, data = cli.model, cli.datamodule
     divergence, telemetry = cli.divergence, cli.telemetry
     started = time.perf_counter()
-    status, error, test_metrics = "completed", None, {}
+    status, error, test_metrics = COMPLETED, None, {}
     try:
         trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         if trainer.interrupted:
             raise KeyboardInterrupt  # Ctrl-C: the run is cut off, not finished; no summary, resumable
         if divergence.diverged:
-            status = "diverged"
+            status = DIVERGED
         else:
             test_metrics = trainer.test(model, datamodule=data, verbose=False)[0]
     except (KeyboardInterrupt, ConfigError):
         raise
     except Exception as exc:  # noqa: BLE001 - a run that raises is a result too: "failed"
-        status, error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        status, error = FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         failure = exc
-    summary = {
-        "status": status,
-        "run_name": run_dir.name,
-        "run_id": config_hash(config),
-        "toggles": toggles_of(config),
-        "hparams": {k: v for k, v in flat_hparams(config).items() if not k.startswith("toggle/")},
-        "diverged_step": divergence.diverged_step,
-        "divergence_reason": divergence.reason,
-        "error": error,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "wall_time_s": round(time.perf_counter() - started, 3),
-        "train_time_s": round(telemetry.train_time_s, 3),
-        "images_per_s": round(telemetry.train_images / telemetry.train_time_s, 1) if telemetry.train_time_s else None,
-        "params": sum(p.numel() for p in model.parameters()),
-        "flops_per_image": count_flops(model.model),
-        "initial_loss": divergence.initial_loss,
-        "final_train_loss": _finite_or_none(tracker.final_train_loss),
-        "final_val_acc": tracker.final_val_acc,
-        "best_val_acc": tracker.best_val_acc,
-        "final_val_loss": tracker.final_val_loss,
-        "best_val_loss": tracker.best_val_loss,
-        "test_acc": _finite_or_none(test_metrics.get("test/acc")),
-        "test_loss": _finite_or_none(test_metrics.get("test/loss")),
-        "max_grad_norm": telemetry.max_grad_norm,
-        "max_attn_logit": telemetry.max_attn_logit,
-        "versions": _versions(),
-    }
+    summary = RunSummary(
+        status=status,
+        run_name=run_dir.name,
+        run_id=config_hash(config),
+        toggles=toggles_of(config),
+        hparams=hparams_of(config),
+        diverged_step=divergence.diverged_step,
+        divergence_reason=divergence.reason,
+        error=error,
+        steps=trainer.global_step,
+        epochs=trainer.current_epoch,
+        wall_time_s=round(time.perf_counter() - started, 3),
+        train_time_s=round(telemetry.train_time_s, 3),
+        images_per_s=round(telemetry.train_images / telemetry.train_time_s, 1) if telemetry.train_time_s else None,
+        params=sum(p.numel() for p in model.parameters()),
+        flops_per_image=count_flops(model.model),
+        initial_loss=divergence.initial_loss,
+        final_train_loss=_finite_or_none(tracker.final_train_loss),
+        final_val_acc=tracker.final_val_acc,
+        best_val_acc=tracker.best_val_acc,
+        final_val_loss=tracker.final_val_loss,
+        best_val_loss=tracker.best_val_loss,
+        test_acc=_finite_or_none(test_metrics.get("test/acc")),
+        test_loss=_finite_or_none(test_metrics.get("test/loss")),
+        max_grad_norm=telemetry.max_grad_norm,
+        max_attn_logit=telemetry.max_attn_logit,
+        versions=_versions(),
+    )
     if trainer.is_global_zero:
         _log_final_hparams(trainer, summary)
-        write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    if status == "failed":
+        summary.write(run_dir)
+    if status == FAILED:
         raise RunFailed(f"{run_dir.name}: {error}") from failure
     return summary
 
 
-def _log_final_hparams(trainer: L.Trainer, summary: dict[str, Any]) -> None:
+def _log_final_hparams(trainer: L.Trainer, summary: RunSummary) -> None:
     if trainer.logger is None:
         return
     values = {
-        "hp/best_val_acc": summary["best_val_acc"], "hp/final_val_acc": summary["final_val_acc"],
-        "hp/test_acc": summary["test_acc"], "hp/diverged": float(summary["status"] == "diverged"),
-        "hp/diverged_step": -1 if summary["diverged_step"] is None else summary["diverged_step"],
+        "hp/best_val_acc": summary.best_val_acc, "hp/final_val_acc": summary.final_val_acc,
+        "hp/test_acc": summary.test_acc, "hp/diverged": float(summary.status == DIVERGED),
+        "hp/diverged_step": -1 if summary.diverged_step is None else summary.diverged_step,
     }
     trainer.logger.log_metrics({k: float("nan") if v is None else float(v) for k, v in values.items()},
                                step=trainer.global_step)
     trainer.logger.finalize("success")
 
 
-def run(config: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+def run(config: dict[str, Any], run_dir: str | Path) -> RunSummary:
     """Run one sweep cell in-process (see :func:`run_cli`)."""
     return run_cli(parse(config), run_dir)
 
@@ -409,12 +383,12 @@ def fit_main(argv: list[str]) -> int:
     cli = parse(argv)
     run_dir = resolve_run_dir(cli.config_dump_dict())
     summary = run_cli(cli, run_dir)
-    line = f"{summary['status']}: {run_dir}"
-    if summary["status"] == "diverged":
-        line += f"\n  diverged at step {summary['diverged_step']}: {summary['divergence_reason']}"
+    line = f"{summary.status}: {run_dir}"
+    if summary.status == DIVERGED:
+        line += f"\n  diverged at step {summary.diverged_step}: {summary.divergence_reason}"
     else:
-        line += (f"\n  test acc {summary['test_acc']:.4f}, best val acc {summary['best_val_acc']:.4f}, "
-                 f"{summary['steps']} steps, {summary['train_time_s']:.1f} s training")
+        line += (f"\n  test acc {summary.test_acc:.4f}, best val acc {summary.best_val_acc:.4f}, "
+                 f"{summary.steps} steps, {summary.train_time_s:.1f} s training")
     print(line)
     print(f"  TensorBoard: tensorboard --logdir {run_dir.parent}")
     return 0

@@ -20,7 +20,6 @@ Tests that only check invariants take any sweep folder; they also run on the rea
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -30,11 +29,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from stability import records
+from stability.identity import baselines, hparams_of, run_name, toggles_of
+
 L0 = math.log(10)  # initial loss of a 10-class model (cross-entropy of the uniform prediction)
 STEPS = 40
-BASE_TOGGLES = {"stem": "patchify", "norm": "layernorm", "norm_placement": "pre", "attention": "dot",
-                "pos_embed": "default", "pos_embed_type": "learned", "residual": "plain", "init": "default",
-                "warmup": True}
+BASE_TOGGLES = baselines()
 BASE_HPARAMS = {"lr": 1e-3, "weight_decay": 0.05, "optimizer": "adamw", "seed": 0, "batch_size": 64,
                 "max_epochs": 2, "warmup_epochs": 1.0, "label_smoothing": 0.0, "z_loss": 0.0,
                 "gradient_clip_val": 1.0, "embed_dim": 64, "depth": 2}
@@ -56,18 +56,11 @@ DIVERGED_STEP = 20
 SPIKE_STEP = 30
 
 
-def run_name(toggles: dict[str, Any], hparams: dict[str, Any], suffix: str) -> str:
-    """The sweep's naming: toggles that differ from the baseline, then lr and seed, then a hash."""
-    parts = [f"{k}={v}" for k, v in toggles.items() if BASE_TOGGLES[k] != v]
-    parts += [f"lr={hparams['lr']:g}", f"seed={hparams['seed']}"]
-    return ",".join(parts) + f"-{suffix}"
-
-
 def config_for(toggles: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
     """A resolved config in LightningCLI's nested form."""
     vit = {k: v for k, v in toggles.items() if k != "warmup"}
-    vit.update(embed_dim=hparams["embed_dim"], depth=hparams["depth"], img_size=8, patch_size=2, in_chans=1,
-               num_classes=10)
+    vit.update(embed_dim=hparams["embed_dim"], depth=hparams["depth"], num_heads=4, img_size=8, patch_size=2,
+               in_chans=1, num_classes=10)
     return {
         "seed_everything": hparams["seed"],
         "model": {"vit": vit, "optimizer": hparams["optimizer"], "lr": hparams["lr"],
@@ -118,31 +111,32 @@ def write_events(run_dir: Path, losses: dict[int, float], *, wall0: float, lrs: 
 
 def summary_for(name: str, toggles: dict[str, Any], hparams: dict[str, Any], status: str,
                 curve: np.ndarray, accs: tuple[float, float | None, float | None] | None,
-                **extra: Any) -> dict[str, Any]:
+                **extra: Any) -> records.RunSummary:
     best, final, val_loss = accs if accs is not None else (None, None, None)
     finite = curve[np.isfinite(curve)]
-    return {
-        "status": status, "run_name": name, "run_id": name.rsplit("-", 1)[-1], "toggles": toggles,
-        "hparams": hparams, "diverged_step": None, "divergence_reason": None, "error": None,
-        "steps": len(finite), "epochs": 2, "wall_time_s": 12.5, "train_time_s": 11.0, "images_per_s": 900.0,
-        "params": 104_000, "flops_per_image": 3_000_000, "initial_loss": L0,
-        "final_train_loss": float(finite[-1]) if status == "completed" else None,
-        "final_val_acc": final, "best_val_acc": best, "final_val_loss": val_loss,
-        "best_val_loss": val_loss, "test_acc": final, "test_loss": val_loss, "max_grad_norm": 3.0,
-        "max_attn_logit": 12.0, "versions": {"torch": "2.14.1", "lightning": "2.6.6", "stability": "0.1.0",
-                                             "timm": "1.0.15"},
-        **extra,
-    }
+    config = config_for(toggles, hparams)
+    fields = dict(
+        status=status, run_name=name, run_id=name.rsplit("-", 1)[-1], toggles=toggles_of(config),
+        hparams=hparams_of(config),
+        steps=len(finite), epochs=2, wall_time_s=12.5, train_time_s=11.0, images_per_s=900.0,
+        params=104_000, flops_per_image=3_000_000, initial_loss=L0,
+        final_train_loss=float(finite[-1]) if status == records.COMPLETED else None,
+        final_val_acc=final, best_val_acc=best, final_val_loss=val_loss, best_val_loss=val_loss, test_acc=final,
+        test_loss=val_loss, max_grad_norm=3.0, max_attn_logit=12.0,
+        versions={"torch": "2.14.1", "lightning": "2.6.6", "stability": "0.1.0", "timm": "1.0.15"},
+    )
+    return records.RunSummary.from_dict({**fields, **extra})
 
 
 def write_run(sweep: Path, norm: str, lr: float, seed: int, kind: str, suffix: str) -> Path:
     """One run folder; ``kind`` in completed, diverged, resumed, running, incomplete, failed, pending."""
     toggles = {**BASE_TOGGLES, "norm": norm}
     hparams = {**BASE_HPARAMS, "lr": lr, "seed": seed}
-    name = run_name(toggles, hparams, suffix)
+    config = config_for(toggles, hparams)
+    name = run_name(config, run_id=suffix)
     run_dir = sweep / name
     run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_for(toggles, hparams), sort_keys=False))
+    (run_dir / records.CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
     if kind == "pending":
         return run_dir
     curve = loss_curve(norm, lr, seed)
@@ -171,23 +165,16 @@ def write_run(sweep: Path, norm: str, lr: float, seed: int, kind: str, suffix: s
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"not a real checkpoint")
     if kind in ("completed", "resumed"):
-        _write_summary(run_dir, summary_for(name, toggles, hparams, "completed", curve, accs))
+        summary_for(name, toggles, hparams, records.COMPLETED, curve, accs).write(run_dir)
     elif kind == "diverged":
-        _write_summary(run_dir, summary_for(
-            name, toggles, hparams, "diverged", curve, accs, diverged_step=DIVERGED_STEP,
-            divergence_reason=f"non-finite training loss (nan) at step {DIVERGED_STEP}"))
+        summary_for(name, toggles, hparams, records.DIVERGED, curve, accs, diverged_step=DIVERGED_STEP,
+                    divergence_reason=f"non-finite training loss (nan) at step {DIVERGED_STEP}").write(run_dir)
     elif kind == "failed":
-        _write_summary(run_dir, summary_for(name, toggles, hparams, "failed", curve, None,
-                                            error="RuntimeError: CUDA out of memory (fabricated)"))
+        summary_for(name, toggles, hparams, records.FAILED, curve, None,
+                    error="RuntimeError: CUDA out of memory (fabricated)").write(run_dir)
     elif kind == "incomplete":
         age(run_dir, 3600)
     return run_dir
-
-
-def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(run_dir / "summary.json")
 
 
 def age(run_dir: Path, seconds: float) -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from stability.errors import ConfigError
+from stability.identity import HPARAM_KEYS, TOGGLES
 from stability.results import (
     _read_scalars,
     dedupe_steps,
@@ -20,7 +21,6 @@ from stability.results import (
     load_curves,
     load_runs,
     load_sweep,
-    parse_run_name,
 )
 
 
@@ -47,7 +47,7 @@ def test_one_row_per_run_every_status_kept(sweep_dir: Path) -> None:
 def test_toggles_and_hparams_are_columns(sweep_dir: Path) -> None:
     sweep = load_sweep(sweep_dir)
     assert sweep.toggles == list(fab.BASE_TOGGLES)
-    assert sweep.hparams == list(fab.BASE_HPARAMS)
+    assert sweep.hparams == list(HPARAM_KEYS)  # what real runs record (identity.hparams_of)
     # configuration = every toggle + every hparam that varies, except the seed
     assert sweep.varying_hparams == ["lr", "seed"]
     assert sweep.config_columns == [*fab.BASE_TOGGLES, "lr"]
@@ -85,13 +85,15 @@ def test_running_becomes_incomplete_when_stale(sweep_dir: Path) -> None:
     assert "running" not in set(later["status"])
 
 
-def test_run_from_name_alone_when_config_is_missing(tmp_path: Path) -> None:
+def test_a_run_without_any_record_of_its_config_is_named_as_a_gap(tmp_path: Path) -> None:
+    """No summary, no config.yaml, no plan entry: its values are unknown (never guessed from the name)."""
     fab.make_sweep(tmp_path, unfinished=False)
     run_dir = fab.write_run(tmp_path, "centernorm", 1e-2, 3, "running", "b00001")
     (run_dir / "config.yaml").unlink()
-    row = load_runs(tmp_path).loc[run_dir.name]
-    assert (row["norm"], row["lr"], row["seed"]) == ("centernorm", 0.01, 3)
-    assert row["stem"] == "patchify"  # not in the name => the baseline, inferred from the other runs' names
+    sweep = load_sweep(tmp_path)
+    row = sweep.runs.loc[run_dir.name]
+    assert row["status"] == "running" and pd.isna(row["norm"]) and pd.isna(row["lr"])
+    assert any(p.startswith(run_dir.name) and "configuration is unknown" in p for p in sweep.problems)
 
 
 def test_resumed_run_keeps_the_latest_wall_time(sweep_dir: Path) -> None:
@@ -130,26 +132,26 @@ def test_dedupe_steps_latest_wall_time_wins() -> None:
     assert out["value"].tolist() == [1.0, 2.0, 3.0]
 
 
-def test_parse_run_name() -> None:
-    assert parse_run_name("stem=conv,norm=centernorm,lr=0.01,seed=0-3f2a9c") == {
-        "stem": "conv", "norm": "centernorm", "lr": 0.01, "seed": 0}
-    assert parse_run_name("warmup=False,lr=1e-3,seed=2") == {"warmup": False, "lr": 1e-3, "seed": 2}
-    assert parse_run_name("norm=centernorm,warmup=off,lr=0.01,seed=0-3f2a9c1e")["warmup"] is False
-    assert parse_run_name("version_0") == {}
-    assert parse_run_name("baseline-3f2a9c1e") == {}
-
-
-def test_baselines_from_names_then_recipe(sweep_dir: Path) -> None:
+def test_baselines_are_the_toggles_own(sweep_dir: Path) -> None:
     sweep = load_sweep(sweep_dir)
-    assert sweep.baselines["norm"] == "layernorm"  # layernorm runs do not name their norm
-    assert sweep.baselines["warmup"] is True
-    runs = pd.DataFrame({"run_name": ["x", "y", "z"], "has_summary": [True] * 3,
-                         "residual": ["weighted", "plain", "weighted"], "trick": ["b", "a", "b"]})
-    # names without key=value pairs: the model's registry (baseline first), else the most common value
-    baselines = infer_baselines(runs, ["residual", "trick"])
-    assert baselines["trick"] == "b"
-    pytest.importorskip("stability.model")
-    assert baselines["residual"] == "plain"
+    assert sweep.baselines == {t: TOGGLES[t].baseline for t in sweep.toggles}
+    assert sweep.baselines["norm"] == "layernorm" and sweep.baselines["warmup"] is True
+    # a column that is no known toggle: the most common value among recorded runs
+    runs = pd.DataFrame({"has_summary": [True, True, True, False], "residual": ["weighted", "plain", "weighted", None],
+                         "trick": ["b", "a", "b", "a"]})
+    assert infer_baselines(runs, ["residual", "trick"]) == {"residual": "plain", "trick": "b"}
+
+
+def test_values_come_from_records_not_names(tmp_path: Path) -> None:
+    """A run folder renamed by hand keeps its values: they are read from summary.json / config.yaml."""
+    fab.make_sweep(tmp_path, unfinished=False)
+    done = fab.write_run(tmp_path, "centernorm", 1e-2, 3, "completed", "c00002")
+    cut = fab.write_run(tmp_path, "centernorm", 1e-2, 4, "incomplete", "c00003")
+    done.rename(tmp_path / "renamed-done")
+    cut.rename(tmp_path / "renamed-cut")
+    runs = load_runs(tmp_path)
+    for name, seed in (("renamed-done", 3), ("renamed-cut", 4)):
+        assert (runs.loc[name, "norm"], runs.loc[name, "lr"], runs.loc[name, "seed"]) == ("centernorm", 0.01, seed)
 
 
 def test_unreadable_summary_and_plan_listing(tmp_path: Path) -> None:
@@ -161,15 +163,16 @@ def test_unreadable_summary_and_plan_listing(tmp_path: Path) -> None:
     assert sweep.runs.loc[broken.name, "status"] == "incomplete"
     assert any("summary.json unreadable" in p for p in sweep.problems)
     planned = sweep.runs.loc["lr=0.1,seed=0-dddddd"]
-    assert planned["status"] == "pending" and planned["lr"] == 0.1 and planned["norm"] == "layernorm"
+    assert planned["status"] == "pending" and pd.isna(planned["lr"])  # a plan entry without its config
+    assert any(p.startswith("lr=0.1,seed=0-dddddd") and "unknown" in p for p in sweep.problems)
 
 
 def test_a_held_sweep_lock_means_running(tmp_path: Path) -> None:
-    store = pytest.importorskip("stability.sweep.store")
+    from stability.status import RunLock
     fab.make_sweep(tmp_path, unfinished=False)
     run_dir = fab.write_run(tmp_path, "centernorm", 1e-2, 4, "incomplete", "d00001")  # old files
     assert load_runs(tmp_path).loc[run_dir.name, "status"] == "incomplete"
-    with store.RunLock(run_dir) as lock:  # what a sweep worker holds while it trains the run
+    with RunLock(run_dir) as lock:  # what a sweep worker holds while it trains the run
         assert lock.acquire()
         fab.age(run_dir, 3600)
         assert load_runs(tmp_path).loc[run_dir.name, "status"] == "running"

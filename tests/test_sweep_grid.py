@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from sweep_helpers import BASE, ROOT, SMOKE, TINY, write_grid
 
+from stability.config_files import get_dotted, read_yaml, set_dotted
 from stability.errors import ConfigError
-from stability.sweep.grid import expand, get_dotted, load_grid, read_yaml, set_dotted
-from stability.sweep.ids import format_value, readable_name
+from stability.identity import format_value, readable_name
+from stability.status import RunLock, is_locked, run_status
+from stability.sweep.grid import expand, load_grid
 from stability.sweep.plan import make_plan, parse_shard, plan_document, shard
 from stability.sweep.runner import Task, run_task
-from stability.sweep.store import RunLock, is_locked, run_status, write_plan
+from stability.sweep.store import write_plan
 
 GRIDS = sorted((ROOT / "ablations").glob("*.yaml"))
 
@@ -234,18 +236,22 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys: pyte
     assert not out.exists()
 
 
-# -- store: status and locks -------------------------------------------------------------------------------
+# -- status and locks -------------------------------------------------------------------------------
 def test_run_status_from_the_folder(tmp_path: Path) -> None:
     run = tmp_path / "r"
     assert run_status(run) == "pending"
     run.mkdir()
     (run / "config.yaml").write_text("a: 1\n")
-    assert run_status(run) == "partial"
+    assert run_status(run) == "pending"  # planned, never logged
+    (run / "checkpoints").mkdir()
+    assert run_status(run) == "incomplete"  # logged, then cut off
     for status in ("completed", "diverged", "failed"):
         (run / "summary.json").write_text(json.dumps({"status": status}))
         assert run_status(run) == status
     (run / "summary.json").write_text("{half a fi")  # unreadable: not finished
-    assert run_status(run) == "partial"
+    assert run_status(run) == "incomplete"
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "toggles": 5}))  # not a record
+    assert run_status(run) == "incomplete"
 
 
 def test_lock_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
@@ -256,7 +262,7 @@ def test_lock_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
     assert not is_locked(tmp_path) and second.acquire()
     second.release()
     # A holder killed with SIGKILL leaves no stale lock: the OS drops flocks with the process.
-    code = (f"import time; from stability.sweep.store import RunLock; assert RunLock({str(tmp_path)!r}).acquire(); "
+    code = (f"import time; from stability.status import RunLock; assert RunLock({str(tmp_path)!r}).acquire(); "
             "print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -16,6 +16,8 @@ from tbparse import SummaryReader
 from stability import train
 from stability.config_files import merge_nested
 from stability.errors import ConfigError
+from stability.identity import config_hash
+from stability.records import RunSummary, load_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"wall_time_s", "train_time_s", "images_per_s"}
@@ -40,35 +42,35 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 @pytest.fixture(scope="module")
-def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunSummary]:
     run_dir = tmp_path_factory.mktemp("runs") / "baseline"
     return run_dir, train.run(tiny_config(), run_dir)
 
 
-def test_run_writes_a_complete_record(baseline_run: tuple[Path, dict]) -> None:
+def test_run_writes_a_complete_record(baseline_run: tuple[Path, RunSummary]) -> None:
     run_dir, summary = baseline_run
-    assert summary["status"] == "completed"
-    assert summary == json.loads((run_dir / "summary.json").read_text())
-    assert summary["steps"] == 8 and summary["epochs"] == 2
-    assert summary["toggles"] == {"stem": "patchify", "norm": "layernorm", "norm_placement": "pre",
+    assert summary.status == "completed"
+    assert summary.to_dict() == json.loads((run_dir / "summary.json").read_text())
+    assert summary.steps == 8 and summary.epochs == 2
+    assert summary.toggles == {"stem": "patchify", "norm": "layernorm", "norm_placement": "pre",
                                   "attention": "dot", "pos_embed": "default", "pos_embed_type": "learned",
                                   "residual": "plain", "init": "default", "warmup": True}
-    assert summary["hparams"]["lr"] == 0.003 and summary["hparams"]["seed"] == 0
+    assert summary.hparams["lr"] == 0.003 and summary.hparams["seed"] == 0
     for key in ("final_val_acc", "best_val_acc", "test_acc"):
-        assert 0.0 <= summary[key] <= 1.0
-    assert summary["best_val_acc"] >= summary["final_val_acc"]
-    assert summary["initial_loss"] == pytest.approx(2.3, abs=0.5)  # ~ln(10) at init
-    assert summary["params"] > 0 and summary["flops_per_image"] > 0
-    assert summary["max_grad_norm"] > 0 and summary["max_attn_logit"] is not None
-    assert summary["images_per_s"] > 0 and summary["train_time_s"] <= summary["wall_time_s"]
+        assert 0.0 <= getattr(summary, key) <= 1.0
+    assert summary.best_val_acc >= summary.final_val_acc
+    assert summary.initial_loss == pytest.approx(2.3, abs=0.5)  # ~ln(10) at init
+    assert summary.params > 0 and summary.flops_per_image > 0
+    assert summary.max_grad_norm > 0 and summary.max_attn_logit is not None
+    assert summary.images_per_s > 0 and summary.train_time_s <= summary.wall_time_s
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["model"]["vit"]["embed_dim"] == 16 and resolved["run_dir"] == str(run_dir)
     # The resolved config alone reproduces the run's identity.
-    assert train.config_hash(resolved) == summary["run_id"]
+    assert config_hash(resolved) == summary.run_id
 
 
-def test_telemetry_reaches_tensorboard(baseline_run: tuple[Path, dict]) -> None:
+def test_telemetry_reaches_tensorboard(baseline_run: tuple[Path, RunSummary]) -> None:
     run_dir, summary = baseline_run
     tags = scalars(run_dir)
     for tag in ("train/loss", "train/lr", "train/grad_norm", "train/log_z"):
@@ -81,13 +83,13 @@ def test_telemetry_reaches_tensorboard(baseline_run: tuple[Path, dict]) -> None:
                 "attn/max_logit/layer_0", "attn/entropy/layer_1"):
         assert [step for step, _ in tags[tag]] == [0, 3, 6], tag
     assert all(0 < v < torch.log(torch.tensor(17.0)) + 1e-4 for _, v in tags["attn/entropy/layer_0"])
-    assert max(v for _, v in tags["train/grad_norm"]) == pytest.approx(summary["max_grad_norm"], rel=1e-5)
+    assert max(v for _, v in tags["train/grad_norm"]) == pytest.approx(summary.max_grad_norm, rel=1e-5)
     assert [step for step, _ in tags["val/acc"]] and [step for step, _ in tags["test/acc"]]
-    assert tags["hp/best_val_acc"][-1][1] == pytest.approx(summary["best_val_acc"])
+    assert tags["hp/best_val_acc"][-1][1] == pytest.approx(summary.best_val_acc)
     assert tags["hp/diverged"][-1][1] == 0.0
 
 
-def test_hparams_tab_has_toggles_and_real_metrics(baseline_run: tuple[Path, dict]) -> None:
+def test_hparams_tab_has_toggles_and_real_metrics(baseline_run: tuple[Path, RunSummary]) -> None:
     run_dir, _ = baseline_run
     hparams = SummaryReader(str(run_dir)).hparams
     values = dict(zip(hparams["tag"], hparams["value"]))
@@ -96,14 +98,14 @@ def test_hparams_tab_has_toggles_and_real_metrics(baseline_run: tuple[Path, dict
     assert "hp_metric" not in scalars(run_dir)  # no Lightning placeholder metric
 
 
-def test_same_seed_same_numbers(baseline_run: tuple[Path, dict], tmp_path: Path) -> None:
+def test_same_seed_same_numbers(baseline_run: tuple[Path, RunSummary], tmp_path: Path) -> None:
     _, first = baseline_run
     second = train.run(tiny_config(), tmp_path / "again")
-    strip = lambda s: {k: v for k, v in s.items() if k not in TIMING_KEYS | {"run_name"}}  # noqa: E731
+    strip = lambda s: {k: v for k, v in s.to_dict().items() if k not in TIMING_KEYS | {"run_name"}}  # noqa: E731
     assert strip(first) == strip(second)
 
 
-def test_finished_run_is_not_rerun(baseline_run: tuple[Path, dict]) -> None:
+def test_finished_run_is_not_rerun(baseline_run: tuple[Path, RunSummary]) -> None:
     run_dir, summary = baseline_run
     before = (run_dir / "summary.json").read_bytes()
     assert train.run(tiny_config(), run_dir) == summary
@@ -130,25 +132,25 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     assert not (run_dir / "summary.json").exists()  # cut off: no result yet
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # saved at the end of epoch 1 (step 4)
     summary = train.run(config, run_dir)
-    assert summary["status"] == "completed" and summary["steps"] == 12 and summary["epochs"] == 3
+    assert summary.status == "completed" and summary.steps == 12 and summary.epochs == 3
     loss_steps = [step for step, _ in scalars(run_dir)["train/loss"]]
     assert loss_steps == list(range(12))  # steps 4-5 were logged twice; the reader keeps one of each
     # ... and the resumed run matches an uninterrupted one from the same seed.
     uninterrupted = train.run(config, tmp_path / "straight")
-    assert summary["final_train_loss"] == pytest.approx(uninterrupted["final_train_loss"], rel=1e-5)
-    assert summary["test_acc"] == pytest.approx(uninterrupted["test_acc"])
+    assert summary.final_train_loss == pytest.approx(uninterrupted.final_train_loss, rel=1e-5)
+    assert summary.test_acc == pytest.approx(uninterrupted.test_acc)
 
 
 def test_divergence_is_a_result(tmp_path: Path) -> None:
     summary = train.run(tiny_config(lr=50.0, warmup=False), tmp_path / "diverged")
-    assert summary["status"] == "diverged"
-    assert summary["diverged_step"] is not None and summary["diverged_step"] < 8
-    assert "initial loss" in summary["divergence_reason"] or "non-finite" in summary["divergence_reason"]
-    assert summary["steps"] == summary["diverged_step"] + 1  # stopped right there
-    assert summary["test_acc"] is None
+    assert summary.status == "diverged"
+    assert summary.diverged_step is not None and summary.diverged_step < 8
+    assert "initial loss" in summary.divergence_reason or "non-finite" in summary.divergence_reason
+    assert summary.steps == summary.diverged_step + 1  # stopped right there
+    assert summary.test_acc is None
     tags = scalars(tmp_path / "diverged")
     assert tags["hp/diverged"][-1][1] == 1.0
-    assert tags["hp/diverged_step"][-1][1] == summary["diverged_step"]
+    assert tags["hp/diverged_step"][-1][1] == summary.diverged_step
 
 
 def test_failed_run_is_recorded_and_raises(tmp_path: Path) -> None:
@@ -194,7 +196,7 @@ def test_bad_config_is_one_clear_line(change: dict, message: str) -> None:
     assert "\n" not in str(error.value)
 
 
-def test_bad_run_folders(tmp_path: Path, baseline_run: tuple[Path, dict]) -> None:
+def test_bad_run_folders(tmp_path: Path, baseline_run: tuple[Path, RunSummary]) -> None:
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ConfigError, match="cannot write"):
         train.run(tiny_config(), tmp_path / "a-file" / "run")
@@ -222,8 +224,8 @@ def test_fit_command_line(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("completed: ")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["toggles"]["norm"] == "centernorm" and summary["toggles"]["attention"] == "cosine"
+    summary = load_summary(run_dir)
+    assert summary.toggles["norm"] == "centernorm" and summary.toggles["attention"] == "cosine"
 
     bad = subprocess.run([*command[:-2], "--model.vit.stem", "patchyfy", "--run_dir", str(tmp_path / "bad")],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -260,5 +262,5 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
                "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 4  # limit_train_batches=4 per rank
+    summary = load_summary(run_dir)
+    assert summary.status == "completed" and summary.steps == 4  # limit_train_batches=4 per rank

@@ -2,9 +2,9 @@
 
 Modules, in the order data flows through them:
 - :mod:`~stability.sweep.grid`: grid YAML -> checked :class:`GridSpec` -> cells (resolved configs);
-- :mod:`~stability.sweep.ids`: run ids (hash of the resolved config) and readable run names;
-- :mod:`~stability.sweep.plan`: validate every cell, name it, write ``plan.json``;
-- :mod:`~stability.sweep.store`: the sweep folder: plan, run status from ``summary.json``, per-run locks;
+- :mod:`~stability.sweep.plan`: validate every cell, name it (:mod:`stability.identity`), write ``plan.json``;
+- :mod:`~stability.sweep.store`: ``plan.json``, and the record of a run that died (run folders, statuses and
+  locks are :mod:`stability.records` and :mod:`stability.status`, shared with training and the report);
 - :mod:`~stability.sweep.runner`: run one cell under its lock (idempotent; shared by the executors);
 - :mod:`~stability.sweep.local`, :mod:`~stability.sweep.slurm`: the executors;
 - :mod:`~stability.sweep.cli`: ``stability sweep``; :mod:`~stability.sweep.bench`: ``stability bench sweep``.

@@ -19,14 +19,16 @@ from typing import Any
 
 import yaml
 
-from stability.config_files import ConfigLoader
+from stability.config_files import ConfigLoader, get_dotted
 from stability.errors import ConfigError
-from stability.sweep.grid import GridSpec, expand, get_dotted, load_grid
+from stability.records import COMPLETED, DIVERGED, FAILED, FINISHED, SUMMARY, read_summary
+from stability.status import run_status
+from stability.sweep.grid import GridSpec, expand, load_grid
 from stability.sweep.local import LocalExecutor, usable_cores
 from stability.sweep.plan import PlannedRun, default_out, make_plan, parse_shard, plan_document, shard
 from stability.sweep.progress import Progress, format_duration
 from stability.sweep.runner import Outcome, Task
-from stability.sweep.store import FINISHED, is_locked, read_plan, read_summary, run_status, write_plan
+from stability.sweep.store import read_plan, write_plan
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED = 0, 1, 2, 3
 # Measured with `stability bench sweep --workers 1,2 --fraction 1/4` on the project's 2-core machine (16 runs of
@@ -124,10 +126,10 @@ def _tasks(runs: list[PlannedRun], out: Path, retry_failed: bool) -> list[Task]:
 
 def _split(runs: list[PlannedRun], out: Path, retry_failed: bool) -> tuple[list[PlannedRun], dict[str, int]]:
     """Runs still to do, and the count of the others by status (finished, or failed and not retried)."""
-    todo, already = [], {"completed": 0, "diverged": 0, "failed": 0}
+    todo, already = [], {COMPLETED: 0, DIVERGED: 0, FAILED: 0}
     for run in runs:
         status = run_status(out / run.run_name)
-        if status in FINISHED or (status == "failed" and not retry_failed):
+        if status in FINISHED or (status == FAILED and not retry_failed):
             already[status] += 1
         else:
             todo.append(run)
@@ -141,12 +143,10 @@ def print_plan(spec: GridSpec, runs: list[PlannedRun], out: Path, retry_failed: 
     width = len(str(len(runs)))
     for i, run in enumerate(runs):
         status = run_status(out / run.run_name)
-        if status == "partial" and is_locked(out / run.run_name):
-            status = "running"
         counts[status] = counts.get(status, 0) + 1
         print(f"{i:>{width}}  {status:<9}  {run.run_name}")
-    finished = counts.get("completed", 0) + counts.get("diverged", 0)
-    failed = counts.get("failed", 0)
+    finished = sum(counts.get(s, 0) for s in FINISHED)
+    failed = counts.get(FAILED, 0)
     to_run = len(runs) - finished - (0 if retry_failed else failed)
     print(f"{len(runs)} runs -> {out}: {finished} finished, {failed} failed, {to_run} to run")
 
@@ -155,21 +155,21 @@ def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Ou
                  extra_errors: list[str] = ()) -> int:
     """Print the closing lines from the run folders (the truth) and return the exit status."""
     statuses = {r.run_id: run_status(out / r.run_name) for r in runs}
-    count = {s: sum(1 for v in statuses.values() if v == s) for s in ("completed", "diverged", "failed")}
+    count = {s: sum(1 for v in statuses.values() if v == s) for s in (COMPLETED, DIVERGED, FAILED)}
     left = len(runs) - sum(count.values())
     busy = sum(1 for o in outcomes if o.status == "busy")
-    print(f"sweep {name}: {len(runs)} runs in {out}: {count['completed']} completed, "
-          f"{count['diverged']} diverged, {count['failed']} failed, {left} left ({format_duration(elapsed)})")
+    print(f"sweep {name}: {len(runs)} runs in {out}: {count[COMPLETED]} completed, "
+          f"{count[DIVERGED]} diverged, {count[FAILED]} failed, {left} left ({format_duration(elapsed)})")
     for error in extra_errors:
         print(f"  {error}", file=sys.stderr)
-    if count["failed"]:
-        failed = [r for r in runs if statuses[r.run_id] == "failed"]
+    if count[FAILED]:
+        failed = [r for r in runs if statuses[r.run_id] == FAILED]
         for run in failed[:10]:
-            summary = read_summary(out / run.run_name) or {}
-            print(f"  failed: {run.run_name}: {summary.get('error') or '?'}", file=sys.stderr)
+            summary = read_summary(out / run.run_name)
+            print(f"  failed: {run.run_name}: {(summary and summary.error) or '?'}", file=sys.stderr)
         if len(failed) > 10:
             print(f"  ... and {len(failed) - 10} more", file=sys.stderr)
-        print(f"FAILED: {count['failed']} of {len(runs)} runs failed (their summary.json and traceback.txt "
+        print(f"FAILED: {count[FAILED]} of {len(runs)} runs failed (their summary.json and traceback.txt "
               "say why); re-run with --retry-failed to run them again", file=sys.stderr)
         return EXIT_FAILED
     if left:
@@ -191,7 +191,7 @@ def _expected_work(spec: GridSpec, out: Path, args: argparse.Namespace, shard_n:
     except (OSError, ValueError, KeyError):
         return -(-len(expand(spec, args.smoke)) // shard_n)
     statuses = [run_status(out / r["run_name"]) for r in planned]
-    return sum(1 for s in statuses if s not in FINISHED and (s != "failed" or args.retry_failed))
+    return sum(1 for s in statuses if s not in FINISHED and (s != FAILED or args.retry_failed))
 
 
 def _run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int, shard_n: int) -> int:
@@ -253,7 +253,7 @@ def _run_slurm(args: argparse.Namespace, spec: GridSpec, out: Path) -> int:
                              poll_s=1.0 if args.cluster in ("local", "debug") else 10.0)
     # A failed run being retried still has its old summary until the retry starts: only a summary that
     # changes after submission counts as its new ending.
-    before = {r.run_id: _mtime(out / r.run_name / "summary.json") for r in todo}
+    before = {r.run_id: _mtime(out / r.run_name / SUMMARY) for r in todo}
     jobs = executor.submit(len(runs), args.retry_failed)
     print(f"sweep {spec.name}: {len(runs)} runs -> {out}: {sum(already.values())} ended earlier, "
           f"{len(todo)} to run; submitted {len(jobs)} array task(s), first job id {jobs[0].job_id}",

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stability.config_files import load_config_files, read_yaml
+from stability.config_files import deep_merge, get_dotted, load_config_files, read_yaml, set_dotted
 from stability.errors import ConfigError
+from stability.identity import SEED_KEY
 
 GRID_KEYS = ("base", "overrides", "axes", "seeds", "exclude", "include", "samples", "smoke")
 DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
@@ -33,7 +34,6 @@ DEFAULT_SMOKE = {
     "trainer.limit_val_batches": 1,
     "trainer.limit_test_batches": 1,
 }
-SEED_KEY = "seed_everything"
 SAMPLE_DIGITS = 4  # sampled values are rounded to 4 significant digits: readable names, stable hashes
 
 
@@ -45,74 +45,6 @@ def leading_comment(path: Path) -> str:
             break
         lines.append(line[2:] if line.startswith("# ") else line[1:])
     return "\n".join(lines).strip()
-
-
-# -- dotted keys -----------------------------------------------------------------------------------------
-def _step_into(node: dict, key: str, create: bool) -> dict | None:
-    """The dict under ``node[key]``; for ``class_path`` nodes a plain key means ``init_args.key``.
-
-    That is LightningCLI's own shorthand (``--data.batch_size`` for ``--data.init_args.batch_size``), so a
-    grid can say ``data.batch_size`` whichever data module the base config names.
-    """
-    if "class_path" in node and key not in ("class_path", "init_args", "dict_kwargs"):
-        node = node.setdefault("init_args", {}) if create else node.get("init_args", {})
-        if node is None:
-            return None
-    return node
-
-
-def set_dotted(config: dict, key: str, value: Any) -> None:
-    """Set ``config[a][b][c] = value`` for ``key == "a.b.c"``, creating dicts; dict values are deep-merged."""
-    parts = key.split(".")
-    node = config
-    for i, part in enumerate(parts[:-1]):
-        node = _step_into(node, part, create=True)
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(
-                f"{key}: '{'.'.join(parts[: i + 1])}' is {child!r} in the base config, not a mapping, "
-                f"so it has no key '{parts[i + 1]}'"
-            )
-        node = child
-    node = _step_into(node, parts[-1], create=True)
-    last = parts[-1]
-    if isinstance(value, Mapping) and isinstance(node.get(last), dict):
-        deep_merge(node[last], value)
-    else:
-        node[last] = copy.deepcopy(value)
-
-
-_MISSING = object()
-
-
-def get_dotted(config: Mapping, key: str, default: Any = _MISSING) -> Any:
-    """Read a dotted key with the same ``class_path`` shorthand as :func:`set_dotted`."""
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, dict):
-            node = None
-            break
-        inner = _step_into(node, part, create=False)
-        node = inner.get(part) if isinstance(inner, dict) else None
-        if node is None:
-            break
-    if node is None and default is not _MISSING:
-        return default
-    return node
-
-
-def deep_merge(into: dict, update: Mapping) -> dict:
-    """Merge ``update`` into ``into`` in place; keys of ``update`` may be dotted."""
-    for key, value in update.items():
-        if "." in str(key):
-            set_dotted(into, str(key), value)
-        elif isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            deep_merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
-    return into
 
 
 # -- the spec --------------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stability.config_files import get_dotted
 from stability.errors import ConfigError
-from stability.sweep.grid import GridSpec, base_config, expand, get_dotted
-from stability.sweep.ids import run_name
+from stability.identity import config_hash, run_name
+from stability.sweep.grid import GridSpec, base_config, expand
 from stability.sweep.store import PLAN_FORMAT
 
 
@@ -73,10 +74,9 @@ Resolved = tuple[dict[str, Any] | None, str | None, str | None]
 def resolve_batch(configs: list[dict[str, Any]]) -> list[Resolved]:
     """Resolve many cells; errors are returned, not raised, so a batch can cross a process boundary.
 
-    The run id is :func:`stability.train.config_hash` of the resolved config: the same hash the run
+    The run id is :func:`stability.identity.config_hash` of the resolved config: the same hash the run
     records in ``summary.json``, so the folder suffix, the plan and the record agree.
     """
-    from stability.train import config_hash
 
     out: list[Resolved] = []
     for config in configs:
@@ -110,7 +110,7 @@ def make_plan(spec: GridSpec, smoke: bool = False,
         named = product + [k for k in include_only
                            if get_dotted(config, k, None) != get_dotted(base, k, None)]
         if rid not in runs:
-            runs[rid] = PlannedRun(rid, run_name(config, rid, named), cell.params, config)
+            runs[rid] = PlannedRun(rid, run_name(config, named, rid), cell.params, config)
     if not runs:
         raise ConfigError(f"{spec.path}: the grid has no runs left (every cell is excluded)")
     return list(runs.values())

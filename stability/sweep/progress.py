@@ -9,6 +9,7 @@ import sys
 import time
 from typing import TextIO
 
+from stability.records import FAILED, RECORDED
 from stability.sweep.runner import Outcome
 
 
@@ -29,7 +30,7 @@ class Progress:
     def __init__(self, total: int, already: dict[str, int] | None = None,
                  stream: TextIO | None = None) -> None:
         self.total = total
-        self.counts = {"completed": 0, "diverged": 0, "failed": 0, "busy": 0}
+        self.counts = {**dict.fromkeys(RECORDED, 0), "busy": 0}
         for status, n in (already or {}).items():
             self.counts[status] = self.counts.get(status, 0) + n
         self.ran = 0
@@ -58,7 +59,7 @@ class Progress:
         self.ran += 1
         ended = sum(self.counts.values())
         detail = f"{outcome.wall_s:.1f}s"
-        if outcome.status == "failed" and outcome.error:
+        if outcome.status == FAILED and outcome.error:
             detail += f" {outcome.error[:120]}"
         elif outcome.final_val_acc is not None:
             detail += f" val_acc {outcome.final_val_acc:.3f}"

@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stability.sweep.store import FINISHED, OUTPUT, TRACEBACK, RunLock, read_summary, run_status, write_failure
+from stability.records import FAILED, FINISHED, OUTPUT, TRACEBACK, RunSummary, read_summary
+from stability.status import RunLock, run_status
+from stability.sweep.store import write_failure
 
 
 @dataclass
@@ -50,12 +52,11 @@ class Outcome:
         return asdict(self)
 
 
-def _outcome(task: Task, status: str, ran: bool, started: float, summary: dict | None = None,
+def _outcome(task: Task, status: str, ran: bool, started: float, summary: RunSummary | None = None,
              error: str | None = None) -> Outcome:
-    summary = summary or {}
-    return Outcome(task.run_id, task.run_name, status, ran, error or summary.get("error"),
-                   round(time.perf_counter() - started, 3), summary.get("train_time_s"),
-                   summary.get("final_val_acc"))
+    return Outcome(task.run_id, task.run_name, status, ran, error or (summary.error if summary else None),
+                   round(time.perf_counter() - started, 3), summary.train_time_s if summary else None,
+                   summary.final_val_acc if summary else None)
 
 
 @contextlib.contextmanager
@@ -104,11 +105,11 @@ def run_task(task: Task, extra_config: dict[str, Any] | None = None, use_lock: b
         return _outcome(task, "busy", False, started)
     try:
         status = run_status(run_dir)  # re-read under the lock: another sweep may have finished it meanwhile
-        if status in FINISHED or (status == "failed" and not task.retry_failed):
+        if status in FINISHED or (status == FAILED and not task.retry_failed):
             return _outcome(task, status, False, started, read_summary(run_dir))
-        if status == "failed":  # a retry: the old traceback would outlive the record it explained
+        if status == FAILED:  # a retry: the old traceback would outlive the record it explained
             (run_dir / TRACEBACK).unlink(missing_ok=True)
-        from stability.sweep.grid import deep_merge
+        from stability.config_files import deep_merge
         from stability.train import RunFailed, run  # lazy: lightning is imported once per worker
 
         config = deep_merge(copy.deepcopy(task.config), extra_config) if extra_config else task.config
@@ -120,12 +121,11 @@ def run_task(task: Task, extra_config: dict[str, Any] | None = None, use_lock: b
         except RunFailed:
             # The run recorded its own failure; keep the traceback beside it for whoever reads the record.
             write_failure(run_dir, task.run_name, task.run_id, "", traceback.format_exc())
-            summary = read_summary(run_dir) or {}
-            return _outcome(task, "failed", True, started, summary)
+            return _outcome(task, FAILED, True, started, read_summary(run_dir))
         except Exception as exc:  # noqa: BLE001 - anything raised outside the run's own guard
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             write_failure(run_dir, task.run_name, task.run_id, error, traceback.format_exc())
-            return _outcome(task, "failed", True, started, read_summary(run_dir), error)
-        return _outcome(task, str(summary.get("status")), True, started, summary)
+            return _outcome(task, FAILED, True, started, read_summary(run_dir), error)
+        return _outcome(task, summary.status, True, started, summary)
     finally:
         lock.release()

@@ -27,8 +27,10 @@ from typing import Any
 
 import submitit
 
+from stability.records import RECORDED, SUMMARY, read_summary
+from stability.status import run_status
 from stability.sweep.runner import Outcome, Task, run_task
-from stability.sweep.store import read_plan, read_summary, run_status
+from stability.sweep.store import read_plan
 
 SLURM_ENVIRONMENT = "lightning.pytorch.plugins.environments.SLURMEnvironment"
 
@@ -128,13 +130,12 @@ class SlurmExecutor:
                     continue
                 run_dir = self.sweep_dir / run["run_name"]
                 status = run_status(run_dir)
-                if status in ("completed", "diverged", "failed") and \
-                        _mtime(run_dir / "summary.json") != before.get(run["run_id"]):
+                if status in RECORDED and _mtime(run_dir / SUMMARY) != before.get(run["run_id"]):
                     seen.add(run["run_id"])
-                    summary = read_summary(run_dir) or {}
-                    on_outcome(Outcome(run["run_id"], run["run_name"], status, True, summary.get("error"),
-                                       float(summary.get("wall_time_s") or 0.0), summary.get("train_time_s"),
-                                       summary.get("final_val_acc")))
+                    summary = read_summary(run_dir)
+                    on_outcome(Outcome(run["run_id"], run["run_name"], status, True, summary and summary.error,
+                                       float((summary and summary.wall_time_s) or 0.0),
+                                       summary and summary.train_time_s, summary and summary.final_val_acc))
             if done:
                 break
             time.sleep(self.poll_s)
