@@ -94,9 +94,11 @@ def test_cosine_attention_formula_bound_and_scale_invariance() -> None:
         big.qkv.weight[32:64] *= 0.2  # k rows
         big.qkv.bias[32:64] *= 0.2
         assert torch.allclose(big(h), attn(h), atol=1e-4)
-        big.record_stats = True
+        big.set_stats_recording(True)
         big(h * 1000)
         assert big.stats()["max_logit"] <= 10.0
+        big.set_stats_recording(False)  # off, and the last stats forgotten
+        assert not big.record_stats and math.isnan(big.stats()["max_logit"])
 
 
 def test_cosine_tau_is_fixed_and_used() -> None:

@@ -1,13 +1,20 @@
 """Token normalisation layers: ``norm`` toggle.
 
-Both classes take the channel count and own ``weight`` (gamma) and ``bias`` (beta) vectors, so the
-state-dict keys are the same whichever is chosen.
+``NORMS`` maps each value to a builder ``cfg -> module`` of one token norm over ``embed_dim`` channels. Every
+norm owns a ``weight`` (gamma) vector, and a ``bias`` (beta) vector unless its definition has none, so the
+state-dict keys are the same whichever is chosen (up to the bias).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from stability.model.config import ViTConfig
 
 
 class LayerNorm(nn.LayerNorm):
@@ -47,4 +54,7 @@ class CenterNorm(nn.Module):
         return f"{self.dim}"
 
 
-NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "centernorm": CenterNorm}
+NORMS: dict[str, Callable[[ViTConfig], nn.Module]] = {
+    "layernorm": lambda cfg: LayerNorm(cfg.embed_dim),
+    "centernorm": lambda cfg: CenterNorm(cfg.embed_dim),
+}
