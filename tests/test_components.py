@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from stability.model import VisionTransformer, ViTConfig
+from stability.model import TOGGLES, VisionTransformer, ViTConfig
 from stability.model.attention import CosineAttention
-from stability.model.norms import CenterNorm
+from stability.model.init import spectral_init
+from stability.model.norms import NORMS, CenterNorm
 from stability.model.position import sincos_2d_table
 
 SMALL = dict(img_size=8, patch_size=2, in_chans=1, num_classes=5, embed_dim=32, depth=3, num_heads=4)
@@ -251,6 +253,42 @@ def test_spectral_init_unit_spectral_norm_everywhere() -> None:
     # the other parameters keep their own init
     assert torch.allclose(model.blocks[0].ls1.gamma, torch.full((64,), 1 / 5))
     assert 0.01 < model.pos_embed.std().item() < 0.03
+
+
+def _assert_reset(norm: torch.nn.Module, where: str) -> None:
+    """weight 1 and bias 0, for the parameters the norm has."""
+    weight, bias = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    assert weight is not None, f"{where}: {type(norm).__name__} has no weight"
+    assert torch.equal(weight, torch.ones_like(weight)), f"{where}: {type(norm).__name__} weight not reset to 1"
+    if bias is not None:
+        assert torch.equal(bias, torch.zeros_like(bias)), f"{where}: {type(norm).__name__} bias not reset to 0"
+
+
+@pytest.mark.parametrize("norm", TOGGLES["norm"])
+def test_spectral_init_resets_every_norm_the_toggle_builds(norm: str) -> None:
+    """Whatever ``NORMS[norm]`` builds is reset by spectral init (weight 1, bias 0 where it has one), alone and
+    inside a model, together with the norms inside components (conv-stem BatchNorm, LaPE's and qk-layernorm's
+    LayerNorms); other per-channel parameters (the weighted residual's alpha) keep their values. Parameters
+    are randomised first, so a norm that spectral init skipped would show."""
+    cfg = ViTConfig(norm=norm, stem="conv", attention="qknorm", pos_embed="lape", residual="weighted",
+                    img_size=16, patch_size=4, depth=3)
+    alone = randomise_(torch.nn.Sequential(NORMS[norm](cfg)))
+    spectral_init(alone)
+    _assert_reset(alone[0], f"NORMS[{norm!r}] alone")
+
+    for pool, final in (("token", "norm"), ("avg", "fc_norm")):
+        cfg = dataclasses.replace(cfg, global_pool=pool)
+        model = randomise_(VisionTransformer(cfg))
+        alpha = model.blocks[0].ls1.gamma.detach().clone()
+        spectral_init(model)
+        where = {final: getattr(model, final), "patch_embed.stem.1": model.patch_embed.stem[1]}
+        for i, blk in enumerate(model.blocks):
+            where |= {f"blocks.{i}.{name}": blk.get_submodule(name)
+                      for name in ("norm1", "norm2", "pe_norm", "attn.q_norm", "attn.k_norm")}
+        assert isinstance(where[final], type(NORMS[norm](cfg))) and type(where["blocks.0.norm1"]) is type(where[final])
+        for name, module in where.items():
+            _assert_reset(module, f"norm={norm}, global_pool={pool}: {name}")
+        assert torch.equal(model.blocks[0].ls1.gamma, alpha), f"norm={norm}: spectral init changed ls1.gamma"
 
 
 def test_default_init_is_timms() -> None:

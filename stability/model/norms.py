@@ -12,9 +12,29 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 if TYPE_CHECKING:
     from stability.model.config import ViTConfig
+
+
+class CustomNorm(nn.Module):
+    """Base of the norm layers written here rather than derived from a torch norm: subclassing it is how such
+    a layer declares itself a norm (see :func:`is_norm_layer`), so the init schemes treat it as one."""
+
+
+# torch's normalisation layers: LayerNorm, RMSNorm, GroupNorm, and through their common base _NormBase every
+# BatchNorm*d, SyncBatchNorm and InstanceNorm*d (lazy variants included). Subclasses are found by isinstance.
+TORCH_NORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, _NormBase)
+
+
+def is_norm_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is a normalisation layer: a torch norm (or a subclass) or a :class:`CustomNorm`.
+
+    The init schemes use this instead of a hand-kept list of classes, so a norm added to ``NORMS`` (or used
+    inside any component) is found as long as it derives from a torch norm or from ``CustomNorm``.
+    """
+    return isinstance(module, (*TORCH_NORMS, CustomNorm))
 
 
 class LayerNorm(nn.LayerNorm):
@@ -24,7 +44,7 @@ class LayerNorm(nn.LayerNorm):
         super().__init__(dim, eps=eps)
 
 
-class CenterNorm(nn.Module):
+class CenterNorm(CustomNorm):
     """LipsFormer CenterNorm (Qi et al. 2023, Sec. 3 "CenterNorm"; official code class ``CenterNorm``).
 
         CN(x) = gamma * D/(D-1) * (x - mean(x)) + beta
