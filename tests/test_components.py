@@ -296,7 +296,7 @@ def test_default_init_is_timms() -> None:
     model = VisionTransformer(ViTConfig(embed_dim=128, num_heads=4))
     w = model.blocks[0].mlp.fc1.weight
     assert w.std().item() == pytest.approx(0.02, rel=0.05)  # timm: trunc-normal std 0.02 (cut at +-2)
-    assert torch.equal(model.blocks[0].attn.qkv.bias, torch.zeros(384))
+    assert torch.equal(model.blocks[0].attn.qkv.bias, torch.zeros(3 * 128))  # q, k, v biases
     assert model.cls_token.abs().max() < 1e-4
     assert model.pos_embed.std().item() == pytest.approx(0.02, rel=0.1)
 
