@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from stability.model import TOGGLES, VisionTransformer, ViTConfig
 from stability.model.attention import CosineAttention
 from stability.model.init import spectral_init
-from stability.model.norms import NORMS, CenterNorm
+from stability.model.norms import NORMS, CenterNorm, RMSNorm
 from stability.model.position import sincos_2d_table
 
 SMALL = dict(img_size=8, patch_size=2, in_chans=1, num_classes=5, embed_dim=32, depth=3, num_heads=4)
@@ -52,6 +52,24 @@ def layer_norm(x: torch.Tensor, norm: torch.nn.Module, eps: float = 1e-6) -> tor
     return (x - mu) / torch.sqrt(var + eps) * norm.weight + norm.bias
 
 
+def center_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    D = x.shape[-1]
+    return norm.weight * D / (D - 1) * (x - x.mean(-1, keepdim=True)) + norm.bias
+
+
+def rms_norm(x: torch.Tensor, norm: torch.nn.Module, eps: float = 1e-6) -> torch.Tensor:
+    """Zhang & Sennrich 2019, Eq. 4: x / RMS(x) * g, RMS(x) = sqrt(mean(x^2) + eps)."""
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * norm.weight
+
+
+# reference formula of every value of the norm toggle
+NORM_FORMULAS = {"layernorm": layer_norm, "centernorm": center_norm, "rmsnorm": rms_norm}
+
+
+def test_every_norm_has_a_reference_formula() -> None:
+    assert tuple(NORM_FORMULAS) == TOGGLES["norm"]
+
+
 # ---------------------------------------------------------------- CenterNorm
 def test_centernorm_formula() -> None:
     D = 12
@@ -76,6 +94,32 @@ def test_centernorm_replaces_every_token_norm() -> None:
             # LaPE's PE norm and qk-layernorm are LayerNorms by definition
             assert type(blk.pe_norm).__mro__[1] is torch.nn.LayerNorm
             assert type(blk.attn.q_norm) is torch.nn.LayerNorm
+
+
+# ---------------------------------------------------------------- RMSNorm
+def test_rmsnorm_formula_no_centring_no_bias() -> None:
+    D = 12
+    rms = randomise_(RMSNorm(D))
+    assert rms.eps == 1e-6 and [name for name, _ in rms.named_parameters()] == ["weight"]
+    x = torch.randn(3, 5, D) * 4 + 2
+    assert torch.allclose(rms(x), rms_norm(x, rms), atol=1e-6)
+    with torch.no_grad():
+        # re-scaling invariant (Zhang & Sennrich 2019, Sec. 4), but not re-centring invariant: no mean removed
+        assert torch.allclose(rms(7 * x), rms(x), atol=1e-5)
+        assert not torch.allclose(rms(x + 3), rms(x), atol=1e-2)
+
+
+def test_rmsnorm_replaces_every_token_norm_and_drops_their_biases() -> None:
+    for pool, final in (("token", "norm"), ("avg", "fc_norm")):
+        model = VisionTransformer(ViTConfig(norm="rmsnorm", global_pool=pool))
+        base = VisionTransformer(ViTConfig(global_pool=pool))
+        assert isinstance(getattr(model, final), torch.nn.RMSNorm)
+        assert all(isinstance(blk.norm1, torch.nn.RMSNorm) and isinstance(blk.norm2, torch.nn.RMSNorm)
+                   for blk in model.blocks)
+        token_norm_biases = {k for k in base.state_dict() if k.endswith(("norm1.bias", "norm2.bias"))
+                             or k == f"{final}.bias"}
+        assert len(token_norm_biases) == 2 * len(base.blocks) + 1
+        assert list(model.state_dict()) == [k for k in base.state_dict() if k not in token_norm_biases]
 
 
 # ---------------------------------------------------------------- cosine attention
@@ -210,20 +254,14 @@ def test_weighted_residual_pre_norm_block_formula() -> None:
         assert torch.allclose(blk(x, None)[0], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm", ["layernorm", "centernorm"])
+@pytest.mark.parametrize("norm", TOGGLES["norm"])
 def test_post_norm_block_formula(norm: str) -> None:
     """LipsFormer code order: x = N_1(x + a_1 Attn(x)); x = N_2(x + a_2 MLP(x))."""
     model = randomise_(VisionTransformer(ViTConfig(norm_placement="post", residual="weighted", norm=norm,
                                                    **SMALL))).eval()
     blk = model.blocks[2]
-    D = 32
-
-    def n(x, mod):
-        if norm == "layernorm":
-            return layer_norm(x, mod)
-        return mod.weight * D / (D - 1) * (x - x.mean(-1, keepdim=True)) + mod.bias
-
-    x = torch.randn(2, 17, D)
+    n = NORM_FORMULAS[norm]
+    x = torch.randn(2, 17, 32)
     with torch.no_grad():
         y = n(x + blk.ls1.gamma * explicit_attention(x, blk.attn)[0], blk.norm1)
         expected = n(y + blk.ls2.gamma * explicit_mlp(y, blk.mlp), blk.norm2)

@@ -44,6 +44,20 @@ class LayerNorm(nn.LayerNorm):
         super().__init__(dim, eps=eps)
 
 
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm (Zhang & Sennrich 2019, "Root Mean Square Layer Normalization", Eq. 4), torch's implementation
+    with the ViT epsilon 1e-6:
+
+        RMSNorm(x) = x / RMS(x) * g,    RMS(x) = sqrt(mean(x^2) + eps)    (mean over the D channels)
+
+    LayerNorm without the re-centring (the paper's hypothesis: re-scaling invariance is what matters) and
+    without a bias, so it owns ``weight`` only.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__(dim, eps=eps)
+
+
 class CenterNorm(CustomNorm):
     """LipsFormer CenterNorm (Qi et al. 2023, Sec. 3 "CenterNorm"; official code class ``CenterNorm``).
 
@@ -77,4 +91,5 @@ class CenterNorm(CustomNorm):
 NORMS: dict[str, Callable[[ViTConfig], nn.Module]] = {
     "layernorm": lambda cfg: LayerNorm(cfg.embed_dim),
     "centernorm": lambda cfg: CenterNorm(cfg.embed_dim),
+    "rmsnorm": lambda cfg: RMSNorm(cfg.embed_dim),
 }
