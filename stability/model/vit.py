@@ -3,9 +3,8 @@
 Each component comes from a small name -> builder map (stems, norms, attention, position, residual; init is
 a name -> function map), picked by the config; a builder takes the whole config and reads the fields its
 component needs, so this file holds no per-component settings. A disabled trick is the baseline class
-(often ``nn.Identity``), not an ``if``. With
-every toggle at its first value, parameter names, shapes and outputs are those of
-``timm.models.vision_transformer.VisionTransformer`` of the same size.
+(often ``nn.Identity``), not an ``if``. With every toggle at its first value, parameter names, shapes and
+outputs are those of ``timm.models.vision_transformer.VisionTransformer`` of the same size.
 
 Notation: B batch, N = 1 + (img_size / patch_size)^2 tokens (class token first), D embed_dim.
 """
