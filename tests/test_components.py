@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from stability.model import VisionTransformer, ViTConfig
+from stability.model import TOGGLES, VisionTransformer, ViTConfig
 from stability.model.attention import CosineAttention
-from stability.model.norms import CenterNorm
+from stability.model.init import spectral_init
+from stability.model.norms import NORMS, CenterNorm, RMSNorm
 from stability.model.position import sincos_2d_table
 
 SMALL = dict(img_size=8, patch_size=2, in_chans=1, num_classes=5, embed_dim=32, depth=3, num_heads=4)
@@ -50,6 +52,24 @@ def layer_norm(x: torch.Tensor, norm: torch.nn.Module, eps: float = 1e-6) -> tor
     return (x - mu) / torch.sqrt(var + eps) * norm.weight + norm.bias
 
 
+def center_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    D = x.shape[-1]
+    return norm.weight * D / (D - 1) * (x - x.mean(-1, keepdim=True)) + norm.bias
+
+
+def rms_norm(x: torch.Tensor, norm: torch.nn.Module, eps: float = 1e-6) -> torch.Tensor:
+    """Zhang & Sennrich 2019, Eq. 4: x / RMS(x) * g, RMS(x) = sqrt(mean(x^2) + eps)."""
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * norm.weight
+
+
+# reference formula of every value of the norm toggle
+NORM_FORMULAS = {"layernorm": layer_norm, "centernorm": center_norm, "rmsnorm": rms_norm}
+
+
+def test_every_norm_has_a_reference_formula() -> None:
+    assert tuple(NORM_FORMULAS) == TOGGLES["norm"]
+
+
 # ---------------------------------------------------------------- CenterNorm
 def test_centernorm_formula() -> None:
     D = 12
@@ -76,6 +96,32 @@ def test_centernorm_replaces_every_token_norm() -> None:
             assert type(blk.attn.q_norm) is torch.nn.LayerNorm
 
 
+# ---------------------------------------------------------------- RMSNorm
+def test_rmsnorm_formula_no_centring_no_bias() -> None:
+    D = 12
+    rms = randomise_(RMSNorm(D))
+    assert rms.eps == 1e-6 and [name for name, _ in rms.named_parameters()] == ["weight"]
+    x = torch.randn(3, 5, D) * 4 + 2
+    assert torch.allclose(rms(x), rms_norm(x, rms), atol=1e-6)
+    with torch.no_grad():
+        # re-scaling invariant (Zhang & Sennrich 2019, Sec. 4), but not re-centring invariant: no mean removed
+        assert torch.allclose(rms(7 * x), rms(x), atol=1e-5)
+        assert not torch.allclose(rms(x + 3), rms(x), atol=1e-2)
+
+
+def test_rmsnorm_replaces_every_token_norm_and_drops_their_biases() -> None:
+    for pool, final in (("token", "norm"), ("avg", "fc_norm")):
+        model = VisionTransformer(ViTConfig(norm="rmsnorm", global_pool=pool))
+        base = VisionTransformer(ViTConfig(global_pool=pool))
+        assert isinstance(getattr(model, final), torch.nn.RMSNorm)
+        assert all(isinstance(blk.norm1, torch.nn.RMSNorm) and isinstance(blk.norm2, torch.nn.RMSNorm)
+                   for blk in model.blocks)
+        token_norm_biases = {k for k in base.state_dict() if k.endswith(("norm1.bias", "norm2.bias"))
+                             or k == f"{final}.bias"}
+        assert len(token_norm_biases) == 2 * len(base.blocks) + 1
+        assert list(model.state_dict()) == [k for k in base.state_dict() if k not in token_norm_biases]
+
+
 # ---------------------------------------------------------------- cosine attention
 def test_cosine_attention_formula_bound_and_scale_invariance() -> None:
     torch.manual_seed(0)
@@ -94,9 +140,11 @@ def test_cosine_attention_formula_bound_and_scale_invariance() -> None:
         big.qkv.weight[32:64] *= 0.2  # k rows
         big.qkv.bias[32:64] *= 0.2
         assert torch.allclose(big(h), attn(h), atol=1e-4)
-        big.record_stats = True
+        big.set_stats_recording(True)
         big(h * 1000)
         assert big.stats()["max_logit"] <= 10.0
+        big.set_stats_recording(False)  # off, and the last stats forgotten
+        assert not big.record_stats and math.isnan(big.stats()["max_logit"])
 
 
 def test_cosine_tau_is_fixed_and_used() -> None:
@@ -206,20 +254,14 @@ def test_weighted_residual_pre_norm_block_formula() -> None:
         assert torch.allclose(blk(x, None)[0], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm", ["layernorm", "centernorm"])
+@pytest.mark.parametrize("norm", TOGGLES["norm"])
 def test_post_norm_block_formula(norm: str) -> None:
     """LipsFormer code order: x = N_1(x + a_1 Attn(x)); x = N_2(x + a_2 MLP(x))."""
     model = randomise_(VisionTransformer(ViTConfig(norm_placement="post", residual="weighted", norm=norm,
                                                    **SMALL))).eval()
     blk = model.blocks[2]
-    D = 32
-
-    def n(x, mod):
-        if norm == "layernorm":
-            return layer_norm(x, mod)
-        return mod.weight * D / (D - 1) * (x - x.mean(-1, keepdim=True)) + mod.bias
-
-    x = torch.randn(2, 17, D)
+    n = NORM_FORMULAS[norm]
+    x = torch.randn(2, 17, 32)
     with torch.no_grad():
         y = n(x + blk.ls1.gamma * explicit_attention(x, blk.attn)[0], blk.norm1)
         expected = n(y + blk.ls2.gamma * explicit_mlp(y, blk.mlp), blk.norm2)
@@ -251,12 +293,48 @@ def test_spectral_init_unit_spectral_norm_everywhere() -> None:
     assert 0.01 < model.pos_embed.std().item() < 0.03
 
 
+def _assert_reset(norm: torch.nn.Module, where: str) -> None:
+    """weight 1 and bias 0, for the parameters the norm has."""
+    weight, bias = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    assert weight is not None, f"{where}: {type(norm).__name__} has no weight"
+    assert torch.equal(weight, torch.ones_like(weight)), f"{where}: {type(norm).__name__} weight not reset to 1"
+    if bias is not None:
+        assert torch.equal(bias, torch.zeros_like(bias)), f"{where}: {type(norm).__name__} bias not reset to 0"
+
+
+@pytest.mark.parametrize("norm", TOGGLES["norm"])
+def test_spectral_init_resets_every_norm_the_toggle_builds(norm: str) -> None:
+    """Whatever ``NORMS[norm]`` builds is reset by spectral init (weight 1, bias 0 where it has one), alone and
+    inside a model, together with the norms inside components (conv-stem BatchNorm, LaPE's and qk-layernorm's
+    LayerNorms); other per-channel parameters (the weighted residual's alpha) keep their values. Parameters
+    are randomised first, so a norm that spectral init skipped would show."""
+    cfg = ViTConfig(norm=norm, stem="conv", attention="qknorm", pos_embed="lape", residual="weighted",
+                    img_size=16, patch_size=4, depth=3)
+    alone = randomise_(torch.nn.Sequential(NORMS[norm](cfg)))
+    spectral_init(alone)
+    _assert_reset(alone[0], f"NORMS[{norm!r}] alone")
+
+    for pool, final in (("token", "norm"), ("avg", "fc_norm")):
+        cfg = dataclasses.replace(cfg, global_pool=pool)
+        model = randomise_(VisionTransformer(cfg))
+        alpha = model.blocks[0].ls1.gamma.detach().clone()
+        spectral_init(model)
+        where = {final: getattr(model, final), "patch_embed.stem.1": model.patch_embed.stem[1]}
+        for i, blk in enumerate(model.blocks):
+            where |= {f"blocks.{i}.{name}": blk.get_submodule(name)
+                      for name in ("norm1", "norm2", "pe_norm", "attn.q_norm", "attn.k_norm")}
+        assert isinstance(where[final], type(NORMS[norm](cfg))) and type(where["blocks.0.norm1"]) is type(where[final])
+        for name, module in where.items():
+            _assert_reset(module, f"norm={norm}, global_pool={pool}: {name}")
+        assert torch.equal(model.blocks[0].ls1.gamma, alpha), f"norm={norm}: spectral init changed ls1.gamma"
+
+
 def test_default_init_is_timms() -> None:
     torch.manual_seed(0)
     model = VisionTransformer(ViTConfig(embed_dim=128, num_heads=4))
     w = model.blocks[0].mlp.fc1.weight
     assert w.std().item() == pytest.approx(0.02, rel=0.05)  # timm: trunc-normal std 0.02 (cut at +-2)
-    assert torch.equal(model.blocks[0].attn.qkv.bias, torch.zeros(384))
+    assert torch.equal(model.blocks[0].attn.qkv.bias, torch.zeros(3 * 128))  # q, k, v biases
     assert model.cls_token.abs().max() < 1e-4
     assert model.pos_embed.std().item() == pytest.approx(0.02, rel=0.1)
 

@@ -18,7 +18,7 @@ from stability.model import TOGGLES, VisionTransformer, ViTConfig, count_flops
 from stability.model.attention import ATTENTIONS
 from stability.model.init import INITS
 from stability.model.norms import NORMS
-from stability.model.position import BLOCK_PE, INPUT_PE, PE_TYPES
+from stability.model.position import BLOCK_PE, CLS_HAS_PE, INPUT_PE, PE_TYPES
 from stability.model.residual import RESIDUALS
 from stability.model.stems import STEMS
 from stability.model.vit import BLOCKS
@@ -38,14 +38,29 @@ def images(cfg: ViTConfig, batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g)
 
 
+MAPS = {"stem": STEMS, "norm": NORMS, "norm_placement": BLOCKS, "attention": ATTENTIONS, "pos_embed": INPUT_PE,
+        "pos_embed_type": PE_TYPES, "residual": RESIDUALS, "init": INITS}
+# maps of built components: each value is a builder cfg -> module (or parameter) that reads its own settings
+BUILDERS = {"stem": [STEMS], "norm": [NORMS], "attention": [ATTENTIONS], "pos_embed": [INPUT_PE, BLOCK_PE],
+            "pos_embed_type": [PE_TYPES], "residual": [RESIDUALS]}
+
+
 def test_every_toggle_value_has_exactly_one_component() -> None:
-    maps = {"stem": STEMS, "norm": NORMS, "norm_placement": BLOCKS, "attention": ATTENTIONS,
-            "pos_embed": INPUT_PE, "pos_embed_type": PE_TYPES, "residual": RESIDUALS, "init": INITS}
-    assert set(maps) == set(TOGGLES)
+    assert set(MAPS) == set(TOGGLES)
     for name, valid in TOGGLES.items():
-        assert tuple(maps[name]) == valid, name
+        assert tuple(MAPS[name]) == valid, name
     assert tuple(BLOCK_PE) == TOGGLES["pos_embed"]
-    assert math.prod(len(v) for v in TOGGLES.values()) == 384
+    assert tuple(CLS_HAS_PE) == TOGGLES["pos_embed_type"]
+
+
+@pytest.mark.parametrize("toggle", list(BUILDERS))
+def test_component_builders_take_the_config(toggle: str) -> None:
+    """Each map entry builds its component from the whole config (no per-component arguments from vit.py)."""
+    for value in TOGGLES[toggle]:
+        cfg = ViTConfig(**TINY, **{toggle: value})
+        for builders in BUILDERS[toggle]:
+            built = builders[value](cfg)
+            assert isinstance(built, torch.nn.Module | torch.nn.Parameter), f"{toggle}={value}: {built!r}"
 
 
 def test_default_config_is_the_baseline() -> None:
@@ -122,8 +137,8 @@ def _check_forward_backward(cfg: ViTConfig, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def test_every_combination_builds_runs_and_trains() -> None:
-    """The full product of toggle values (384 models): forward finite, every trainable parameter gets a
-    finite gradient."""
+    """The full product of toggle values (every value of every toggle with every value of the others):
+    forward finite, every trainable parameter gets a finite gradient."""
     torch.manual_seed(0)
     x, y = torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
     start = time.perf_counter()
@@ -132,7 +147,7 @@ def test_every_combination_builds_runs_and_trains() -> None:
         _check_forward_backward(ViTConfig(**TINY, **dict(zip(TOGGLES, values))), x, y)
     elapsed = time.perf_counter() - start
     print(f"{len(combos)} combinations, forward + backward: {elapsed:.2f} s")
-    assert len(combos) == 384
+    assert len(combos) == math.prod(len(values) for values in TOGGLES.values())
 
 
 @pytest.mark.parametrize("toggle", list(TOGGLES))

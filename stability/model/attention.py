@@ -4,13 +4,22 @@ All three share one forward (timm's layout: a fused ``qkv`` Linear, per-head q/k
 ``k_norm``, PyTorch's fused ``scaled_dot_product_attention``, an output ``proj``); they differ only in what
 ``q_norm``/``k_norm`` do to q and k and in the logit scale. So a variant is a subclass that sets those two
 things, and the baseline is the class with ``nn.Identity`` norms and the 1/sqrt(d) scale.
+
+``ATTENTIONS`` maps each value to a builder ``cfg -> module`` that reads the config fields its class needs
+(only cosine attention reads ``cosine_tau``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from stability.model.config import ViTConfig
 
 COSINE_EPS = 1e-6  # smoothing epsilon of the l2 normalisation (see L2Normalize)
 
@@ -58,24 +67,20 @@ class L2Normalize(nn.Module):
 class Attention(nn.Module):
     """Dot-product attention, softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, Eq. 1); timm's names."""
 
-    def __init__(self, dim: int, num_heads: int, tau: float = 10.0) -> None:
+    def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm, self.k_norm = self.make_qk_norms()
         self.proj = nn.Linear(dim, dim)
-        self.scale = self.logit_scale(tau)  # None: SDPA's default 1/sqrt(head_dim)
-        self.record_stats = False  # telemetry switch, see VisionTransformer.set_attention_stats
+        self.scale: float | None = None  # multiplier of q k^T; None: SDPA's default 1/sqrt(head_dim)
+        self.record_stats = False  # telemetry switch, see set_stats_recording
         self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def make_qk_norms(self) -> tuple[nn.Module, nn.Module]:
         """Per-head transforms applied to q and k before the logits (baseline: none)."""
         return nn.Identity(), nn.Identity()
-
-    def logit_scale(self, tau: float) -> float | None:
-        """Multiplier of q k^T (baseline: None = 1/sqrt(head_dim))."""
-        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -87,6 +92,12 @@ class Attention(nn.Module):
             self._record(q, k)  # each (B, H, N, d)
         x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, H, N, d)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
+
+    def set_stats_recording(self, enabled: bool) -> None:
+        """Also compute the explicit logits on the following forwards (costly: an extra (B, H, N, N)
+        product), or return to the plain fused path; either way forget the last recorded stats."""
+        self.record_stats = enabled
+        self._stats = None
 
     @torch.no_grad()
     def _record(self, q: torch.Tensor, k: torch.Tensor) -> None:
@@ -117,11 +128,12 @@ class CosineAttention(Attention):
     dot-product attention (Kim et al. 2021 show dot-product attention is not Lipschitz).
     """
 
+    def __init__(self, dim: int, num_heads: int, tau: float = 10.0) -> None:
+        super().__init__(dim, num_heads)
+        self.scale = float(tau)  # tau replaces 1/sqrt(d)
+
     def make_qk_norms(self) -> tuple[nn.Module, nn.Module]:
         return L2Normalize(self.head_dim), L2Normalize(self.head_dim)
-
-    def logit_scale(self, tau: float) -> float | None:
-        return float(tau)
 
 
 class QKNormAttention(Attention):
@@ -136,8 +148,8 @@ class QKNormAttention(Attention):
         return nn.LayerNorm(self.head_dim, eps=1e-6), nn.LayerNorm(self.head_dim, eps=1e-6)
 
 
-ATTENTIONS: dict[str, type[Attention]] = {
-    "dot": Attention,
-    "cosine": CosineAttention,
-    "qknorm": QKNormAttention,
+ATTENTIONS: dict[str, Callable[[ViTConfig], Attention]] = {
+    "dot": lambda cfg: Attention(cfg.embed_dim, cfg.num_heads),
+    "cosine": lambda cfg: CosineAttention(cfg.embed_dim, cfg.num_heads, tau=cfg.cosine_tau),
+    "qknorm": lambda cfg: QKNormAttention(cfg.embed_dim, cfg.num_heads),
 }

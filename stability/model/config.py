@@ -17,7 +17,7 @@ from stability.errors import ConfigError
 
 GlobalPool = Literal["token", "avg"]
 Stem = Literal["patchify", "conv"]
-Norm = Literal["layernorm", "centernorm"]
+Norm = Literal["layernorm", "centernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
 AttentionKind = Literal["dot", "cosine", "qknorm"]
 PosEmbed = Literal["default", "lape"]
@@ -68,6 +68,7 @@ class ViTConfig:
     conv_stem_remove_block: bool = True
     # Normalisation layer for every token norm (norm1, norm2, final norm / fc_norm).
     # "centernorm": LipsFormer (Qi et al. 2023) CenterNorm, gamma * D/(D-1) * (x - mean(x)) + beta.
+    # "rmsnorm": Zhang & Sennrich 2019 RMSNorm (Eq. 4), x / sqrt(mean(x^2) + eps) * g: no centring, no bias.
     norm: Norm = "layernorm"
     # "pre": x + f(N(x)) (timm); "post": N(x + f(x)), the placement of the LipsFormer code.
     norm_placement: NormPlacement = "pre"

@@ -11,9 +11,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from stability.model.norms import CenterNorm
-
-_NORMS = (nn.LayerNorm, CenterNorm, nn.BatchNorm2d)
+from stability.model.norms import is_norm_layer
 
 
 @torch.no_grad()
@@ -37,7 +35,9 @@ def spectral_init(model: nn.Module) -> None:
     """LipsFormer spectral init (Qi et al. 2023, Sec. 3; official code ``_spectral_init``), every module,
     head included: xavier-normal, then W / sigma_max(W) so each Linear (and each reshaped conv kernel) has
     spectral norm exactly 1, giving Lipschitz factors of 1 at init. Linear biases 0 (conv biases keep their
-    default, as in the code); norms weight 1, bias 0. An init only: nothing constrains W later.
+    default, as in the code); every norm layer (:func:`~stability.model.norms.is_norm_layer`) weight 1 and
+    bias 0, where it has them (RMSNorm has no bias; a non-affine norm has neither). An init only: nothing
+    constrains W later.
     """
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -45,9 +45,11 @@ def spectral_init(model: nn.Module) -> None:
             m.weight.div_(spectral_norm_of(m.weight))
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, _NORMS):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        elif is_norm_layer(m):
+            if getattr(m, "weight", None) is not None:
+                nn.init.ones_(m.weight)  # gamma, (C,) or the normalised shape
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)  # beta
 
 
 INITS: dict[str, Callable[[nn.Module], None]] = {"default": timm_init, "spectral": spectral_init}

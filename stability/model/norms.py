@@ -1,13 +1,40 @@
 """Token normalisation layers: ``norm`` toggle.
 
-Both classes take the channel count and own ``weight`` (gamma) and ``bias`` (beta) vectors, so the
-state-dict keys are the same whichever is chosen.
+``NORMS`` maps each value to a builder ``cfg -> module`` of one token norm over ``embed_dim`` channels. Every
+norm owns a ``weight`` (gamma) vector, and a ``bias`` (beta) vector unless its definition has none, so the
+state-dict keys are the same whichever is chosen (up to the bias).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+
+if TYPE_CHECKING:
+    from stability.model.config import ViTConfig
+
+
+class CustomNorm(nn.Module):
+    """Base of the norm layers written here rather than derived from a torch norm: subclassing it is how such
+    a layer declares itself a norm (see :func:`is_norm_layer`), so the init schemes treat it as one."""
+
+
+# torch's normalisation layers: LayerNorm, RMSNorm, GroupNorm, and through their common base _NormBase every
+# BatchNorm*d, SyncBatchNorm and InstanceNorm*d (lazy variants included). Subclasses are found by isinstance.
+TORCH_NORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, _NormBase)
+
+
+def is_norm_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is a normalisation layer: a torch norm (or a subclass) or a :class:`CustomNorm`.
+
+    The init schemes use this instead of a hand-kept list of classes, so a norm added to ``NORMS`` (or used
+    inside any component) is found as long as it derives from a torch norm or from ``CustomNorm``.
+    """
+    return isinstance(module, (*TORCH_NORMS, CustomNorm))
 
 
 class LayerNorm(nn.LayerNorm):
@@ -17,7 +44,21 @@ class LayerNorm(nn.LayerNorm):
         super().__init__(dim, eps=eps)
 
 
-class CenterNorm(nn.Module):
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm (Zhang & Sennrich 2019, "Root Mean Square Layer Normalization", Eq. 4), torch's implementation
+    with the ViT epsilon 1e-6:
+
+        RMSNorm(x) = x / RMS(x) * g,    RMS(x) = sqrt(mean(x^2) + eps)    (mean over the D channels)
+
+    LayerNorm without the re-centring (the paper's hypothesis: re-scaling invariance is what matters) and
+    without a bias, so it owns ``weight`` only.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__(dim, eps=eps)
+
+
+class CenterNorm(CustomNorm):
     """LipsFormer CenterNorm (Qi et al. 2023, Sec. 3 "CenterNorm"; official code class ``CenterNorm``).
 
         CN(x) = gamma * D/(D-1) * (x - mean(x)) + beta
@@ -47,4 +88,8 @@ class CenterNorm(nn.Module):
         return f"{self.dim}"
 
 
-NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "centernorm": CenterNorm}
+NORMS: dict[str, Callable[[ViTConfig], nn.Module]] = {
+    "layernorm": lambda cfg: LayerNorm(cfg.embed_dim),
+    "centernorm": lambda cfg: CenterNorm(cfg.embed_dim),
+    "rmsnorm": lambda cfg: RMSNorm(cfg.embed_dim),
+}

@@ -7,15 +7,23 @@ model's ``pos_embed`` parameter (frozen for sincos), so the state-dict keys neve
 Where it goes is split in two small modules: one at the input (``INPUT_PE``), one in every block
 (``BLOCK_PE``, attribute ``pe_norm``). Both have the signature (tokens, pe) -> (tokens, pe), so the model's
 forward is the same for both settings.
+
+Each map (``PE_TYPES``, ``INPUT_PE``, ``BLOCK_PE``) holds builders ``cfg -> parameter or module`` that read the
+config fields they need.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
+
+if TYPE_CHECKING:
+    from stability.model.config import ViTConfig
 
 
 # ---------------------------------------------------------------- what the PE is (pos_embed_type)
@@ -48,7 +56,10 @@ def sincos_pos_embed(grid: int, dim: int) -> nn.Parameter:
     return nn.Parameter(sincos_2d_table(grid, dim)[None], requires_grad=False)
 
 
-PE_TYPES = {"learned": learned_pos_embed, "sincos": sincos_pos_embed}
+PE_TYPES: dict[str, Callable[[ViTConfig], nn.Parameter]] = {
+    "learned": lambda cfg: learned_pos_embed(cfg.grid_size, cfg.embed_dim),
+    "sincos": lambda cfg: sincos_pos_embed(cfg.grid_size, cfg.embed_dim),
+}
 # Whether the class token has a position embedding of its own (sincos: its row is a frozen zero).
 CLS_HAS_PE = {"learned": True, "sincos": False}
 
@@ -71,9 +82,6 @@ class KeepApart(nn.Module):
 
 class NoBlockPE(nn.Module):
     """Default: a block adds no PE to its attention input."""
-
-    def __init__(self, dim: int, num_tokens: int, cls_pe: bool = True) -> None:
-        super().__init__()
 
     def forward(self, h: torch.Tensor, pe: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         return h, pe
@@ -106,5 +114,11 @@ class LaPENorm(nn.LayerNorm):
         return h + pe, pe
 
 
-INPUT_PE: dict[str, type[nn.Module]] = {"default": AddOnce, "lape": KeepApart}
-BLOCK_PE: dict[str, type[nn.Module]] = {"default": NoBlockPE, "lape": LaPENorm}
+INPUT_PE: dict[str, Callable[[ViTConfig], nn.Module]] = {
+    "default": lambda cfg: AddOnce(),
+    "lape": lambda cfg: KeepApart(),
+}
+BLOCK_PE: dict[str, Callable[[ViTConfig], nn.Module]] = {
+    "default": lambda cfg: NoBlockPE(),
+    "lape": lambda cfg: LaPENorm(cfg.embed_dim, 1 + cfg.grid_size**2, cls_pe=CLS_HAS_PE[cfg.pos_embed_type]),
+}

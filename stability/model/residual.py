@@ -1,12 +1,19 @@
 """Residual branch scaling: ``residual`` toggle.
 
 "plain" is ``nn.Identity`` (x + f(x)); "weighted" multiplies the branch by a learnable per-channel alpha.
+``RESIDUALS`` maps each value to a builder ``cfg -> module`` of the scaling applied to one residual branch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from stability.model.config import ViTConfig
 
 
 class ResidualScale(nn.Module):
@@ -27,5 +34,7 @@ class ResidualScale(nn.Module):
         return x * self.gamma  # (B, N, D) * (D,)
 
 
-# nn.Identity ignores its constructor arguments, so both take (dim, init).
-RESIDUALS: dict[str, type[nn.Module]] = {"plain": nn.Identity, "weighted": ResidualScale}
+RESIDUALS: dict[str, Callable[[ViTConfig], nn.Module]] = {
+    "plain": lambda cfg: nn.Identity(),
+    "weighted": lambda cfg: ResidualScale(cfg.embed_dim, cfg.alpha_init),
+}

@@ -1,15 +1,21 @@
 """Token stems, image (B, C, H, W) -> tokens (B, N, D): ``stem`` toggle.
 
 Both stems give the same (H/p) x (W/p) token grid in row-major order, and both end in a conv named ``proj``
-that maps to embed_dim.
+that maps to embed_dim. ``STEMS`` maps each value to a builder ``cfg -> module``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from stability.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stability.model.config import ViTConfig
 
 
 class _Stem(nn.Module):
@@ -70,4 +76,7 @@ class ConvStem(_Stem):
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
 
 
-STEMS: dict[str, type[_Stem]] = {"patchify": PatchEmbed, "conv": ConvStem}
+STEMS: dict[str, Callable[[ViTConfig], _Stem]] = {
+    "patchify": lambda cfg: PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim),
+    "conv": lambda cfg: ConvStem(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim),
+}

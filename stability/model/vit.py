@@ -1,9 +1,10 @@
 """The configurable Vision Transformer (Dosovitskiy et al. 2021), every stability trick a toggle.
 
-Each component comes from a small name -> class map (stems, norms, attention, position, residual, init),
-picked by the config; a disabled trick is the baseline class (often ``nn.Identity``), not an ``if``. With
-every toggle at its first value, parameter names, shapes and outputs are those of
-``timm.models.vision_transformer.VisionTransformer`` of the same size.
+Each component comes from a small name -> builder map (stems, norms, attention, position, residual; init is
+a name -> function map), picked by the config; a builder takes the whole config and reads the fields its
+component needs, so this file holds no per-component settings. A disabled trick is the baseline class
+(often ``nn.Identity``), not an ``if``. With every toggle at its first value, parameter names, shapes and
+outputs are those of ``timm.models.vision_transformer.VisionTransformer`` of the same size.
 
 Notation: B batch, N = 1 + (img_size / patch_size)^2 tokens (class token first), D embed_dim.
 """
@@ -18,7 +19,7 @@ from stability.model.attention import ATTENTIONS
 from stability.model.config import ViTConfig
 from stability.model.init import INITS
 from stability.model.norms import NORMS
-from stability.model.position import BLOCK_PE, CLS_HAS_PE, INPUT_PE, PE_TYPES
+from stability.model.position import BLOCK_PE, INPUT_PE, PE_TYPES
 from stability.model.residual import RESIDUALS
 from stability.model.stems import STEMS
 
@@ -48,15 +49,15 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ViTConfig, drop_path: float = 0.0) -> None:
         super().__init__()
-        dim, norm = cfg.embed_dim, NORMS[cfg.norm]
-        self.norm1 = norm(dim)
-        self.pe_norm = BLOCK_PE[cfg.pos_embed](dim, 1 + cfg.grid_size**2, CLS_HAS_PE[cfg.pos_embed_type])
-        self.attn = ATTENTIONS[cfg.attention](dim, cfg.num_heads, tau=cfg.cosine_tau)
-        self.ls1 = RESIDUALS[cfg.residual](dim, cfg.alpha_init)
+        dim = cfg.embed_dim
+        self.norm1 = NORMS[cfg.norm](cfg)
+        self.pe_norm = BLOCK_PE[cfg.pos_embed](cfg)
+        self.attn = ATTENTIONS[cfg.attention](cfg)
+        self.ls1 = RESIDUALS[cfg.residual](cfg)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = norm(dim)
+        self.norm2 = NORMS[cfg.norm](cfg)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
-        self.ls2 = RESIDUALS[cfg.residual](dim, cfg.alpha_init)
+        self.ls2 = RESIDUALS[cfg.residual](cfg)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pe: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -103,24 +104,24 @@ class VisionTransformer(nn.Module):
 
     The final norm is ``norm`` (before the class-token readout) for global_pool="token" and ``fc_norm``
     (after averaging) for "avg", as in timm; it is kept with post-norm placement (the LipsFormer code also
-    ends with a norm before its head) and becomes CenterNorm with norm="centernorm".
+    ends with a norm before its head) and is the ``norm`` toggle's layer, like every token norm.
     """
 
     def __init__(self, cfg: ViTConfig | None = None) -> None:
         super().__init__()
         cfg = cfg if cfg is not None else ViTConfig()
         self.cfg = cfg
-        dim, final_norm = cfg.embed_dim, NORMS[cfg.norm]
-        self.patch_embed = STEMS[cfg.stem](cfg.img_size, cfg.patch_size, cfg.in_chans, dim)
+        dim = cfg.embed_dim
+        self.patch_embed = STEMS[cfg.stem](cfg)
         self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
         nn.init.normal_(self.cls_token, std=1e-6)  # timm's init
-        self.pos_embed = PE_TYPES[cfg.pos_embed_type](cfg.grid_size, dim)  # (1, N, D)
-        self.pos_input = INPUT_PE[cfg.pos_embed]()
+        self.pos_embed = PE_TYPES[cfg.pos_embed_type](cfg)  # (1, N, D)
+        self.pos_input = INPUT_PE[cfg.pos_embed](cfg)
         rates = torch.linspace(0, cfg.drop_path_rate, cfg.num_blocks).tolist()  # stochastic depth rule
         self.blocks = nn.ModuleList([BLOCKS[cfg.norm_placement](cfg, rate) for rate in rates])
-        self.norm = final_norm(dim) if cfg.global_pool == "token" else nn.Identity()
+        self.norm = NORMS[cfg.norm](cfg) if cfg.global_pool == "token" else nn.Identity()
         self.pool = POOLS[cfg.global_pool]
-        self.fc_norm = final_norm(dim) if cfg.global_pool == "avg" else nn.Identity()
+        self.fc_norm = NORMS[cfg.norm](cfg) if cfg.global_pool == "avg" else nn.Identity()
         self.head = nn.Linear(dim, cfg.num_classes)
         INITS[cfg.init](self)
 
@@ -142,8 +143,7 @@ class VisionTransformer(nn.Module):
         """Make every attention layer also compute its explicit logits on the following forwards (costly:
         an extra (B, H, N, N) product per layer), or return to the plain fused path. Clears old stats."""
         for block in self.blocks:
-            block.attn.record_stats = enabled
-            block.attn._stats = None
+            block.attn.set_stats_recording(enabled)
 
     def attention_stats(self) -> list[dict[str, float]]:
         """Per layer {"max_logit", "entropy"} of the last forward with stats on (NaN where none ran)."""

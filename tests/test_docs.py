@@ -1,0 +1,151 @@
+"""The docs follow the code: the README's toggle table and the base config's toggle lines list exactly the
+toggles of ``stability.model.TOGGLES`` (plus the recipe toggle ``warmup``) with exactly their values."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stability.model import TOGGLES
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BASE_CONFIG = ROOT / "ablations" / "base" / "digits.yaml"
+SECTION = "## The toggles"
+
+# Toggles of the training recipe (stability/module.py), not of the model: name -> values, baseline first.
+RECIPE_TOGGLES: dict[str, tuple[str, ...]] = {"warmup": ("true", "false")}
+ALL_TOGGLES: dict[str, tuple[str, ...]] = {**TOGGLES, **RECIPE_TOGGLES}
+COLUMNS = ("toggle", "values", "source", "file")  # how the table's header cells start, in order
+
+
+# ---------------------------------------------------------------- parsing
+def _cells(line: str) -> list[str]:
+    """'| a | b |' -> ['a', 'b']."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _top_level_code(cell: str) -> list[str]:
+    """The `code` spans of a cell outside parentheses: the names, not their explanations.
+
+    '`conv` (3x3 ..., `conv_stem_remove_block`)' -> ['conv']; parentheses nest ('(N(x + f(x)), ...)').
+    """
+    depth, outside = 0, []
+    for ch in cell:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            outside.append(ch)
+    return re.findall(r"`([^`]+)`", "".join(outside))
+
+
+def toggle_table() -> dict[str, dict[str, str]]:
+    """README "## The toggles" table: toggle name -> {column: cell} (columns as in ``COLUMNS``)."""
+    text = README.read_text(encoding="utf-8")
+    assert SECTION in text, f"README.md has no section {SECTION!r}"
+    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(lines) >= 3, f"README.md {SECTION!r}: no Markdown table (header, separator, rows)"
+    header = _cells(lines[0])
+    assert len(header) == len(COLUMNS) and all(h.startswith(c) for h, c in zip(header, COLUMNS)), \
+        f"README.md {SECTION!r}: table header is {header}, expected columns starting {list(COLUMNS)}"
+    assert all(set(cell) <= set("-: ") for cell in _cells(lines[1])), "README.md toggle table: no separator row"
+
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[2:]:
+        cells = _cells(line)
+        assert len(cells) == len(COLUMNS), f"README.md toggle table: row {line!r} has {len(cells)} cells, " \
+                                           f"expected {len(COLUMNS)}"
+        names = _top_level_code(cells[0])
+        assert len(names) == 1, f"README.md toggle table: row {line!r} names no single `toggle`"
+        assert names[0] not in rows, f"README.md toggle table: toggle {names[0]!r} has two rows"
+        rows[names[0]] = dict(zip(COLUMNS, cells))
+    return rows
+
+
+def yaml_lines(text: str) -> dict[str, tuple[str, str | None]]:
+    """Every 'key: value  # comment' line of a block-style YAML file: dotted key path (from the indentation)
+    -> (raw value, trailing comment or None). Enough for the base config; comments are invisible to yaml."""
+    entries: dict[str, tuple[str, str | None]] = {}
+    parents: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
+    for line in text.splitlines():
+        match = re.match(r"^( *)([A-Za-z_][\w.]*):(.*)$", line)
+        if not match:
+            continue  # blank, comment-only or list lines
+        indent, key, rest = len(match[1]), match[2], match[3]
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        value, hash_sign, comment = rest.partition("#")
+        entries[".".join([k for _, k in parents] + [key])] = (value.strip(), comment.strip() if hash_sign else None)
+        parents.append((indent, key))
+    return entries
+
+
+def _diff(listed: list[str] | tuple[str, ...], expected: tuple[str, ...]) -> str:
+    missing = [v for v in expected if v not in listed]
+    extra = [v for v in listed if v not in expected]
+    return (f"lists {' | '.join(listed) or 'nothing'}, expected {' | '.join(expected)} (baseline first)"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; not valid: {', '.join(extra)}" if extra else "")
+            + ("; wrong order" if not missing and not extra else ""))
+
+
+# ---------------------------------------------------------------- README toggle table
+def test_readme_table_lists_exactly_the_toggles() -> None:
+    rows = toggle_table()
+    missing = [name for name in ALL_TOGGLES if name not in rows]
+    extra = [name for name in rows if name not in ALL_TOGGLES]
+    problems = ([f"no row for: {', '.join(missing)}"] if missing else []) \
+        + ([f"rows for unknown toggles: {', '.join(extra)}"] if extra else [])
+    assert not problems, f"README.md toggle table has {'; '.join(problems)} (the toggles are those of " \
+                         f"stability.model.TOGGLES and the recipe's {', '.join(RECIPE_TOGGLES)})"
+
+
+@pytest.mark.parametrize("toggle", list(ALL_TOGGLES))
+def test_readme_table_lists_exactly_the_values_baseline_first(toggle: str) -> None:
+    rows = toggle_table()
+    assert toggle in rows, f"README.md toggle table has no row for {toggle!r}"
+    listed = _top_level_code(rows[toggle]["values"])
+    assert tuple(listed) == ALL_TOGGLES[toggle], f"README.md toggle table, {toggle!r}: " \
+                                                 f"{_diff(listed, ALL_TOGGLES[toggle])}"
+
+
+@pytest.mark.parametrize("toggle", list(ALL_TOGGLES))
+def test_readme_table_names_an_existing_file(toggle: str) -> None:
+    rows = toggle_table()
+    assert toggle in rows, f"README.md toggle table has no row for {toggle!r}"
+    files = _top_level_code(rows[toggle]["file"])
+    assert len(files) == 1, f"README.md toggle table, {toggle!r}: the file column should name one `path`, " \
+                            f"not {rows[toggle]['file']!r}"
+    assert (ROOT / files[0]).is_file(), f"README.md toggle table, {toggle!r}: file {files[0]!r} does not exist"
+
+
+# ---------------------------------------------------------------- ablations/base/digits.yaml
+@pytest.mark.parametrize("toggle", list(TOGGLES))
+def test_base_config_sets_each_model_toggle_to_its_baseline_and_lists_its_values(toggle: str) -> None:
+    text = BASE_CONFIG.read_text(encoding="utf-8")
+    where = f"{BASE_CONFIG.relative_to(ROOT)}: model.vit.{toggle}"
+    vit = (yaml.safe_load(text).get("model") or {}).get("vit") or {}
+    assert toggle in vit, f"{where} is not set"
+    baseline = TOGGLES[toggle][0]
+    assert vit[toggle] == baseline, f"{where} is {vit[toggle]!r}, not its baseline {baseline!r}"
+    _, comment = yaml_lines(text)[f"model.vit.{toggle}"]
+    assert comment is not None, f"{where} has no trailing comment listing its values " \
+                                f"(# {' | '.join(TOGGLES[toggle])})"
+    listed = [value.strip() for value in comment.split("|")]
+    assert tuple(listed) == TOGGLES[toggle], f"{where}: the comment {_diff(listed, TOGGLES[toggle])}"
+
+
+@pytest.mark.parametrize("toggle", list(RECIPE_TOGGLES))
+def test_base_config_sets_each_recipe_toggle_to_its_baseline(toggle: str) -> None:
+    model = yaml.safe_load(BASE_CONFIG.read_text(encoding="utf-8")).get("model") or {}
+    where = f"{BASE_CONFIG.relative_to(ROOT)}: model.{toggle}"
+    assert toggle in model, f"{where} is not set"
+    value = str(model[toggle]).lower() if isinstance(model[toggle], bool) else model[toggle]
+    assert value == RECIPE_TOGGLES[toggle][0], f"{where} is {model[toggle]!r}, not its baseline " \
+                                               f"{RECIPE_TOGGLES[toggle][0]!r}"
