@@ -1,5 +1,6 @@
 """The docs follow the code: the README's toggle table and the base config's toggle lines list exactly the
-toggles of ``stability.model.TOGGLES`` (plus the recipe toggle ``warmup``) with exactly their values."""
+toggles of ``stability.identity.TOGGLES`` (the model's toggles plus the recipe toggle ``warmup``) with exactly
+their values."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stability.identity import TOGGLES as RUN_TOGGLES
 from stability.model import TOGGLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,9 +18,16 @@ README = ROOT / "README.md"
 BASE_CONFIG = ROOT / "ablations" / "base" / "digits.yaml"
 SECTION = "## The toggles"
 
-# Toggles of the training recipe (stability/module.py), not of the model: name -> values, baseline first.
-RECIPE_TOGGLES: dict[str, tuple[str, ...]] = {"warmup": ("true", "false")}
-ALL_TOGGLES: dict[str, tuple[str, ...]] = {**TOGGLES, **RECIPE_TOGGLES}
+
+def _yaml_word(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# Every toggle as the docs write its values (YAML words: true/false), baseline first; the recipe toggles are
+# those that do not live in the model (warmup, in stability/module.py).
+ALL_TOGGLES: dict[str, tuple[str, ...]] = {
+    name: tuple(_yaml_word(v) for v in toggle.values) for name, toggle in RUN_TOGGLES.items()}
+RECIPE_TOGGLES = {name: values for name, values in ALL_TOGGLES.items() if name not in TOGGLES}
 COLUMNS = ("toggle", "values", "source", "file")  # how the table's header cells start, in order
 
 

@@ -168,13 +168,13 @@ def test_a_value_the_model_rejects_stops_planning(tmp_path: Path, axes: dict, me
 
 
 def test_cli_rejects_a_malformed_grid_before_anything_runs(tmp_path: Path) -> None:
-    grid = write_grid(tmp_path, "bad", {"overrides": TINY, "axes": {"model.vit.norm": ["layernorm", "rmsnorm"]}})
+    grid = write_grid(tmp_path, "bad", {"overrides": TINY, "axes": {"model.vit.norm": ["layernorm", "batchnorm"]}})
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "stability.cli", "sweep", str(grid), "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "rmsnorm" in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "batchnorm" in lines[0], proc.stderr
     assert not out.exists()  # nothing written: no plan, no run folder
 
 

@@ -16,7 +16,7 @@ from tbparse import SummaryReader
 from stability import train
 from stability.config_files import merge_nested
 from stability.errors import ConfigError
-from stability.identity import config_hash
+from stability.identity import TOGGLES, config_hash
 from stability.records import RunSummary, load_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +179,7 @@ def test_failed_run_is_recorded_and_raises(tmp_path: Path) -> None:
     ("change", "message"),
     [
         ({"model": {"vit": {"norm": "centrenorm"}}},
-         r"^model\.vit\.norm: got 'centrenorm'; valid values: layernorm, centernorm$"),
+         rf"^model\.vit\.norm: got 'centrenorm'; valid values: {', '.join(TOGGLES['norm'].values)}$"),
         ({"model": {"vit": {"embed_dim": 15}}}, r"embed_dim=15 is not divisible by num_heads=2"),
         ({"model": {"lr": -1.0}}, r"model\.lr"),
         ({"model": {"learning_rate": 0.1}}, r"learning_rate"),
