@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch/torchvision are pinned here (not in pyproject.toml, which keeps ranges): these wheels are
-# available offline on the project's machines; see DESIGN.md.
+# torch/torchvision are pinned here (not in pyproject.toml, which keeps ranges): these exact wheels are
+# the ones available offline on the project's machines, so an install never needs the network for them.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 

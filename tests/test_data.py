@@ -22,12 +22,10 @@ from stability.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     DigitsDataModule,
-    EpochBatchSampler,
-    EpochShuffleSampler,
     ImageFolderDataModule,
-    train_epoch_size,
 )
 from stability.errors import ConfigError
+from stability.samplers import EpochBatchSampler, EpochShuffleSampler, train_epoch_size
 
 N_DIGITS = 1797
 

@@ -9,8 +9,8 @@ Requeue is handled once. On preemption or timeout submitit signals the job, call
 ``checkpoint()`` (``submitit.helpers.Checkpointable``: resubmit the same shard) and requeues it; the cut-off
 cell resumes from its ``last.ckpt``. Lightning would otherwise also claim the signal and ``scontrol
 requeue`` the job itself, so inside SLURM jobs every run gets ``SLURMEnvironment(auto_requeue=False)``
-(Lightning issue #13773; docs/ecosystem gotcha 14). That plugin is added at run time, not in the plan,
-so a cell has the same folder whether it runs here or on a cluster.
+(Lightning issue #13773). That plugin is added at run time, not in the plan, so a cell has the same
+folder whether it runs here or on a cluster.
 
 The executor's ``cluster`` is submitit's: ``None`` auto-detects SLURM (``sbatch`` on PATH), ``"local"``
 runs the array as local processes (how the tests exercise this path), ``"debug"`` runs in-process.
