@@ -69,7 +69,7 @@ def divergence_curves(sweep: Sweep, runs: pd.DataFrame, curves: pd.DataFrame, to
     axes[0].set_ylabel(tag)
     if toggle:
         for v in values:
-            sub = runs[runs[toggle].map(lambda x, v=v: M._same(x, v))]
+            sub = runs[runs[toggle].map(lambda x, v=v: M.same_value(x, v))]
             label = f"{toggle}={v} ({int(sub['diverged'].sum())}/{len(sub)} diverged)"
             axes[0].plot([], [], color=colours[repr(v)], label=label)
         fig.legend(loc="outside lower center", ncols=min(len(values), 3), fontsize=8, frameon=False)

@@ -107,13 +107,13 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
         if len(values) < 2:
             continue
         baseline = sweep.baselines.get(toggle, values[0])
-        if not any(M._same(v, baseline) for v in values):
+        if not any(M.same_value(v, baseline) for v in values):
             gaps.append(f"effect of {toggle}: its baseline {baseline!r} has no finished run; compared with "
                         f"{values[0]!r} instead")
             baseline = values[0]
         match_on = [c for c in match_all if c != toggle and not _determined_by(finished, toggle, c)]
         for value in values:
-            if M._same(value, baseline):
+            if M.same_value(value, baseline):
                 continue
             pairs = M.matched_pairs(finished, toggle, value, baseline, match_on, metric_cols)
             base = {"toggle": toggle, "value": value, "baseline": baseline}
@@ -136,7 +136,7 @@ def _determined_by(frame: pd.DataFrame, toggle: str, column: str) -> bool:
     """True when ``column`` takes exactly one value per value of ``toggle`` (and varies): it moves with it."""
     if column in (toggle, "seed") or column not in frame:
         return False
-    per_value = frame.groupby(frame[toggle].map(M._key_text))[column].agg(lambda s: len(_distinct(s)))
+    per_value = frame.groupby(frame[toggle].map(M.key_text))[column].agg(lambda s: len(_distinct(s)))
     return bool((per_value == 1).all()) and len(_distinct(frame[column])) > 1
 
 
@@ -270,7 +270,7 @@ def _group_key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     cols = [c for c in columns if c in frame]
     if not cols or frame.empty:
         return pd.Series("", index=frame.index, dtype=object)
-    return frame[cols].map(M._key_text).agg("|".join, axis=1)
+    return frame[cols].map(M.key_text).agg("|".join, axis=1)
 
 
 def _sorted_keys(frame: pd.DataFrame, columns: Sequence[str], sweep: Sweep, key: pd.Series) -> list[str]:
@@ -283,7 +283,7 @@ def _sorted_keys(frame: pd.DataFrame, columns: Sequence[str], sweep: Sweep, key:
         for c in cols:
             v = row[c]
             if c in sweep.baselines:
-                out.append((0 if M._same(v, sweep.baselines[c]) else 1, 0.0, str(v)))
+                out.append((0 if M.same_value(v, sweep.baselines[c]) else 1, 0.0, str(v)))
             elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
                 out.append((0, float(v) if _finite(v) else math.inf, ""))
             else:
@@ -300,7 +300,7 @@ def _label(sweep: Sweep, row: pd.Series, columns: Sequence[str] | None = None) -
     cols = [c for c in (columns if columns is not None else sweep.config_columns) if c in shown]
     parts = []
     for c in cols:
-        if c in sweep.baselines and M._same(row[c], sweep.baselines[c]):
+        if c in sweep.baselines and M.same_value(row[c], sweep.baselines[c]):
             continue
         parts.append(f"{c}={_fmt_value(row[c])}")
     return ",".join(parts) or "baseline"
@@ -309,7 +309,7 @@ def _label(sweep: Sweep, row: pd.Series, columns: Sequence[str] | None = None) -
 def _distinct(series: pd.Series) -> list[Any]:
     seen: dict[str, Any] = {}
     for v in series:
-        seen.setdefault(M._key_text(v), v)
+        seen.setdefault(M.key_text(v), v)
     return list(seen.values())
 
 
