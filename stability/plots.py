@@ -172,19 +172,19 @@ def edf_plot(errors: dict[str, np.ndarray], title: str = "") -> Figure:
 
 def report_plots(report: Report, out_dir: Path) -> list[Path]:
     """Every plot of ``stability report``: loss curves per varying toggle, metrics vs lr, EDFs."""
-    from stability.report import _display_columns, _label, edf_curves  # plots depend on report, not back
+    from stability.report.tables import config_label, display_columns, edf_curves
 
     sweep = report.sweep
     finished = report.runs.loc[sweep.finished.index]
     written: list[Path] = []
-    varying = [t for t in sweep.toggles if t in _display_columns(sweep)]
+    varying = [t for t in sweep.toggles if t in display_columns(sweep)]
     if len(report.curves):
         for toggle in varying or [None]:
             fig = divergence_curves(sweep, finished, report.curves, toggle)
             written += save(fig, out_dir / f"curves_{toggle or 'all'}")
     if "lr" in sweep.varying_hparams:
         cfg = [c for c in sweep.config_columns if c != "lr"]
-        labels = pd.Series({name: _label(sweep, row, cfg) for name, row in finished.iterrows()})
+        labels = pd.Series({name: config_label(sweep, row, cfg) for name, row in finished.iterrows()})
         metrics = [(c, n) for c, n in (("best_val_acc", "best val accuracy"), ("final_val_acc",
                    "final val accuracy"), ("final_loss", "final train loss (diverged: initial)"))
                    if c in finished and pd.to_numeric(finished[c], errors="coerce").notna().any()]

@@ -33,8 +33,6 @@ from stability.report.build import Report, build_report
 from stability.report.cli import main, write_report
 from stability.report.formatting import TITLES, fmt_interval, fmt_mean_std, render_markdown, to_latex, to_markdown
 from stability.report.tables import ReportOptions, edf_curves, effects_table
-from stability.report.tables import _display_columns as _display_columns  # for stability.plots
-from stability.report.tables import _label as _label  # for stability.plots
 
 __all__ = [
     "TITLES",
