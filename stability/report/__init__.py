@@ -26,6 +26,8 @@ Modules, in the order data flows through them:
 - :mod:`~stability.report.tables`: each table as a numeric DataFrame, and how configurations are named;
 - :mod:`~stability.report.formatting`: text for people: cells, formatted tables, Markdown, LaTeX, ``report.md``;
 - :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
+- :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.plots` (not imported
+  here: it imports matplotlib, which only the plots need);
 - :mod:`~stability.report.cli`: ``stability report``: options, files written, exit codes.
 """
 
