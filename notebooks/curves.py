@@ -59,7 +59,7 @@ display(Markdown(to_markdown(diverged.astype(str)) if len(diverged) else "No run
 finished = report.runs.loc[sweep.finished.index]
 varying = [t for t in sweep.toggles if finished[t].astype(str).nunique() > 1] or [None]
 for toggle in varying:
-    fig = plots.divergence_curves(sweep, finished, curves, toggle)
+    fig = plots.divergence_curves(finished, curves, toggle, title=sweep.path.name)
     plots.save(fig, out / f"loss_by_{toggle or 'run'}")
     display(fig)
 

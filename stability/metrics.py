@@ -324,11 +324,11 @@ def matched_pairs(runs: pd.DataFrame, column: str, value: Any, baseline: Any, ma
     keys = list(match_on)
     cols = list(dict.fromkeys([*metrics, "diverged"]))
     def side(v: Any) -> pd.DataFrame:
-        sel = runs[runs[column].map(lambda x: _same(x, v))]
+        sel = runs[runs[column].map(lambda x: same_value(x, v))]
         if sel.empty:
             return pd.DataFrame(columns=cols)
         # Keys as text, so NaN/None and ints stored as floats match themselves and groupby keeps them.
-        key = sel[keys].map(_key_text).agg("|".join, axis=1) if keys else pd.Series("", index=sel.index)
+        key = sel[keys].map(key_text).agg("|".join, axis=1) if keys else pd.Series("", index=sel.index)
         return sel[cols].astype(float).groupby(key).mean()
 
     on, off = side(value), side(baseline)
@@ -378,7 +378,13 @@ def fraction_within(errors: ArrayLike, within: float, best: float | None = None)
     return float(np.sum(finite - ref <= within + 1e-12) / len(e))
 
 
-def _key_text(v: Any) -> str:
+def key_text(v: Any) -> str:
+    """A configuration value as text that groups and matches the way a person means it.
+
+    Used as a groupby/matching key: NaN and None both read ``"NA"`` (so a missing value matches itself),
+    numbers read as floats (so ``1`` stored as ``1.0`` after a round trip through a table still matches) and
+    booleans stay ``"True"``/``"False"`` (not ``1.0``/``0.0``).
+    """
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "NA"
     if isinstance(v, (bool, np.bool_)):
@@ -388,7 +394,12 @@ def _key_text(v: Any) -> str:
     return str(v)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """``a == b`` for configuration values, except that a missing value (None or NaN) equals another one.
+
+    Selecting the runs of one toggle value, or finding its baseline, must not lose the runs where the value
+    is missing, which ``==`` would (NaN is not equal to itself).
+    """
     if a is None or (isinstance(a, float) and math.isnan(a)):
         return b is None or (isinstance(b, float) and math.isnan(b))
     return bool(a == b)

@@ -3,6 +3,11 @@
 Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend: the Agg
 canvas renders PNG, the PDF backend PDF), so the same functions work in a headless ``stability report``
 and in a notebook, where the returned Figure displays itself.
+
+The functions draw DataFrames in the formats of :mod:`stability.results` (the runs table, indexed by run
+name; the long-format curves) and plain values (titles, labels); they know nothing of sweep folders or of
+the report, which decides what to draw (:mod:`stability.report.figures`), so a notebook can draw any subset
+of runs the same way.
 """
 
 from __future__ import annotations
@@ -10,17 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from stability import metrics as M
-
-if TYPE_CHECKING:
-    from stability.report import Report
-    from stability.results import Sweep
 
 DPI = 150
 
@@ -34,10 +34,17 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def divergence_curves(sweep: Sweep, runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | None,
+def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | None, title: str = "",
                       tag: str = "train/loss") -> Figure:
     """Training loss against step, one panel per learning rate, one line per run coloured by ``toggle``.
 
+    Args:
+        runs: the runs to draw, indexed by run name, with ``diverged``, ``lr`` (one panel per value; one
+            panel if absent) and the ``toggle`` column.
+        curves: long-format curves (:func:`stability.results.load_curves`), with ``tag`` among them.
+        toggle: the column that colours the lines; None: one colour.
+        title: what the runs are (the report gives the sweep's name); the figure's title is
+            ``"{title}: {tag} by {toggle} (x = diverged)"``, without the prefix when empty.
     A diverged run ends in a cross at its last finite point (its divergence step is in the legend's
     count); the y axis is logarithmic so early explosions and late small spikes both show.
     """
@@ -69,11 +76,12 @@ def divergence_curves(sweep: Sweep, runs: pd.DataFrame, curves: pd.DataFrame, to
     axes[0].set_ylabel(tag)
     if toggle:
         for v in values:
-            sub = runs[runs[toggle].map(lambda x, v=v: M._same(x, v))]
+            sub = runs[runs[toggle].map(lambda x, v=v: M.same_value(x, v))]
             label = f"{toggle}={v} ({int(sub['diverged'].sum())}/{len(sub)} diverged)"
             axes[0].plot([], [], color=colours[repr(v)], label=label)
         fig.legend(loc="outside lower center", ncols=min(len(values), 3), fontsize=8, frameon=False)
-    fig.suptitle(f"{sweep.path.name}: {tag} by {toggle or 'run'} (x = diverged)", fontsize=10)
+    what = f"{tag} by {toggle or 'run'} (x = diverged)"
+    fig.suptitle(f"{title}: {what}" if title else what, fontsize=10)
     return fig
 
 
@@ -168,33 +176,6 @@ def edf_plot(errors: dict[str, np.ndarray], title: str = "") -> Figure:
     if title:
         ax.set_title(title, fontsize=10)
     return fig
-
-
-def report_plots(report: Report, out_dir: Path) -> list[Path]:
-    """Every plot of ``stability report``: loss curves per varying toggle, metrics vs lr, EDFs."""
-    from stability.report import _display_columns, _label, edf_curves  # plots depend on report, not back
-
-    sweep = report.sweep
-    finished = report.runs.loc[sweep.finished.index]
-    written: list[Path] = []
-    varying = [t for t in sweep.toggles if t in _display_columns(sweep)]
-    if len(report.curves):
-        for toggle in varying or [None]:
-            fig = divergence_curves(sweep, finished, report.curves, toggle)
-            written += save(fig, out_dir / f"curves_{toggle or 'all'}")
-    if "lr" in sweep.varying_hparams:
-        cfg = [c for c in sweep.config_columns if c != "lr"]
-        labels = pd.Series({name: _label(sweep, row, cfg) for name, row in finished.iterrows()})
-        metrics = [(c, n) for c, n in (("best_val_acc", "best val accuracy"), ("final_val_acc",
-                   "final val accuracy"), ("final_loss", "final train loss (diverged: initial)"))
-                   if c in finished and pd.to_numeric(finished[c], errors="coerce").notna().any()]
-        if metrics:
-            written += save(lr_curves(labels, finished, metrics), out_dir / "lr_curves")
-    if "edf" in report.tables:
-        metric = report.options.edf_metric
-        errors = edf_curves(sweep, finished, metric)
-        written += save(edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}"), out_dir / "edf")
-    return written
 
 
 def _values(runs: pd.DataFrame, toggle: str | None) -> list:

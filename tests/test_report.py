@@ -27,6 +27,7 @@ from stability.report import (
     to_latex,
     write_report,
 )
+from stability.report.tables import config_label, distinct_values, format_value, group_key, is_finite
 from stability.results import Sweep, load_sweep
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -141,6 +142,13 @@ def test_matched_pairs_average_repeats_and_skip_unmatched() -> None:
     assert len(pairs) == 1  # lr 2 has no cn run, lr 3 no ln run
     assert pairs["acc_on"].iloc[0] == pytest.approx(0.7) and pairs["diverged_on"].iloc[0] == 0.5
     assert M.paired_effect(pairs, "acc").mean == pytest.approx(0.2)
+
+
+def test_same_value_and_key_text_treat_missing_values_as_one() -> None:
+    assert M.same_value(math.nan, None) and M.same_value(None, math.nan) and not M.same_value(math.nan, 0.0)
+    assert M.same_value(1, 1.0) and not M.same_value("layernorm", "centernorm")
+    assert M.key_text(None) == M.key_text(math.nan) == "NA"
+    assert M.key_text(1) == M.key_text(np.float64(1.0)) and M.key_text(True) == "True" != M.key_text(1)
 
 
 def test_edf_and_fraction_within() -> None:
@@ -270,6 +278,39 @@ def test_gaps_name_every_unfinished_run(report: Report) -> None:
         names = report.sweep.runs.index[report.sweep.runs["status"] == status]
         assert all(n in gaps for n in names), status
     assert "out of memory" in gaps
+
+
+def test_configuration_helpers(report: Report) -> None:
+    sweep = report.sweep
+    assert format_value(0.0010) == "0.001" and format_value(np.int64(3)) == "3" and format_value(True) == "True"
+    assert format_value(math.nan) == format_value(None) == "–"
+    assert is_finite(np.float32(2.0)) and is_finite("1.5")
+    assert not any(is_finite(v) for v in (None, math.nan, math.inf, "layernorm"))
+    mixed = pd.Series([1.0, math.nan, 1, None, "a"], dtype=object)
+    assert [format_value(v) for v in distinct_values(mixed)] == ["1", "–", "a"]
+    frame = pd.DataFrame({"norm": ["layernorm", "layernorm", "centernorm"], "lr": [1e-3, 0.001, 1e-3]})
+    key = group_key(frame, ["norm", "lr", "absent"])
+    assert key.iloc[0] == key.iloc[1] != key.iloc[2]
+    assert (group_key(frame, []) == "").all()
+    row = pd.Series({"norm": "centernorm", "lr": 0.01, "seed": 0})
+    assert config_label(sweep, row) == "norm=centernorm,lr=0.01"
+    assert config_label(sweep, row, columns=sweep.toggles) == "norm=centernorm"
+    assert config_label(sweep, pd.Series({"norm": "layernorm", "lr": 0.01}), columns=sweep.toggles) == "baseline"
+
+
+def test_plots_draw_dataframes_and_the_report_writes_its_figures(report: Report, tmp_path: Path) -> None:
+    from stability import plots
+    from stability.report.figures import write_figures
+
+    finished = report.runs.loc[report.sweep.finished.index]
+    fig = plots.divergence_curves(finished, report.curves, "norm", title="my runs")
+    assert fig.get_suptitle() == "my runs: train/loss by norm (x = diverged)"
+    assert plots.divergence_curves(finished, report.curves, None).get_suptitle() == \
+        "train/loss by run (x = diverged)"
+    written = write_figures(report, tmp_path)
+    assert [p.name for p in written] == [f"{stem}.{ext}" for stem in ("curves_norm", "lr_curves", "edf")
+                                         for ext in ("png", "pdf")]
+    assert all(p.stat().st_size > 1000 for p in written)
 
 
 def test_formatting() -> None:

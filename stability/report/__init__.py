@@ -26,6 +26,8 @@ Modules, in the order data flows through them:
 - :mod:`~stability.report.tables`: each table as a numeric DataFrame, and how configurations are named;
 - :mod:`~stability.report.formatting`: text for people: cells, formatted tables, Markdown, LaTeX, ``report.md``;
 - :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
+- :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.plots` (not imported
+  here: it imports matplotlib, which only the plots need);
 - :mod:`~stability.report.cli`: ``stability report``: options, files written, exit codes.
 """
 
@@ -33,8 +35,6 @@ from stability.report.build import Report, build_report
 from stability.report.cli import main, write_report
 from stability.report.formatting import TITLES, fmt_interval, fmt_mean_std, render_markdown, to_latex, to_markdown
 from stability.report.tables import ReportOptions, edf_curves, effects_table
-from stability.report.tables import _display_columns as _display_columns  # for stability.plots
-from stability.report.tables import _label as _label  # for stability.plots
 
 __all__ = [
     "TITLES",

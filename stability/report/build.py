@@ -22,15 +22,15 @@ from stability.report.formatting import (
 from stability.report.tables import (
     LOSS_TAG,
     ReportOptions,
-    _display_columns,
-    _distinct,
-    _finite,
-    _fmt_value,
-    _group_key,
     configuration_table,
+    display_columns,
+    distinct_values,
     divergence_table,
     edf_table,
     effects_table,
+    format_value,
+    group_key,
+    is_finite,
     lr_sensitivity_table,
     runs_table,
     spikes_table,
@@ -136,14 +136,14 @@ def _with_run_metrics(sweep: Sweep, curves: pd.DataFrame, options: ReportOptions
     for name in finished:
         g = by_run.get(name)
         initial = runs.at[name, "initial_loss"]
-        if not _finite(initial) and g is not None and len(g):
+        if not is_finite(initial) and g is not None and len(g):
             initial = float(g.sort_values("step")["value"].iloc[0])  # first logged loss stands in for step 0
         runs.at[name, "initial_loss_used"] = initial
         diverged = bool(runs.at[name, "diverged"])
         final = runs.at[name, "final_train_loss"]
-        if diverged or not _finite(final):
+        if diverged or not is_finite(final):
             # A diverged run's last loss is NaN, inf or an explosion: count it as an untrained model's loss.
-            final = initial if _finite(initial) else np.nan
+            final = initial if is_finite(initial) else np.nan
         runs.at[name, "final_loss"] = final
         if g is None or g.empty:
             no_curve.append(name)
@@ -151,7 +151,7 @@ def _with_run_metrics(sweep: Sweep, curves: pd.DataFrame, options: ReportOptions
         runs.at[name, "total_steps"] = float(g["step"].max())
     # The planned length of a run = the longest finite curve among its configuration's runs that did not
     # diverge (same data, batch size and epochs), else in the whole sweep: a diverged run's AUC covers it.
-    keys = _group_key(runs.loc[finished], sweep.config_columns)
+    keys = group_key(runs.loc[finished], sweep.config_columns)
     healthy = runs.loc[finished, "total_steps"].where(~runs.loc[finished, "diverged"].astype(bool))
     planned = healthy.groupby(keys).transform("max")
     planned = planned.fillna(healthy.max())
@@ -164,15 +164,15 @@ def _with_run_metrics(sweep: Sweep, curves: pd.DataFrame, options: ReportOptions
         stats = M.curve_stats(g["step"].to_numpy(), g["value"].to_numpy(),
                               initial_loss=runs.at[name, "initial_loss_used"],
                               diverged=bool(runs.at[name, "diverged"]),
-                              diverged_step=float(div_step) if _finite(div_step) else None,
-                              total_steps=planned.get(name) if _finite(planned.get(name)) else None,
+                              diverged_step=float(div_step) if is_finite(div_step) else None,
+                              total_steps=planned.get(name) if is_finite(planned.get(name)) else None,
                               options=options.curve)
         for col in stat_cols:
             runs.at[name, col] = stats[col]
     if no_curve:
         gaps.append(f"loss-curve statistics: {len(no_curve)} finished run(s) have no {LOSS_TAG} events: "
                     f"{_names(no_curve)}")
-    missing_l0 = [n for n in finished if not _finite(runs.at[n, "initial_loss_used"])]
+    missing_l0 = [n for n in finished if not is_finite(runs.at[n, "initial_loss_used"])]
     if missing_l0:
         gaps.append(f"initial loss unknown (no summary initial_loss, no curve) for {_names(missing_l0)}: "
                     f"their diverged losses cannot be counted at the initial loss")
@@ -202,13 +202,13 @@ def _status_gaps(sweep: Sweep) -> list[str]:
 
 
 def _fixed_settings(sweep: Sweep, finished: pd.DataFrame) -> list[str]:
-    fixed = [f"{c}={_fmt_value(finished[c].iloc[0])}" for c in [*sweep.toggles, *sweep.hparams]
-             if c in finished and c != "seed" and len(_distinct(finished[c])) == 1]
+    fixed = [f"{c}={format_value(finished[c].iloc[0])}" for c in [*sweep.toggles, *sweep.hparams]
+             if c in finished and c != "seed" and len(distinct_values(finished[c])) == 1]
     notes = []
-    varying = _display_columns(sweep)
+    varying = display_columns(sweep)
     notes.append("Varied: " + (", ".join(varying) if varying else "nothing but the seed"))
     if "seed" in finished:
-        notes.append(f"Seeds: {', '.join(_fmt_value(s) for s in _distinct(finished['seed']))}")
+        notes.append(f"Seeds: {', '.join(format_value(s) for s in distinct_values(finished['seed']))}")
     if fixed:
         notes.append("Fixed: " + ", ".join(fixed))
     return notes

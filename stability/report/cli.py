@@ -109,9 +109,9 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
                                                                  f"tab:{name}")))
     figures: list[Path] = []
     if plots and report.has_results:
-        from stability import plots as P  # matplotlib only when plots are asked for
+        from stability.report.figures import write_figures  # matplotlib only when plots are asked for
 
-        figures = P.report_plots(report, out / "plots")
+        figures = write_figures(report, out / "plots")
         written.extend(figures)
     if "md" in formats:
         written.append(_write(out / "report.md", render_markdown(report, figures, out)))

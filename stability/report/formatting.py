@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from stability.report.tables import EFFECT_METRICS, RUN_METRICS, ReportOptions, _display_columns, _finite, _fmt_value
+from stability.report.tables import EFFECT_METRICS, RUN_METRICS, ReportOptions, display_columns, format_value, is_finite
 from stability.results import Sweep
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ TITLES = {
 
 def fmt_mean_std(mean: float, std: float, n: int, digits: int, n_expected: int | None = None) -> str:
     """``"0.912 ± 0.004"``; one value says so: ``"0.91 (n=1)"``; fewer values than runs: ``"(n=2)"``."""
-    if n == 0 or not _finite(mean):
+    if n == 0 or not is_finite(mean):
         return "–"
     if n == 1:
         return f"{mean:.{max(digits - 1, 0)}f} (n=1)"
@@ -48,11 +48,11 @@ def fmt_mean_std(mean: float, std: float, n: int, digits: int, n_expected: int |
 
 def fmt_interval(ci_mean: float, low: float, high: float, n: int, digits: int) -> str:
     """``"+0.012 [−0.004, +0.028]"``; with one pair no interval can be given: ``"+0.01 (n=1)"``."""
-    if n == 0 or not _finite(ci_mean):
+    if n == 0 or not is_finite(ci_mean):
         return "no pairs"
     if n == 1:
         return f"{ci_mean:+.{max(digits - 1, 0)}f} (n=1)"
-    if not _finite(low):
+    if not is_finite(low):
         return f"{ci_mean:+.{digits}f} (n={n})"
     return f"{ci_mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
@@ -61,11 +61,11 @@ def fmt_interval(ci_mean: float, low: float, high: float, n: int, digits: int) -
 
 
 def format_configurations(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
-    shown = _display_columns(sweep)
+    shown = display_columns(sweep)
     out = pd.DataFrame(index=table.index)
     if shown:
         for c in shown:
-            out[c] = table[c].map(_fmt_value)
+            out[c] = table[c].map(format_value)
     else:
         out["configuration"] = "all runs"
     for col, label, digits in RUN_METRICS:
@@ -99,7 +99,7 @@ def format_effects(table: pd.DataFrame) -> pd.DataFrame:
     labels = {m: (label, d) for m, label, d in EFFECT_METRICS}
     for (toggle, value), g in table.groupby(["toggle", "value"], sort=False):
         base = g["baseline"].iloc[0]
-        row: dict[str, Any] = {"toggle": toggle, "on − off": f"{_fmt_value(value)} − {_fmt_value(base)}"}
+        row: dict[str, Any] = {"toggle": toggle, "on − off": f"{format_value(value)} − {format_value(base)}"}
         div = g[g["metric"] == "diverged"].iloc[0]
         n = int(div["n"])
         row["pairs"] = n
@@ -120,18 +120,18 @@ def format_effects(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_lr_sensitivity(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
-    shown = [c for c in _display_columns(sweep) if c != "lr"]
+    shown = [c for c in display_columns(sweep) if c != "lr"]
     out = pd.DataFrame(index=table.index)
     for c in shown:
-        out[c] = table[c].map(_fmt_value)
+        out[c] = table[c].map(format_value)
     if not shown:
         out["configuration"] = "all runs"
     out["LR sensitivity"] = [fmt_mean_std(r["value"], r["std"], int(r["n_seeds"]), 3)
                              if r["n_seeds"] else "– (no seed at every lr)" for _, r in table.iterrows()]
-    out["best lr"] = table["best_lr"].map(_fmt_value)
-    out["best loss"] = table["best_loss"].map(lambda v: f"{v:.3f}" if _finite(v) else "–")
+    out["best lr"] = table["best_lr"].map(format_value)
+    out["best loss"] = table["best_loss"].map(lambda v: f"{v:.3f}" if is_finite(v) else "–")
     out["largest lr not diverged"] = table["max_stable_lr"].map(
-        lambda v: _fmt_value(v) if _finite(v) else "none")
+        lambda v: format_value(v) if is_finite(v) else "none")
     out["lr grid"] = [f"{int(r['n_lrs'])} from {r['lr_min']:g} to {r['lr_max']:g}"
                       for _, r in table.iterrows()]
     out["diverged"] = _k_of_n(table["n_diverged"], table["n_runs"])
@@ -145,9 +145,9 @@ def format_divergence(table: pd.DataFrame) -> pd.DataFrame:
     t = table.copy()
     t["cell"] = [f"{k}/{n}" for k, n in zip(t["k"], t["n"], strict=True)]
     index = ["toggle", "value"] + (["warmup"] if t["warmup"].notna().any() else [])
-    t["value"] = t["value"].map(_fmt_value)
+    t["value"] = t["value"].map(format_value)
     if "warmup" in index:
-        t["warmup"] = t["warmup"].map(_fmt_value)
+        t["warmup"] = t["warmup"].map(format_value)
     if t["lr"].notna().any():
         t["lr"] = t["lr"].map(lambda v: f"lr={v:g}")
         wide = t.pivot_table(index=index, columns="lr", values="cell", aggfunc="first", sort=False)
@@ -160,14 +160,14 @@ def format_divergence(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_edf(sweep: Sweep, table: pd.DataFrame, options: ReportOptions) -> pd.DataFrame:
-    shown = [c for c in _display_columns(sweep) if c in sweep.toggles]
+    shown = [c for c in display_columns(sweep) if c in sweep.toggles]
     out = pd.DataFrame(index=table.index)
     for c in shown:
-        out[c] = table[c].map(_fmt_value)
+        out[c] = table[c].map(format_value)
     if not shown:
         out["configuration"] = "all runs"
     out["runs"] = table["n_runs"].astype(int)
-    out["best error"] = table["best_err"].map(lambda v: f"{v:.3f}" if _finite(v) else "–")
+    out["best error"] = table["best_err"].map(lambda v: f"{v:.3f}" if is_finite(v) else "–")
     for e in options.edf_within:
         col = f"within_{e:g}"
         out[f"within {e:g}"] = [f"{f:.2f} ({round(f * n)}/{n})" for f, n in
@@ -186,11 +186,11 @@ def format_runs(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     for col in out.columns:
         if col in ("best_val_acc", "final_val_acc", "final_loss", "auc"):
-            out[col] = out[col].map(lambda v: f"{v:.3f}" if _finite(v) else "–")
+            out[col] = out[col].map(lambda v: f"{v:.3f}" if is_finite(v) else "–")
         elif col in ("diverged_step", "steps", "steps_to_target", "n_spikes"):
-            out[col] = out[col].map(lambda v: f"{v:.0f}" if _finite(v) else "–")
+            out[col] = out[col].map(lambda v: f"{v:.0f}" if is_finite(v) else "–")
         else:
-            out[col] = out[col].map(lambda v: "–" if _isna(v) else _fmt_value(v))
+            out[col] = out[col].map(lambda v: "–" if _isna(v) else format_value(v))
     return out
 
 

@@ -1,8 +1,8 @@
 """The report's numbers: each table as a numeric DataFrame (what the CSVs hold), from a loaded sweep.
 
 The statistics are those of :mod:`stability.metrics`; :mod:`stability.report.formatting` turns the tables into
-text. The helpers at the end (configuration keys, order and names; value checks) are shared with the
-formatting, :mod:`stability.report.build` and the plots.
+text. The helpers at the end (configuration keys, order and names; value checks and text) are shared with
+the formatting, :mod:`stability.report.build` and :mod:`stability.report.figures`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class ReportOptions:
 
 def runs_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
     """Every run: configuration, seed, status, divergence step and reason or error, headline numbers."""
-    cols = ["run", "status", *_display_columns(sweep), *(["seed"] if "seed" in runs else []),
+    cols = ["run", "status", *display_columns(sweep), *(["seed"] if "seed" in runs else []),
             "diverged_step", "divergence_reason", "error", "steps", "best_val_acc", "final_val_acc",
             "final_loss", "auc", "steps_to_target", "n_spikes"]
     cols = [c for c in dict.fromkeys(cols) if c in runs]
@@ -70,14 +70,14 @@ def configuration_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
     the seed) that has at least one finished run; runs not finished are counted in ``not_finished``.
     """
     cfg = sweep.config_columns
-    key = _group_key(runs, cfg)
+    key = group_key(runs, cfg)
     finished_mask = runs["status"].isin(FINISHED)
     rows = []
     for k in _sorted_keys(runs[finished_mask], cfg, sweep, key[finished_mask]):
         members = runs[key == k]
         done = members[members["status"].isin(FINISHED)]
         row: dict[str, Any] = {c: done[c].iloc[0] for c in cfg}
-        for col, _label, _ in RUN_METRICS:
+        for col, _name, _ in RUN_METRICS:
             values = pd.to_numeric(done[col], errors="coerce") if col in done else pd.Series(dtype=float)
             values = values[np.isfinite(values)]
             row[f"{col}_mean"] = float(values.mean()) if len(values) else np.nan
@@ -103,17 +103,17 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
     match_all = [*sweep.config_columns, *(["seed"] if "seed" in finished else [])]
     metric_cols = [m for m, _, _ in EFFECT_METRICS if m in finished]
     for toggle in sweep.toggles:
-        values = _distinct(finished[toggle])
+        values = distinct_values(finished[toggle])
         if len(values) < 2:
             continue
         baseline = sweep.baselines.get(toggle, values[0])
-        if not any(M._same(v, baseline) for v in values):
+        if not any(M.same_value(v, baseline) for v in values):
             gaps.append(f"effect of {toggle}: its baseline {baseline!r} has no finished run; compared with "
                         f"{values[0]!r} instead")
             baseline = values[0]
         match_on = [c for c in match_all if c != toggle and not _determined_by(finished, toggle, c)]
         for value in values:
-            if M._same(value, baseline):
+            if M.same_value(value, baseline):
                 continue
             pairs = M.matched_pairs(finished, toggle, value, baseline, match_on, metric_cols)
             base = {"toggle": toggle, "value": value, "baseline": baseline}
@@ -136,22 +136,22 @@ def _determined_by(frame: pd.DataFrame, toggle: str, column: str) -> bool:
     """True when ``column`` takes exactly one value per value of ``toggle`` (and varies): it moves with it."""
     if column in (toggle, "seed") or column not in frame:
         return False
-    per_value = frame.groupby(frame[toggle].map(M._key_text))[column].agg(lambda s: len(_distinct(s)))
-    return bool((per_value == 1).all()) and len(_distinct(frame[column])) > 1
+    per_value = frame.groupby(frame[toggle].map(M.key_text))[column].agg(lambda s: len(distinct_values(s)))
+    return bool((per_value == 1).all()) and len(distinct_values(frame[column])) > 1
 
 
 def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
                          gaps: list[str]) -> pd.DataFrame:
     """LR sensitivity per configuration-without-lr (:func:`stability.metrics.lr_sensitivity`)."""
     cfg = [c for c in sweep.config_columns if c != "lr"]
-    key = _group_key(finished, cfg)
+    key = group_key(finished, cfg)
     rows = []
     for k in _sorted_keys(finished, cfg, sweep, key):
         g = finished[key == k]
         loss_col = options.lr_loss
         if loss_col not in g or not np.isfinite(pd.to_numeric(g[loss_col], errors="coerce")).any():
             if not g["diverged"].all():
-                gaps.append(f"LR sensitivity of {_label(sweep, g.iloc[0])}: no {loss_col}; "
+                gaps.append(f"LR sensitivity of {config_label(sweep, g.iloc[0])}: no {loss_col}; "
                             f"used final_train_loss")
             loss_col = "final_train_loss"
         lrs = g["lr"].astype(float).to_numpy()
@@ -175,13 +175,13 @@ def divergence_table(sweep: Sweep, finished: pd.DataFrame) -> pd.DataFrame:
     """
     has_warmup = "warmup" in finished
     has_lr = "lr" in finished
-    toggles = [t for t in sweep.toggles if t != "warmup" and len(_distinct(finished[t])) > 1]
+    toggles = [t for t in sweep.toggles if t != "warmup" and len(distinct_values(finished[t])) > 1]
     blocks = toggles or ["(all)"]
     rows = []
     for toggle in blocks:
         dims = ([toggle] if toggle != "(all)" else []) + (["warmup"] if has_warmup else []) + \
             (["lr"] if has_lr else [])
-        key = _group_key(finished, dims)
+        key = group_key(finished, dims)
         for k in _sorted_keys(finished, dims, sweep, key):
             g = finished[key == k]
             first = g.iloc[0]
@@ -199,7 +199,7 @@ def edf_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions) -> p
     reference is the best error of the same toggle combination (Xiao et al. compare each model's spread
     around its own best); ``best_err`` says where that is.
     """
-    key = _group_key(finished, sweep.toggles)
+    key = group_key(finished, sweep.toggles)
     rows = []
     for k in _sorted_keys(finished, sweep.toggles, sweep, key):
         g = finished[key == k]
@@ -228,9 +228,9 @@ def spikes_table(report_runs: pd.DataFrame, curves: pd.DataFrame, finished: Sequ
         if name not in finished:
             continue
         run = report_runs.loc[name]
-        div = run["diverged_step"] if bool(run["diverged"]) and _finite(run["diverged_step"]) else None
+        div = run["diverged_step"] if bool(run["diverged"]) and is_finite(run["diverged_step"]) else None
         steps, values = M.finite_prefix(g["step"], g["value"], div)
-        l0 = run["initial_loss_used"] if _finite(run["initial_loss_used"]) else \
+        l0 = run["initial_loss_used"] if is_finite(run["initial_loss_used"]) else \
             (values[0] if len(values) else 0.0)
         for sp in M.loss_spikes(steps, values, factor=options.curve.spike_factor,
                                 min_excess=options.curve.spike_min_excess * float(l0),
@@ -241,11 +241,11 @@ def spikes_table(report_runs: pd.DataFrame, curves: pd.DataFrame, finished: Sequ
 
 def edf_curves(sweep: Sweep, finished: pd.DataFrame, metric: str = "final_val_acc") -> dict[str, np.ndarray]:
     """Per toggle combination label: the run errors (1 - metric; inf for diverged), for EDF plots."""
-    key = _group_key(finished, sweep.toggles)
+    key = group_key(finished, sweep.toggles)
     out = {}
     for k in _sorted_keys(finished, sweep.toggles, sweep, key):
         g = finished[key == k]
-        out[_label(sweep, g.iloc[0], columns=sweep.toggles)] = _errors(g, metric)
+        out[config_label(sweep, g.iloc[0], columns=sweep.toggles)] = _errors(g, metric)
     return out
 
 
@@ -260,17 +260,26 @@ def _errors(g: pd.DataFrame, metric: str) -> np.ndarray:
 # -------------------------------------------------------------------------------------------- helpers
 
 
-def _display_columns(sweep: Sweep) -> list[str]:
-    """Configuration columns worth a table column: those that vary among the runs (others are noted once)."""
+def display_columns(sweep: Sweep) -> list[str]:
+    """The configuration columns that vary among the runs (finished ones, when any finished).
+
+    Only these get a table column, a part in a configuration's label or a plot of their own; a setting that
+    is the same for every run is noted once (the report's "Fixed:" note) instead of repeated on every row.
+    """
     frame = sweep.finished if len(sweep.finished) else sweep.runs
-    return [c for c in sweep.config_columns if c in frame and len(_distinct(frame[c])) > 1]
+    return [c for c in sweep.config_columns if c in frame and len(distinct_values(frame[c])) > 1]
 
 
-def _group_key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+def group_key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Per row, one string from its values in ``columns`` (those present): the key to group runs by.
+
+    Text (:func:`stability.metrics.key_text`) rather than the values themselves, so that missing values
+    group together and ``1`` and ``1.0`` are one configuration; all rows share ``""`` without columns.
+    """
     cols = [c for c in columns if c in frame]
     if not cols or frame.empty:
         return pd.Series("", index=frame.index, dtype=object)
-    return frame[cols].map(M._key_text).agg("|".join, axis=1)
+    return frame[cols].map(M.key_text).agg("|".join, axis=1)
 
 
 def _sorted_keys(frame: pd.DataFrame, columns: Sequence[str], sweep: Sweep, key: pd.Series) -> list[str]:
@@ -283,9 +292,9 @@ def _sorted_keys(frame: pd.DataFrame, columns: Sequence[str], sweep: Sweep, key:
         for c in cols:
             v = row[c]
             if c in sweep.baselines:
-                out.append((0 if M._same(v, sweep.baselines[c]) else 1, 0.0, str(v)))
+                out.append((0 if M.same_value(v, sweep.baselines[c]) else 1, 0.0, str(v)))
             elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-                out.append((0, float(v) if _finite(v) else math.inf, ""))
+                out.append((0, float(v) if is_finite(v) else math.inf, ""))
             else:
                 out.append((0, 0.0, str(v)))
         return tuple(out)
@@ -294,26 +303,39 @@ def _sorted_keys(frame: pd.DataFrame, columns: Sequence[str], sweep: Sweep, key:
     return [k for _, k in ranked]
 
 
-def _label(sweep: Sweep, row: pd.Series, columns: Sequence[str] | None = None) -> str:
-    """A configuration's name: its non-baseline toggles and varying hparams, or "baseline"."""
-    shown = _display_columns(sweep)
+def config_label(sweep: Sweep, row: pd.Series, columns: Sequence[str] | None = None) -> str:
+    """A configuration's name, e.g. ``"norm=centernorm,lr=0.01"``, or ``"baseline"``.
+
+    Names the values of ``row`` in ``columns`` (default: every configuration column) that vary in the sweep
+    (:func:`display_columns`), leaving out toggles at their baseline: the label says what differs."""
+    shown = display_columns(sweep)
     cols = [c for c in (columns if columns is not None else sweep.config_columns) if c in shown]
     parts = []
     for c in cols:
-        if c in sweep.baselines and M._same(row[c], sweep.baselines[c]):
+        if c in sweep.baselines and M.same_value(row[c], sweep.baselines[c]):
             continue
-        parts.append(f"{c}={_fmt_value(row[c])}")
+        parts.append(f"{c}={format_value(row[c])}")
     return ",".join(parts) or "baseline"
 
 
-def _distinct(series: pd.Series) -> list[Any]:
+def distinct_values(series: pd.Series) -> list[Any]:
+    """The different values of ``series`` in order of first appearance, NaN and None counted as one value.
+
+    ``Series.unique`` would keep every NaN apart and fail on unhashable values; this compares the values as
+    :func:`stability.metrics.key_text` does, so "does this column vary?" has the same answer as the grouping.
+    """
     seen: dict[str, Any] = {}
     for v in series:
-        seen.setdefault(M._key_text(v), v)
+        seen.setdefault(M.key_text(v), v)
     return list(seen.values())
 
 
-def _fmt_value(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A configuration value as people read it in a table or a label: ``0.001``, ``3``, ``True``, ``"–"``.
+
+    Floats in ``g`` format (no ``0.0010000`` or ``3.0``), integers and booleans as themselves (numpy's too,
+    which pandas hands out), and a missing value (None, NaN) as a dash rather than "None" or "nan".
+    """
     if isinstance(v, (bool, np.bool_)):
         return str(bool(v))
     if isinstance(v, (float, np.floating)):
@@ -323,7 +345,12 @@ def _fmt_value(v: Any) -> str:
     return "–" if v is None else str(v)
 
 
-def _finite(v: Any) -> bool:
+def is_finite(v: Any) -> bool:
+    """True when ``v`` is a finite number (or converts to one): not None, NaN, inf or text.
+
+    Table cells hold anything (None from JSON, NaN from pandas, strings); this asks "is there a number to
+    show or compute with?" without raising on any of them.
+    """
     try:
         return v is not None and math.isfinite(float(v))
     except (TypeError, ValueError):

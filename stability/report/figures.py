@@ -1,0 +1,53 @@
+"""The figures of ``stability report``: which plots a report has, their inputs, their files.
+
+:mod:`stability.plots` draws DataFrames and knows nothing of the report; this module decides what a sweep
+supports (training loss per varying toggle when there are curves, metrics against the learning rate when
+it varies, error distributions when the report has an EDF table), names the configurations the way the
+tables do (:func:`~stability.report.tables.config_label`) and writes each figure as PNG and PDF. Importing
+it imports matplotlib, which is why :func:`stability.report.cli.write_report` imports it only when plots are
+asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from stability import plots as P
+from stability.report.build import Report
+from stability.report.tables import config_label, display_columns, edf_curves
+
+# (column, axis label): the per-run numbers drawn against the learning rate, those the runs have.
+LR_METRICS: tuple[tuple[str, str], ...] = (
+    ("best_val_acc", "best val accuracy"),
+    ("final_val_acc", "final val accuracy"),
+    ("final_loss", "final train loss (diverged: initial)"),
+)
+
+
+def write_figures(report: Report, out_dir: Path) -> list[Path]:
+    """Every plot of ``stability report`` into ``out_dir``: loss curves per varying toggle, metrics vs lr, EDFs.
+
+    Returns the files written (PNG and PDF of each figure), in the order ``report.md`` shows them.
+    """
+    sweep = report.sweep
+    finished = report.runs.loc[sweep.finished.index]
+    written: list[Path] = []
+    varying = [t for t in sweep.toggles if t in display_columns(sweep)]
+    if len(report.curves):
+        for toggle in varying or [None]:
+            fig = P.divergence_curves(finished, report.curves, toggle, title=sweep.path.name)
+            written += P.save(fig, out_dir / f"curves_{toggle or 'all'}")
+    if "lr" in sweep.varying_hparams:
+        cfg = [c for c in sweep.config_columns if c != "lr"]
+        labels = pd.Series({name: config_label(sweep, row, cfg) for name, row in finished.iterrows()})
+        metrics = [(c, n) for c, n in LR_METRICS
+                   if c in finished and pd.to_numeric(finished[c], errors="coerce").notna().any()]
+        if metrics:
+            written += P.save(P.lr_curves(labels, finished, metrics), out_dir / "lr_curves")
+    if "edf" in report.tables:
+        metric = report.options.edf_metric
+        errors = edf_curves(sweep, finished, metric)
+        written += P.save(P.edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}"), out_dir / "edf")
+    return written
