@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from stability import metrics as M
-from stability.results import FINISHED, Sweep
+from stability.records import FINISHED
+from stability.results import Sweep
 
 LOSS_TAG = "train/loss"
 # (column, label, decimals): the per-run numbers the configuration table aggregates over seeds.
