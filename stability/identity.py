@@ -82,6 +82,7 @@ HPARAM_KEYS: dict[str, str] = {
     "num_heads": "model.vit.num_heads",
     "patch_size": "model.vit.patch_size",
     "img_size": "model.vit.img_size",
+    "num_classes": "model.vit.num_classes",
 }
 
 

@@ -26,10 +26,11 @@ Definitions (chosen here; every table and plot uses these and nothing else):
   large-scale Transformer training instabilities", sec. 3.1:
   ``LRsens = E_{eta in grid}[ min(l(eta), l0) - l* ]``, ``l* = min_eta l(eta)``, ``l0`` the loss at
   initialisation; NaN/inf and diverged runs count at ``l0``.
-- **Toggle effect** (:func:`paired_effect`): the mean of ``on - off`` differences over pairs of runs that
-  agree on every other axis (other toggles, varying hparams incl. lr, seed), with a Student-t 95% interval
-  ``mean +- t_{0.975, n-1} s / sqrt(n)`` over the n pairs, and the change of the divergence rate over the
-  same pairs.
+- **Toggle effect** (:func:`paired_by_seed`, :func:`seed_effect`): runs that differ in the toggle alone pair
+  when they agree on every other axis and the seed; the ``on - off`` differences of one seed are averaged, and
+  the effect is their mean over the n seeds with a Student-t 95% interval ``mean +- t_{0.975, n-1} s /
+  sqrt(n)``. The seed is the unit of replication: cells sharing a seed share its data split and initial
+  weights, so they are not independent. Effects are given per learning rate.
 - **Error distribution function** (:func:`edf`), Xiao et al. 2021, "Early Convolutions Help Transformers
   See Better", sec. 5 (after Radosavovic et al. 2019): ``F(e) = (1/n) #{runs with err - err_best <= e}``
   over the n runs of a hyperparameter grid; a diverged run has infinite error, so F stays below 1.
@@ -313,42 +314,32 @@ def t_interval(values: ArrayLike, confidence: float = 0.95) -> Interval:
     return Interval(mean, mean - half, mean + half, n)
 
 
-def matched_pairs(runs: pd.DataFrame, column: str, value: Any, baseline: Any, match_on: Sequence[str],
-                  metrics: Sequence[str]) -> pd.DataFrame:
-    """Pairs of runs that differ in ``column`` only: ``value`` ("on") against ``baseline`` ("off").
+def paired_by_seed(treat: pd.DataFrame, ctrl: pd.DataFrame, column: str, match_on: Sequence[str]) -> pd.DataFrame:
+    """Treatment and control cells that pair: the same seed and the same values of ``match_on``.
 
-    Runs are keyed by ``match_on`` (every other configuration axis and the seed); several runs with one key
-    (a repeated cell) are averaged first. Returns one row per key present on both sides, with
-    ``<metric>_on``, ``<metric>_off`` and ``diverged_on``/``diverged_off`` (as fractions of the runs).
+    Runs are keyed by (seed, ``match_on``); several runs with one key (a repeated cell) are averaged first.
+    Returns one row per key present on both sides, indexed by (seed, key), with columns ``on`` and ``off``
+    (the mean of ``column``). Both frames need a ``seed`` column.
     """
-    keys = list(match_on)
-    cols = list(dict.fromkeys([*metrics, "diverged"]))
-    def side(v: Any) -> pd.DataFrame:
-        sel = runs[runs[column].map(lambda x: same_value(x, v))]
-        if sel.empty:
-            return pd.DataFrame(columns=cols)
-        # Keys as text, so NaN/None and ints stored as floats match themselves and groupby keeps them.
-        key = sel[keys].map(key_text).agg("|".join, axis=1) if keys else pd.Series("", index=sel.index)
-        return sel[cols].astype(float).groupby(key).mean()
+    def side(frame: pd.DataFrame) -> pd.Series:
+        cols = [c for c in match_on if c in frame]
+        key = frame[cols].map(key_text).agg("|".join, axis=1) if cols else pd.Series("", index=frame.index)
+        values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        return values.groupby([frame["seed"].map(key_text).rename("seed"), key.rename("key")]).mean()
 
-    on, off = side(value), side(baseline)
-    if on.empty or off.empty:
-        return pd.DataFrame(columns=[f"{c}_{s}" for c in cols for s in ("on", "off")])
-    return on.add_suffix("_on").join(off.add_suffix("_off"), how="inner")
+    if treat.empty or ctrl.empty:
+        return pd.DataFrame({"on": pd.Series(dtype=float), "off": pd.Series(dtype=float)})
+    return pd.concat({"on": side(treat), "off": side(ctrl)}, axis=1, join="inner").dropna()
 
 
-def paired_effect(pairs: pd.DataFrame, metric: str, confidence: float = 0.95) -> Interval:
-    """Mean and t-interval of ``on - off`` over the pairs where both sides have a finite value."""
-    diff = pairs[f"{metric}_on"].astype(float) - pairs[f"{metric}_off"].astype(float)
-    return t_interval(diff[np.isfinite(diff)], confidence)
-
-
-def divergence_change(pairs: pd.DataFrame) -> tuple[float, float, int]:
-    """Divergence rate off, on, over the matched pairs (so both rates count the same cells), and n."""
-    n = len(pairs)
-    if n == 0:
-        return math.nan, math.nan, 0
-    return float(pairs["diverged_off"].mean()), float(pairs["diverged_on"].mean()), n
+def seed_effect(pairs: pd.DataFrame, confidence: float = 0.95) -> tuple[Interval, pd.Series]:
+    """``on - off`` averaged within each seed, then the mean and t-interval over the seeds (the seed is the
+    unit of replication: cells that share a seed, and so its initialisation and data split, count once).
+    Returns the interval and the per-seed differences."""
+    if pairs.empty:
+        return Interval(math.nan, math.nan, math.nan, 0), pd.Series(dtype=float)
+    per_seed = (pairs["on"] - pairs["off"]).groupby(level="seed").mean()
+    return t_interval(per_seed.to_numpy(), confidence), per_seed
 
 
 def edf(errors: ArrayLike, best: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -41,13 +41,14 @@ TRACEBACK = "traceback.txt"
 # What summary.json can say:
 COMPLETED = "completed"  # trained to the end and tested
 DIVERGED = "diverged"  # stopped when the loss became non-finite or exploded; a result, not an error
+COLLAPSED = "collapsed"  # trained to the end but learned nothing: quiet failure (see stability.collapse)
 FAILED = "failed"  # raised (bad hardware, out of memory, a bug): not a result; a sweep may retry it
 # Inferred from the folder when there is no summary (see :mod:`stability.status`):
 RUNNING = "running"  # a process is on it now
 INCOMPLETE = "incomplete"  # it logged, then stopped without a summary: cut off, resumable
 PENDING = "pending"  # planned, never started
 
-FINISHED = (COMPLETED, DIVERGED)  # results: their numbers go into tables and they are never re-run
+FINISHED = (COMPLETED, DIVERGED, COLLAPSED)  # results: their numbers go into tables and they are never re-run
 RECORDED = (*FINISHED, FAILED)  # the statuses a summary.json holds
 STATUSES = (*RECORDED, RUNNING, INCOMPLETE, PENDING)
 
@@ -72,6 +73,7 @@ class RunSummary:
     hparams: dict[str, Any] | None = None  # identity.hparams_of(config)
     diverged_step: int | None = None  # global step at which the divergence detector stopped the run
     divergence_reason: str | None = None
+    collapse_reason: str | None = None  # why a run counts as collapsed (stability.collapse)
     error: str | None = None  # first line of the exception of a failed run
     steps: int | None = None  # optimiser steps taken
     epochs: int | None = None
@@ -90,6 +92,9 @@ class RunSummary:
     test_loss: float | None = None
     max_grad_norm: float | None = None
     max_attn_logit: float | None = None
+    max_log_z: float | None = None  # largest batch-mean log-partition of the output logits (Wortsman et al.)
+    train_loss_history: list[float] | None = None  # mean training loss of each epoch
+    val_acc_history: list[float] | None = None  # validation accuracy after each epoch
     versions: dict[str, str] | None = None  # stability, torch, lightning, timm, python
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from stability.claims import Claim, parse_claims
 from stability.errors import ConfigError
 from stability.identity import TOGGLES, hparams_of, toggles_of
 from stability.records import CONFIG, DIVERGED, EVENTS_GLOB, FINISHED, PENDING, PLAN, SUMMARY
@@ -54,6 +55,7 @@ class Sweep:
         hparams: the hyperparameter columns (``lr``, ``seed``, ...).
         baselines: toggle -> its baseline ("off") value (see :func:`infer_baselines`).
         problems: one line per thing that could not be read; reports print them as gaps.
+        claims: the claims the sweep's grid file states (``plan.json``), for :mod:`stability.verdicts`.
     """
 
     path: Path
@@ -62,6 +64,7 @@ class Sweep:
     hparams: list[str]
     baselines: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
 
     @property
     def varying_hparams(self) -> list[str]:
@@ -145,7 +148,7 @@ def load_sweep(sweep_dir: str | Path, *, stale_after_s: float = 900.0, now: floa
             runs[col] = pd.to_numeric(runs[col], errors="coerce").astype("float64")
     runs = runs.set_index("run", drop=False).rename_axis(None)
     return Sweep(path=path, runs=runs, toggles=toggles, hparams=hparams,
-                 baselines=infer_baselines(runs, toggles), problems=problems)
+                 baselines=infer_baselines(runs, toggles), problems=problems, claims=_planned_claims(path, problems))
 
 
 def load_runs(sweep_dir: str | Path, **kwargs: Any) -> pd.DataFrame:
@@ -280,6 +283,19 @@ def _read_config(run_dir: Path, problems: list[str]) -> dict[str, Any]:
         problems.append(f"{run_dir.name}: {CONFIG} unreadable ({type(exc).__name__})")
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def _planned_claims(path: Path, problems: list[str]) -> list[Claim]:
+    """The claims plan.json carries (the grid file's ``claims:``); a claim that no longer parses is a problem."""
+    try:
+        plan = json.loads((path / PLAN).read_text())
+    except (OSError, ValueError):
+        return []
+    try:
+        return parse_claims(plan.get("claims") if isinstance(plan, dict) else None, str(path / PLAN))
+    except ConfigError as error:
+        problems.append(f"claims not checked: {error}")
+        return []
 
 
 def _planned_runs(path: Path, problems: list[str]) -> dict[str, dict[str, Any]]:

@@ -28,12 +28,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import stability
+from stability.collapse import collapse_reason
 from stability.config_files import load_config_files
 from stability.errors import ConfigError
 from stability.identity import config_hash, hparams_of, run_name, toggles_of
 from stability.model import count_flops
 from stability.module import ViTClassifier
 from stability.records import (
+    COLLAPSED,
     COMPLETED,
     CONFIG,
     DIVERGED,
@@ -242,7 +244,8 @@ def _checkpoint_to_resume(run_dir: Path) -> Path | None:
 
 
 class _Tracker(L.Callback):
-    """Best and last validation metrics, kept in the checkpoint so a resumed run knows its history."""
+    """Best and last validation metrics and per-epoch histories, kept in the checkpoint so a resumed run knows
+    its history (the histories feed the collapse rule and the claims' convergence check)."""
 
     def __init__(self) -> None:
         self.best_val_acc: float | None = None
@@ -250,11 +253,27 @@ class _Tracker(L.Callback):
         self.final_val_acc: float | None = None
         self.final_val_loss: float | None = None
         self.final_train_loss: float | None = None
+        self.max_log_z: float | None = None
+        self.train_loss_history: list[float] = []
+        self.val_acc_history: list[float] = []
+        self._epoch_loss, self._epoch_steps = 0.0, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_loss, self._epoch_steps = 0.0, 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.final_train_loss = float(loss.detach())
+        self._epoch_loss += self.final_train_loss
+        self._epoch_steps += 1
+        log_z = _finite_or_none(trainer.callback_metrics.get("train/log_z"))
+        if log_z is not None and (self.max_log_z is None or log_z > self.max_log_z):
+            self.max_log_z = log_z
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._epoch_steps:
+            self.train_loss_history.append(self._epoch_loss / self._epoch_steps)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -262,19 +281,23 @@ class _Tracker(L.Callback):
         acc = _finite_or_none(trainer.callback_metrics.get("val/acc"))
         loss = _finite_or_none(trainer.callback_metrics.get("val/loss"))
         self.final_val_acc, self.final_val_loss = acc, loss
+        if acc is not None:
+            self.val_acc_history.append(acc)
         if acc is not None and (self.best_val_acc is None or acc > self.best_val_acc):
             self.best_val_acc = acc
         if loss is not None and (self.best_val_loss is None or loss < self.best_val_loss):
             self.best_val_loss = loss
 
-    KEYS = ("best_val_acc", "best_val_loss", "final_val_acc", "final_val_loss", "final_train_loss")
+    KEYS = ("best_val_acc", "best_val_loss", "final_val_acc", "final_val_loss", "final_train_loss", "max_log_z",
+            "train_loss_history", "val_acc_history")
 
     def state_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.KEYS}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for key in self.KEYS:
-            setattr(self, key, state_dict.get(key))
+            default = [] if key.endswith("_history") else None
+            setattr(self, key, state_dict.get(key, default))
 
 
 def resolve_run_dir(config: dict[str, Any], run_dir: str | Path | None = None) -> Path:
@@ -310,7 +333,7 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
     model, data = cli.model, cli.datamodule
     divergence, telemetry = cli.divergence, cli.telemetry
     started = time.perf_counter()
-    status, error, test_metrics = COMPLETED, None, {}
+    status, error, test_metrics, collapse = COMPLETED, None, {}, None
     try:
         trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         if trainer.interrupted:
@@ -319,6 +342,10 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
             status = DIVERGED
         else:
             test_metrics = trainer.test(model, datamodule=data, verbose=False)[0]
+            collapse = collapse_reason(tracker.train_loss_history, divergence.initial_loss, tracker.final_val_acc,
+                                       model.vit_config.num_classes)
+            if collapse is not None:
+                status = COLLAPSED
     except (KeyboardInterrupt, ConfigError):
         raise
     except Exception as exc:  # noqa: BLE001 - a run that raises is a result too: "failed"
@@ -332,6 +359,7 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
         hparams=hparams_of(config),
         diverged_step=divergence.diverged_step,
         divergence_reason=divergence.reason,
+        collapse_reason=collapse,
         error=error,
         steps=trainer.global_step,
         epochs=trainer.current_epoch,
@@ -350,6 +378,9 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
         test_loss=_finite_or_none(test_metrics.get("test/loss")),
         max_grad_norm=telemetry.max_grad_norm,
         max_attn_logit=telemetry.max_attn_logit,
+        max_log_z=tracker.max_log_z,
+        train_loss_history=[round(v, 6) for v in tracker.train_loss_history],
+        val_acc_history=[round(v, 6) for v in tracker.val_acc_history],
         versions=_versions(),
     )
     if trainer.is_global_zero:
@@ -379,13 +410,16 @@ def run(config: dict[str, Any], run_dir: str | Path) -> RunSummary:
 
 
 def fit_main(argv: list[str]) -> int:
-    """``stability fit``: exit 0 for completed or diverged runs, 1 for a failed run, 2 for bad input."""
+    """``stability fit``: exit 0 for completed, diverged or collapsed runs (results), 1 for a failed run, 2 for
+    bad input."""
     cli = parse(argv)
     run_dir = resolve_run_dir(cli.config_dump_dict())
     summary = run_cli(cli, run_dir)
     line = f"{summary.status}: {run_dir}"
     if summary.status == DIVERGED:
         line += f"\n  diverged at step {summary.diverged_step}: {summary.divergence_reason}"
+    elif summary.status == COLLAPSED:
+        line += f"\n  collapsed: {summary.collapse_reason}"
     else:
         line += (f"\n  test acc {summary.test_acc:.4f}, best val acc {summary.best_val_acc:.4f}, "
                  f"{summary.steps} steps, {summary.train_time_s:.1f} s training")

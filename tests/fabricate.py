@@ -231,3 +231,34 @@ EXPECTED = {
     "best_lr": {"layernorm": 1e-3, "centernorm": 1e-3},
     "max_stable_lr": {"layernorm": 1e-3, "centernorm": 1e-2},
 }
+
+
+def write_record(sweep: Path, seed: int, *, lr: float = 1e-3, status: str = "completed", name: str | None = None,
+                 history: list[float] | None = None, **values: Any) -> Path:
+    """A finished run's record alone (config.yaml + summary.json, no events): what claims are computed from.
+
+    ``values``: toggles (``norm="centernorm"``), hparams (``weight_decay=0.1``) and summary fields
+    (``final_val_acc=0.9``); ``history`` is the per-epoch training loss (default: a converged curve).
+    """
+    toggles = {**BASE_TOGGLES, **{k: v for k, v in values.items() if k in BASE_TOGGLES}}
+    hparams = {**BASE_HPARAMS, "lr": lr, "seed": seed,
+               **{k: v for k, v in values.items() if k in BASE_HPARAMS}}
+    fields = {k: v for k, v in values.items() if k not in BASE_TOGGLES and k not in BASE_HPARAMS}
+    config = config_for(toggles, hparams)
+    name = name or run_name(config)
+    run_dir = sweep / name
+    run_dir.mkdir(parents=True)
+    (run_dir / records.CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+    history = history if history is not None else [L0 * 0.5 ** i for i in range(8)] + [0.02] * 8
+    records.RunSummary.from_dict({
+        "status": status, "run_name": name, "run_id": name.rsplit("-", 1)[-1], "toggles": toggles_of(config),
+        "hparams": hparams_of(config), "initial_loss": L0, "train_loss_history": history, **fields,
+    }).write(run_dir)
+    return run_dir
+
+
+def write_claims(sweep: Path, claims: list[dict[str, Any]]) -> None:
+    """A plan.json that carries only the grid's claims (the run folders are the records)."""
+    import json
+
+    (sweep / records.PLAN).write_text(json.dumps({"format": 1, "claims": claims, "runs": []}))

@@ -135,13 +135,16 @@ def test_t_interval_by_hand() -> None:
     assert one.n == 1 and math.isnan(one.low)
 
 
-def test_matched_pairs_average_repeats_and_skip_unmatched() -> None:
-    runs = pd.DataFrame({"norm": ["ln", "cn", "cn", "ln", "cn"], "lr": [1, 1, 1, 2, 3], "seed": [0] * 5,
-                         "acc": [0.5, 0.6, 0.8, 0.4, 0.9], "diverged": [False, False, True, False, False]})
-    pairs = M.matched_pairs(runs, "norm", "cn", "ln", ["lr", "seed"], ["acc"])
-    assert len(pairs) == 1  # lr 2 has no cn run, lr 3 no ln run
-    assert pairs["acc_on"].iloc[0] == pytest.approx(0.7) and pairs["diverged_on"].iloc[0] == 0.5
-    assert M.paired_effect(pairs, "acc").mean == pytest.approx(0.2)
+def test_pairs_average_repeats_skip_unmatched_and_count_each_seed_once() -> None:
+    runs = pd.DataFrame({"norm": ["ln", "cn", "cn", "ln", "cn", "ln", "cn", "ln", "cn"],
+                         "wd": [1, 1, 1, 2, 3, 1, 1, 2, 2], "seed": [0, 0, 0, 0, 0, 1, 1, 1, 1],
+                         "acc": [0.5, 0.6, 0.8, 0.4, 0.9, 0.5, 0.6, 0.5, 0.8]})
+    pairs = M.paired_by_seed(runs[runs["norm"] == "cn"], runs[runs["norm"] == "ln"], "acc", ["wd"])
+    assert len(pairs) == 3  # seed 0: wd 2 has no cn run, wd 3 no ln run; seed 1: wd 1 and 2
+    assert pairs.loc[("0.0", "1.0"), "on"] == pytest.approx(0.7)  # the repeated cell is averaged first
+    ci, per_seed = M.seed_effect(pairs)
+    assert per_seed.to_dict() == pytest.approx({"0.0": 0.2, "1.0": 0.2})  # seed 1's two pairs: one value
+    assert ci.n == 2 and ci.mean == pytest.approx(0.2)
 
 
 def test_same_value_and_key_text_treat_missing_values_as_one() -> None:
@@ -198,20 +201,24 @@ def test_configuration_table_numbers(report: Report) -> None:
     assert cell["best val acc"].iloc[0] == "0.500 ± 0.283"
 
 
-def test_effects_answer_does_centernorm_help(report: Report) -> None:
-    table = report.tables["effects"].set_index("metric")
+def test_effects_answer_does_centernorm_help_per_lr_over_seeds(report: Report) -> None:
+    table = report.tables["effects"]
     assert set(table["toggle"]) == {"norm"} and set(table["value"]) == {"centernorm"}
-    best = table.loc["best_val_acc"]
-    ci = M.t_interval(fab.EXPECTED["effect_best_val_acc"])
-    assert (best["mean"], best["low"], best["high"], best["n"]) == pytest.approx(tuple(ci))
-    final = table.loc["final_val_acc"]
-    assert final["n"] == 3 and final["mean"] == pytest.approx(np.mean(fab.EXPECTED["effect_final_val_acc"]))
-    div = table.loc["diverged"]
-    assert (div["rate_off"], div["rate_on"], div["n"], div["mean"]) == (0.25, 0.0, 4, -0.25)
-    text = report.text["effects"].iloc[0]
-    assert text["on − off"] == "centernorm − layernorm"
-    assert text["diverged off → on"] == "1/4 → 0/4 (-25 pp)"
-    assert text["final val acc"].endswith("(n=3)")
+    at = {lr: g.set_index("metric") for lr, g in table.groupby("lr")}
+    assert sorted(at) == [1e-3, 1e-2]
+    best = fab.EXPECTED["effect_best_val_acc"]  # per (lr, seed): (1e-3, 0), (1e-3, 1), (1e-2, 0), (1e-2, 1)
+    for lr, per_seed in ((1e-3, best[:2]), (1e-2, best[2:])):
+        ci = M.t_interval(per_seed)  # one difference per seed: n = 2 seeds, not 4 pairs
+        row = at[lr].loc["best_val_acc"]
+        assert (row["mean"], row["low"], row["high"], row["n"]) == pytest.approx(tuple(ci))
+    final = at[1e-2].loc["final_val_acc"]  # seed 1 diverged at 1e-2: no final accuracy, one seed left
+    assert final["n"] == 1 and final["mean"] == pytest.approx(fab.EXPECTED["effect_final_val_acc"][2])
+    failed = at[1e-2].loc["failed"]
+    assert (failed["rate_off"], failed["rate_on"], failed["pairs"], failed["mean"]) == (0.5, 0.0, 2, -0.5)
+    text = report.text["effects"].set_index("lr")
+    assert text.loc["0.01", "on − off"] == "centernorm − layernorm"
+    assert text.loc["0.01", "failed off → on"] == "1/2 → 0/2"
+    assert text.loc["0.01", "final val acc"].endswith("(n=1)") and text.loc["0.01", "seeds"] == 2
 
 
 def test_effects_three_valued_toggle_and_collinear_hparam(tmp_path: Path) -> None:
@@ -219,11 +226,12 @@ def test_effects_three_valued_toggle_and_collinear_hparam(tmp_path: Path) -> Non
     for attention, acc in (("dot", 0.70), ("cosine", 0.75), ("qknorm", 0.72)):
         for warmup in (True, False):
             for seed in range(3):
+                failed = attention == "dot" and not warmup and seed == 0
                 rows.append({"attention": attention, "warmup": warmup,
                              "warmup_epochs": 2.0 if warmup else 0.0,  # moves with the warmup toggle
                              "seed": seed, "best_val_acc": acc + 0.01 * seed - (0.05 if not warmup else 0),
-                             "diverged": attention == "dot" and not warmup and seed == 0,
-                             "status": "completed", "has_summary": True})
+                             "diverged": failed, "status": "diverged" if failed else "completed",
+                             "has_summary": True})
     runs = pd.DataFrame(rows)
     runs.index = [f"r{i}" for i in range(len(runs))]
     sweep = Sweep(path=tmp_path, runs=runs, toggles=["attention", "warmup"],
@@ -233,11 +241,12 @@ def test_effects_three_valued_toggle_and_collinear_hparam(tmp_path: Path) -> Non
     acc = table[table["metric"] == "best_val_acc"].set_index(["toggle", "value"])
     assert acc.loc[("attention", "cosine"), "mean"] == pytest.approx(0.05)
     assert acc.loc[("attention", "qknorm"), "mean"] == pytest.approx(0.02)
-    assert acc.loc[("attention", "cosine"), "n"] == 6  # matched on warmup and seed
+    assert acc.loc[("attention", "cosine"), "n"] == 3  # 6 pairs (warmup x seed), 3 seeds
     # warmup_epochs is 0 exactly when warmup is off: it must not prevent pairing
-    assert acc.loc[("warmup", False), "mean"] == pytest.approx(-0.05) and acc.loc[("warmup", False), "n"] == 9
-    div = table[table["metric"] == "diverged"].set_index(["toggle", "value"])
-    assert div.loc[("warmup", False), "rate_on"] == pytest.approx(1 / 9)
+    assert acc.loc[("warmup", False), "mean"] == pytest.approx(-0.05) and acc.loc[("warmup", False), "n"] == 3
+    failed = table[table["metric"] == "failed"].set_index(["toggle", "value"])
+    assert failed.loc[("warmup", False), "rate_on"] == pytest.approx(1 / 9)
+    assert failed.loc[("warmup", False), "pairs"] == 9
     assert gaps == []
 
 

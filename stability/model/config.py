@@ -16,6 +16,7 @@ from typing import Literal, get_args
 from stability.errors import ConfigError
 
 GlobalPool = Literal["token", "avg"]
+ConvStemInit = Literal["pycls", "pytorch"]
 Stem = Literal["patchify", "conv"]
 Norm = Literal["layernorm", "centernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
@@ -37,7 +38,8 @@ TOGGLES: dict[str, tuple[str, ...]] = {
     "init": get_args(Init),
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {"global_pool": get_args(GlobalPool), **TOGGLES}
+_CHOICES: dict[str, tuple[str, ...]] = {"global_pool": get_args(GlobalPool),
+                                        "conv_stem_init": get_args(ConvStemInit), **TOGGLES}
 _POSITIVE_INTS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads")
 
 
@@ -66,6 +68,9 @@ class ViTConfig:
     stem: Stem = "patchify"
     # Xiao et al. remove one transformer block from ViT_C so it matches ViT_P's FLOPs (Sec. 3, Table 1).
     conv_stem_remove_block: bool = True
+    # Init of the conv stem: "pycls", the paper's code (3x3 convs N(0, sqrt(2/out)), 1x1 N(0, sqrt(1/out)), zero
+    # bias), or "pytorch", PyTorch's default (a smaller token scale).
+    conv_stem_init: ConvStemInit = "pycls"
     # Normalisation layer for every token norm (norm1, norm2, final norm / fc_norm).
     # "centernorm": LipsFormer (Qi et al. 2023) CenterNorm, gamma * D/(D-1) * (x - mean(x)) + beta.
     # "rmsnorm": Zhang & Sennrich 2019 RMSNorm (Eq. 4), x / sqrt(mean(x^2) + eps) * g: no centring, no bias.

@@ -11,6 +11,7 @@ import pandas as pd
 
 from stability import metrics as M
 from stability.report.formatting import (
+    format_claims,
     format_configurations,
     format_divergence,
     format_edf,
@@ -36,6 +37,7 @@ from stability.report.tables import (
     spikes_table,
 )
 from stability.results import Sweep, load_curves, load_sweep
+from stability.verdicts import claims_table
 
 
 @dataclass
@@ -86,6 +88,8 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
 
     finished = runs.loc[finished_names]
     notes.extend(_fixed_settings(sweep, finished))
+    if sweep.claims:
+        tables["claims"] = claims_table(sweep.claims, finished, sweep.config_columns, options.confidence)
     tables["configurations"] = configuration_table(sweep, runs)
     tables["effects"] = effects_table(sweep, finished, options, gaps)
     if "lr" in sweep.varying_hparams:
@@ -100,6 +104,7 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
         gaps.append("EDF: no hyperparameter other than the seed varies, so there is no distribution of "
                     "hyperparameter settings to describe")
     text = {
+        **({"claims": format_claims(tables["claims"])} if "claims" in tables else {}),
         "runs": format_runs(tables["runs"]),
         "configurations": format_configurations(sweep, tables["configurations"]),
         "effects": format_effects(tables["effects"]),
@@ -110,7 +115,7 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
         text["lr_sensitivity"] = format_lr_sensitivity(sweep, tables["lr_sensitivity"])
     if "edf" in tables:
         text["edf"] = format_edf(sweep, tables["edf"], options)
-    order = ["configurations", "effects", "lr_sensitivity", "divergence", "edf", "spikes", "runs"]
+    order = ["claims", "configurations", "effects", "lr_sensitivity", "divergence", "edf", "spikes", "runs"]
     tables = {k: tables[k] for k in order if k in tables}
     text = {k: text[k] for k in order if k in text}
     return Report(sweep, runs, curves, tables, text, gaps, notes, options)

@@ -57,6 +57,10 @@ def main(argv: list[str]) -> int:
         print(f"error: nothing to report in {args.sweep}: {_why_nothing(report.sweep)}", file=sys.stderr)
         print(f"(the run list is in {out})", file=sys.stderr)
         return 1
+    if "claims" in report.text:
+        print(f"# {TITLES['claims']}\n")
+        print(to_markdown(report.text["claims"]))
+        print()
     print(f"# {TITLES['configurations']}\n")
     print(to_markdown(report.text["configurations"]))
     print(f"\n# {TITLES['effects']}\n")

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from stability.report.tables import EFFECT_METRICS, RUN_METRICS, ReportOptions, display_columns, format_value, is_finite
+from stability.metrics import key_text
+from stability.report.tables import (
+    EFFECT_METRICS,
+    RUN_METRICS,
+    ReportOptions,
+    display_columns,
+    format_value,
+    is_finite,
+)
 from stability.results import Sweep
 
 if TYPE_CHECKING:
@@ -21,8 +29,9 @@ if TYPE_CHECKING:
 
 
 TITLES = {
+    "claims": "Claims and verdicts (effect = treatment − control, mean [95% t-interval] over seeds)",
     "configurations": "Per-configuration results (mean ± std over seeds)",
-    "effects": "Effect of each toggle (on − off, matched pairs, 95% t-interval)",
+    "effects": "Effect of each toggle per learning rate (on − off, mean [95% t-interval] over seeds)",
     "lr_sensitivity": "Learning-rate sensitivity (Wortsman et al. 2023)",
     "divergence": "Runs diverged, by toggle × warmup × learning rate",
     "edf": "Error distribution (Xiao et al. 2021): fraction of runs within e of the best",
@@ -94,27 +103,48 @@ def _fmt_reached(r: pd.Series) -> str:
     return fmt_mean_std(r["steps_to_target_mean"], r["steps_to_target_std"], reached, 0)
 
 
+def format_claims(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per verdict: the claim, where it was tested, the effect over seeds, the verdict and why."""
+    rows = []
+    for _, r in table.iterrows():
+        digits = 1 if r["unit"] == "decades" else 3
+        effect = fmt_interval(r["effect"], r["low"], r["high"], int(r["n_seeds"]), digits) \
+            if is_finite(r["effect"]) else "no pairs"
+        rows.append({
+            "claim": r["claim"],
+            "metric": f"{r['metric']} ({r['direction']} ≥ {r['min_effect']:g} {r['unit']})",
+            "lr": "all" if not is_finite(r["lr"]) else format_value(r["lr"]),
+            "effect": effect,
+            "seeds": f"{int(r['n_seeds'])} ({r['seeds']})" if r["seeds"] else "0",
+            "verdict": r["verdict"].upper() if r["verdict"] != "inconclusive" else "inconclusive",
+            "why": r["why"],
+            "control converged": r["control_converged"],
+        })
+    return pd.DataFrame(rows)
+
+
 def format_effects(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per toggle value and learning rate: the effect on each metric over seeds, and the failures."""
     rows = []
     labels = {m: (label, d) for m, label, d in EFFECT_METRICS}
-    for (toggle, value), g in table.groupby(["toggle", "value"], sort=False):
-        base = g["baseline"].iloc[0]
-        row: dict[str, Any] = {"toggle": toggle, "on − off": f"{format_value(value)} − {format_value(base)}"}
-        div = g[g["metric"] == "diverged"].iloc[0]
-        n = int(div["n"])
-        row["pairs"] = n
-        for _, r in g[g["metric"] != "diverged"].iterrows():
+    keys = table[["toggle", "value", "lr"]].map(key_text).agg("|".join, axis=1) if len(table) else []
+    for _, g in table.groupby(keys, sort=False):
+        first = g.iloc[0]
+        row: dict[str, Any] = {"toggle": first["toggle"],
+                               "on − off": f"{format_value(first['value'])} − {format_value(first['baseline'])}"}
+        if is_finite(first["lr"]):
+            row["lr"] = format_value(first["lr"])
+        fail = g[g["metric"] == "failed"].iloc[0]
+        row["seeds"] = int(fail["n"])
+        for _, r in g[g["metric"] != "failed"].iterrows():
             label, digits = labels[r["metric"]]
-            cell = fmt_interval(r["mean"], r["low"], r["high"], int(r["n"]), digits)
-            if 1 < int(r["n"]) != n:
-                cell += f" (n={int(r['n'])})"
-            row[label] = cell
-        if n:
-            k_off, k_on = round(div["rate_off"] * n), round(div["rate_on"] * n)
-            change = 100 * (div["rate_on"] - div["rate_off"])
-            row["diverged off → on"] = f"{k_off}/{n} → {k_on}/{n} ({change:+.0f} pp)"
+            row[label] = fmt_interval(r["mean"], r["low"], r["high"], int(r["n"]), digits) if r["n"] else "no pairs"
+        pairs = int(fail["pairs"]) if is_finite(fail["pairs"]) else 0
+        if pairs:
+            k_off, k_on = round(fail["rate_off"] * pairs), round(fail["rate_on"] * pairs)
+            row["failed off → on"] = f"{k_off}/{pairs} → {k_on}/{pairs}"
         else:
-            row["diverged off → on"] = "no pairs"
+            row["failed off → on"] = "no pairs"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -263,5 +293,6 @@ def _definitions() -> list[str]:
         "runs of steps where the loss exceeds its smoothed history by the spike factor, *max spike* = "
         "largest ratio; "
         "*final-min gap* = last minus minimum smoothed loss (stability.metrics has the formulas). "
-        "A cell with one value says (n=1); effects are mean [95% t-interval] over matched pairs.",
+        "A cell with one value says (n=1); effects are mean [95% t-interval] over seeds, each seed the mean of "
+        "its pairs of runs that differ in that toggle alone; *failed* = diverged or collapsed.",
     ]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from stability import metrics as M
-from stability.records import FINISHED
+from stability.records import COLLAPSED, DIVERGED, FINISHED
 from stability.results import Sweep
 
 LOSS_TAG = "train/loss"
@@ -94,15 +94,25 @@ def configuration_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
 
 def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
                   gaps: list[str]) -> pd.DataFrame:
-    """Toggle effects, long format: one row per (toggle, value, metric) plus a ``diverged`` row.
+    """Toggle effects, long format: one row per (toggle, value, lr, metric), plus a ``failed`` row.
 
-    Pairs match on every configuration column except the toggle (and except columns the toggle
-    determines, e.g. a warmup length that is 0 exactly when warmup is off) and on the seed. Metric rows
-    hold ``mean, low, high, n``; the ``diverged`` row holds ``rate_off, rate_on, n`` (its mean = on - off).
+    A run pairs with the run that differs from it in this toggle alone: the same seed and the same value of
+    every other configuration column, except hyperparameters the toggle determines (a warmup length that is 0
+    exactly when warmup is off). Never another toggle: toggles that always move together (a bundle) give no
+    pairs, and the gap is named, rather than charging the bundle to one of them. Each row is the mean ``on -
+    off`` over the seeds (pairs of one seed averaged first) with its interval (:func:`stability.metrics.seed_effect`):
+    ``mean, low, high, n`` (n = seeds); the ``failed`` row (diverged or collapsed) holds ``rate_off, rate_on``
+    over the paired cells and ``pairs``, their count.
     """
     rows = []
-    match_all = [*sweep.config_columns, *(["seed"] if "seed" in finished else [])]
+    cols = ["toggle", "value", "baseline", "lr", "metric", "mean", "low", "high", "n", "pairs", "rate_off",
+            "rate_on"]
+    if "seed" not in finished:
+        gaps.append("toggle effects: the runs record no seed, so effects over seeds cannot be computed")
+        return pd.DataFrame(columns=cols)
+    finished = finished.assign(failed=finished["status"].isin([DIVERGED, COLLAPSED]).astype(float))
     metric_cols = [m for m, _, _ in EFFECT_METRICS if m in finished]
+    lrs = distinct_values(finished["lr"]) if "lr" in finished and "lr" in sweep.varying_hparams else [None]
     for toggle in sweep.toggles:
         values = distinct_values(finished[toggle])
         if len(values) < 2:
@@ -112,24 +122,30 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
             gaps.append(f"effect of {toggle}: its baseline {baseline!r} has no finished run; compared with "
                         f"{values[0]!r} instead")
             baseline = values[0]
-        match_on = [c for c in match_all if c != toggle and not _determined_by(finished, toggle, c)]
+        match_on = [c for c in sweep.config_columns if c not in (toggle, "seed")
+                    and (c in sweep.toggles or not _determined_by(finished, toggle, c))]
         for value in values:
             if M.same_value(value, baseline):
                 continue
-            pairs = M.matched_pairs(finished, toggle, value, baseline, match_on, metric_cols)
-            base = {"toggle": toggle, "value": value, "baseline": baseline}
-            if pairs.empty:
-                gaps.append(f"effect of {toggle}={value} vs {baseline}: no pair of finished runs agrees on "
-                            f"every other axis ({', '.join(match_on) or 'none'})")
-            for metric in metric_cols:
-                ci = M.paired_effect(pairs, metric, options.confidence) if len(pairs) else M.Interval(
-                    np.nan, np.nan, np.nan, 0)
-                rows.append({**base, "metric": metric, "mean": ci.mean, "low": ci.low, "high": ci.high,
-                             "n": ci.n, "rate_off": np.nan, "rate_on": np.nan})
-            off, on, n = M.divergence_change(pairs)
-            rows.append({**base, "metric": "diverged", "mean": on - off if n else np.nan, "low": np.nan,
-                         "high": np.nan, "n": n, "rate_off": off, "rate_on": on})
-    cols = ["toggle", "value", "baseline", "metric", "mean", "low", "high", "n", "rate_off", "rate_on"]
+            n_pairs = 0
+            for lr in lrs:
+                at = finished if lr is None else finished[finished["lr"].map(lambda x, v=lr: M.same_value(x, v))]
+                treat = at[at[toggle].map(lambda x, v=value: M.same_value(x, v))]
+                ctrl = at[at[toggle].map(lambda x, v=baseline: M.same_value(x, v))]
+                base = {"toggle": toggle, "value": value, "baseline": baseline, "lr": lr}
+                for metric in metric_cols:
+                    ci, _ = M.seed_effect(M.paired_by_seed(treat, ctrl, metric, match_on), options.confidence)
+                    rows.append({**base, "metric": metric, "mean": ci.mean, "low": ci.low, "high": ci.high,
+                                 "n": ci.n})
+                failed = M.paired_by_seed(treat, ctrl, "failed", match_on)
+                ci, _ = M.seed_effect(failed, options.confidence)
+                n_pairs += len(failed)
+                rows.append({**base, "metric": "failed", "mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n,
+                             "pairs": len(failed), "rate_off": failed["off"].mean() if len(failed) else np.nan,
+                             "rate_on": failed["on"].mean() if len(failed) else np.nan})
+            if not n_pairs:
+                gaps.append(f"effect of {toggle}={value} vs {baseline}: no two finished runs differ in {toggle} "
+                            f"alone (same seed and {', '.join(match_on) or 'nothing else'})")
     return pd.DataFrame(rows, columns=cols)
 
 

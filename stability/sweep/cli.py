@@ -21,6 +21,7 @@ import yaml
 
 from stability.config_files import ConfigLoader, get_dotted
 from stability.errors import ConfigError
+from stability.identity import SEED_KEY
 from stability.records import COMPLETED, DIVERGED, FAILED, FINISHED, SUMMARY, read_summary
 from stability.status import run_status
 from stability.sweep.grid import GridSpec, expand, load_grid
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     parser.add_argument("--smoke", action="store_true",
                         help="shrink every run to a smoke test (the grid's `smoke:` block)")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="replace the grid's seeds, e.g. --seeds 3,4,5 (a second, independent replication)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="override a config key in every cell, after the grid's overrides "
                              "(e.g. --set data.data_dir=/datasets/cifar); VALUE is YAML; repeatable")
@@ -105,6 +108,20 @@ def default_workers(n_cells: int, gpus: list[int]) -> int:
     """One worker per GPU; on CPUs one per core (see CPU_THREADS_PER_WORKER); never more than cells."""
     per_machine = len(gpus) if gpus else max(1, usable_cores() // CPU_THREADS_PER_WORKER)
     return max(1, min(per_machine, n_cells))
+
+
+def parse_seeds(text: str, spec: GridSpec) -> list[int]:
+    """``--seeds 3,4,5`` -> [3, 4, 5]: distinct non-negative integers, for a grid that does not vary the seed
+    as an axis."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: got {text!r}; give distinct integers >= 0 separated by commas, e.g. 3,4,5")
+    if SEED_KEY in spec.axes:
+        raise ConfigError(f"--seeds: {spec.path} varies {SEED_KEY} as an axis; edit the grid instead")
+    return seeds
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -287,6 +304,8 @@ def main(argv: list[str]) -> int:
     for item in args.sets:
         key, value = parse_set(item)
         spec.overrides[key] = value
+    if args.seeds is not None:
+        spec.seeds = parse_seeds(args.seeds, spec)
     shard_i, shard_n = parse_shard(args.shard) if args.shard else (0, 1)
     out = args.out or default_out(spec, args.smoke)
     if args.dry_run:

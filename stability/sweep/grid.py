@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stability.claims import parse_claims
 from stability.config_files import deep_merge, get_dotted, load_config_files, read_yaml, set_dotted
 from stability.errors import ConfigError
 from stability.identity import SEED_KEY
 
-GRID_KEYS = ("base", "overrides", "axes", "seeds", "exclude", "include", "samples", "smoke")
+GRID_KEYS = ("base", "overrides", "axes", "seeds", "exclude", "include", "samples", "smoke", "claims")
 DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
 # What ``--smoke`` applies when a grid names no ``smoke:`` block: one epoch of two batches per run.
 DEFAULT_SMOKE = {
@@ -94,6 +95,7 @@ class GridSpec:
     samples: Samples | None = None
     smoke: dict[str, Any] | None = None
     description: str = ""
+    claims: list[Any] = field(default_factory=list)  # the claims the grid tests, as written (stability.claims)
 
     @property
     def name(self) -> str:
@@ -240,7 +242,9 @@ def load_grid(path: str | Path) -> GridSpec:
         samples=_parse_samples(path, raw.get("samples")),
         smoke=_mapping(raw.get("smoke"), path, "smoke") if "smoke" in raw else None,
         description=leading_comment(path),
+        claims=raw.get("claims") or [],
     )
+    parse_claims(spec.claims, str(path))  # checked now, before anything runs; the report parses them again
     if SEED_KEY in spec.axes and spec.seeds is not None:
         raise ConfigError(_where(path, f"axes.{SEED_KEY} and seeds both set the seed; keep one"))
     for i, entry in enumerate(spec.exclude):

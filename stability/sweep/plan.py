@@ -126,6 +126,7 @@ def plan_document(spec: GridSpec, runs: list[PlannedRun], smoke: bool) -> dict[s
         "smoke": smoke,
         "base": [str(p) for p in spec.base],
         "varying": spec.varying_keys(),
+        "claims": spec.claims,
         "n_runs": len(runs),
         "runs": [r.to_dict() for r in runs],
     }
