@@ -5,6 +5,8 @@ Re-running it resumes: finished runs are kept, so a second ``make demo`` only re
 
 from __future__ import annotations
 
+import csv
+import math
 from pathlib import Path
 
 GRID = Path(__file__).resolve().parents[1] / "ablations" / "digits.yaml"
@@ -19,8 +21,27 @@ def main(argv: list[str]) -> int:
     report_dir = out / "report"
     report_status = report.main([str(out), "--out", str(report_dir)])
     print()
+    print_verdicts(report_dir / "claims.csv")
     print(f"run records:  {out}/<run>/summary.json, config.yaml")
     print(f"tables:       {report_dir}/*.md, *.csv, *.tex")
     print(f"plots:        {report_dir}/*.png, *.pdf")
     print(f"TensorBoard:  tensorboard --logdir {out}")
     return status or report_status
+
+
+def print_verdicts(claims_csv: Path) -> None:
+    """The verdicts again, one line each, last on the screen (the report's tables scroll them away)."""
+    if not claims_csv.is_file():
+        return
+    with claims_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    print("Verdicts (effect = treatment - control, mean [95% interval] over seeds):")
+    for r in rows:
+        effect, low, high = (float(r[k]) if r[k] else math.nan for k in ("effect", "low", "high"))
+        at = f" at lr {float(r['lr']):g}" if r["lr"] else ""
+        interval = f"{effect:+.3f} [{low:+.3f}, {high:+.3f}] {r['unit']}" if math.isfinite(low) else \
+            (f"{effect:+.3f} {r['unit']}" if math.isfinite(effect) else "no paired runs")
+        print(f"  {r['verdict'].upper():<13} {r['claim']}{at}: {interval}, seeds {r['seeds'] or '-'}")
+        if r["verdict"] == "inconclusive":
+            print(f"  {'':<13} why: {r['why']}")
+    print()

@@ -33,12 +33,12 @@ import yaml
 from stability.claims import Claim, parse_claims
 from stability.errors import ConfigError
 from stability.identity import TOGGLES, hparams_of, toggles_of
-from stability.records import CONFIG, DIVERGED, EVENTS_GLOB, FINISHED, PENDING, PLAN, SUMMARY
+from stability.records import COLLAPSED, CONFIG, DIVERGED, EVENTS_GLOB, FINISHED, PENDING, PLAN, SUMMARY
 from stability.status import is_run_dir, status_and_summary
 
 # Columns that describe the record rather than the experiment; an hparam with one of these names is
 # renamed "hp_<name>" so it can never overwrite them.
-RECORD_COLUMNS = ("run", "run_dir", "run_name", "run_id", "status", "diverged", "has_summary")
+RECORD_COLUMNS = ("run", "run_dir", "run_name", "run_id", "status", "diverged", "collapsed", "has_summary")
 
 
 @dataclass
@@ -143,6 +143,7 @@ def load_sweep(sweep_dir: str | Path, *, stale_after_s: float = 900.0, now: floa
         if col not in runs:
             runs[col] = None
     runs["diverged"] = runs["status"].eq(DIVERGED)
+    runs["collapsed"] = runs["status"].eq(COLLAPSED)
     for col in runs.columns:
         if col not in toggles and col not in hparams and _numeric(runs[col]):
             runs[col] = pd.to_numeric(runs[col], errors="coerce").astype("float64")

@@ -2,10 +2,12 @@
 
 How a verdict is reached (every rule is here, and every one is tested):
 
-- **The seed is the unit of replication.** A treatment run is paired with the control run that agrees on
-  every other configuration axis *and the seed*; the pair differences of one seed are averaged (over the
-  other axes the selection spans), giving one number per seed. The effect is the mean over seeds with a
-  Student-t 95% interval over the n seeds. Cells that share a seed never count as separate replicates.
+- **The seed is the unit of replication.** A grid's seed sets both the training seed and the data split
+  (:func:`stability.sweep.grid.set_seed`), so the interval over seeds includes the split's variance. A
+  treatment run is paired with the control run that agrees on every other configuration axis *and the seed*;
+  the pair differences of one seed are averaged (over the other axes the selection spans), giving one number
+  per seed. The effect is the mean over seeds with a Student-t 95% interval over the n seeds. Cells that share
+  a seed never count as separate replicates.
 - **Per learning rate.** Unless ``pool: true`` (or ``where`` fixes the lr), each lr gets its own verdict.
   Grid metrics (LR sensitivity, largest stable lr) are computed per seed over the lr grid instead.
 - **Bundles are compared as bundles.** Only runs that match every treatment key are treatment runs and only

@@ -172,3 +172,13 @@ def test_collapse_rule_catches_a_stalled_run_not_a_slow_learner() -> None:
     assert "still >= 0.9 x the initial loss" in collapse_reason(stalled, 2.31, 0.11, 10)
     assert collapse_reason(slow, 2.31, 0.35, 10) is None
     assert "below 1.5 x chance" in collapse_reason(slow, 2.31, 0.12, 10)
+
+
+def test_a_grid_seed_draws_the_training_seed_and_the_data_split_together(tmp_path: Path) -> None:
+    from sweep_helpers import write_grid
+
+    from stability.sweep.grid import expand, load_grid
+
+    grid = write_grid(tmp_path, "g", {"seeds": [0, 3]})
+    cells = expand(load_grid(grid))
+    assert [(c.config["seed_everything"], c.config["data"]["init_args"]["seed"]) for c in cells] == [(0, 0), (3, 3)]

@@ -22,6 +22,8 @@ from stability.report.formatting import (
 )
 from stability.report.tables import (
     LOSS_TAG,
+    MIN_EDF_RUNS,
+    MIN_LR_POINTS,
     ReportOptions,
     configuration_table,
     display_columns,
@@ -94,12 +96,22 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
     tables["effects"] = effects_table(sweep, finished, options, gaps)
     if "lr" in sweep.varying_hparams:
         tables["lr_sensitivity"] = lr_sensitivity_table(sweep, finished, options, gaps)
+        cfg = [c for c in sweep.config_columns if c != "lr"]
+        most = int(finished.groupby(group_key(finished, cfg))["lr"].nunique().max())
+        if most < MIN_LR_POINTS:
+            gaps.append(f"metrics against the learning rate: too few learning rates ({most}) per configuration "
+                        f"to draw a curve (needs {MIN_LR_POINTS})")
     else:
         gaps.append("LR sensitivity: the sweep has a single learning rate; it needs a grid over lr")
     tables["divergence"] = divergence_table(sweep, finished)
     tables["spikes"] = spikes_table(runs, curves, finished_names, options)
     if [h for h in sweep.varying_hparams if h != "seed"]:
         tables["edf"] = edf_table(sweep, finished, options)
+        few = tables["edf"][tables["edf"]["n_runs"] < MIN_EDF_RUNS]
+        if len(few):
+            gaps.append(f"EDF: too few runs ({', '.join(map(str, sorted(set(few['n_runs'].astype(int)))))}) for "
+                        f"{len(few)} of {len(tables['edf'])} configurations (an error distribution needs "
+                        f"{MIN_EDF_RUNS}); not drawn")
     else:
         gaps.append("EDF: no hyperparameter other than the seed varies, so there is no distribution of "
                     "hyperparameter settings to describe")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from stability import plots as P
 from stability.report.build import Report
-from stability.report.tables import config_label, display_columns, edf_curves
+from stability.report.tables import MIN_EDF_RUNS, MIN_LR_POINTS, config_label, display_columns, edf_curves
 
 # (column, axis label): the per-run numbers drawn against the learning rate, those the runs have.
 LR_METRICS: tuple[tuple[str, str], ...] = (
@@ -41,13 +41,19 @@ def write_figures(report: Report, out_dir: Path) -> list[Path]:
             written += P.save(fig, out_dir / f"curves_{toggle or 'all'}")
     if "lr" in sweep.varying_hparams:
         cfg = [c for c in sweep.config_columns if c != "lr"]
-        labels = pd.Series({name: config_label(sweep, row, cfg) for name, row in finished.iterrows()})
+        labels = pd.Series({name: config_label(sweep, row, cfg) for name, row in finished.iterrows()},
+                           dtype=object)
+        n_lrs = finished.groupby(labels)["lr"].nunique()
+        finished = finished[labels.map(n_lrs) >= MIN_LR_POINTS]  # a "curve" of 1-2 points is noise
+        labels = labels.loc[finished.index]
         metrics = [(c, n) for c, n in LR_METRICS
                    if c in finished and pd.to_numeric(finished[c], errors="coerce").notna().any()]
-        if metrics:
+        if metrics and len(finished):
             written += P.save(P.lr_curves(labels, finished, metrics), out_dir / "lr_curves")
     if "edf" in report.tables:
         metric = report.options.edf_metric
-        errors = edf_curves(sweep, finished, metric)
-        written += P.save(P.edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}"), out_dir / "edf")
+        all_finished = report.runs.loc[sweep.finished.index]
+        errors = {k: e for k, e in edf_curves(sweep, all_finished, metric).items() if len(e) >= MIN_EDF_RUNS}
+        if errors:  # configurations with too few runs are left out (the EDF table says "too few runs")
+            written += P.save(P.edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}"), out_dir / "edf")
     return written

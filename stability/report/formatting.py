@@ -16,6 +16,7 @@ import pandas as pd
 from stability.metrics import key_text
 from stability.report.tables import (
     EFFECT_METRICS,
+    MIN_EDF_RUNS,
     RUN_METRICS,
     ReportOptions,
     display_columns,
@@ -33,7 +34,7 @@ TITLES = {
     "configurations": "Per-configuration results (mean ± std over seeds)",
     "effects": "Effect of each toggle per learning rate (on − off, mean [95% t-interval] over seeds)",
     "lr_sensitivity": "Learning-rate sensitivity (Wortsman et al. 2023)",
-    "divergence": "Runs diverged, by toggle × warmup × learning rate",
+    "divergence": "Runs diverged (and collapsed), by toggle × warmup × learning rate",
     "edf": "Error distribution (Xiao et al. 2021): fraction of runs within e of the best",
     "spikes": "Loss spikes (loss > spike factor × its smoothed history)",
     "runs": "All runs",
@@ -87,6 +88,7 @@ def format_configurations(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
                                    int(r["n_runs"])) for _, r in table.iterrows()]
     out["n"] = table["n_runs"].astype(int)
     out["diverged"] = _k_of_n(table["n_diverged"], table["n_runs"])
+    out["collapsed"] = _k_of_n(table["n_collapsed"], table["n_runs"])
     if table["not_finished"].astype(bool).any():
         out["not finished"] = table["not_finished"]
     return out.reset_index(drop=True)
@@ -160,11 +162,12 @@ def format_lr_sensitivity(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
                              if r["n_seeds"] else "– (no seed at every lr)" for _, r in table.iterrows()]
     out["best lr"] = table["best_lr"].map(format_value)
     out["best loss"] = table["best_loss"].map(lambda v: f"{v:.3f}" if is_finite(v) else "–")
-    out["largest lr not diverged"] = table["max_stable_lr"].map(
+    out["largest lr trained"] = table["max_stable_lr"].map(
         lambda v: format_value(v) if is_finite(v) else "none")
     out["lr grid"] = [f"{int(r['n_lrs'])} from {r['lr_min']:g} to {r['lr_max']:g}"
                       for _, r in table.iterrows()]
     out["diverged"] = _k_of_n(table["n_diverged"], table["n_runs"])
+    out["collapsed"] = _k_of_n(table["n_collapsed"], table["n_runs"])
     out["loss"] = table["loss"]
     return out.reset_index(drop=True)
 
@@ -173,7 +176,8 @@ def format_divergence(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame()
     t = table.copy()
-    t["cell"] = [f"{k}/{n}" for k, n in zip(t["k"], t["n"], strict=True)]
+    t["cell"] = [f"{k}/{n}" + (f" (+{c} collapsed)" if c else "")
+                 for k, n, c in zip(t["k"], t["n"], t["k_collapsed"], strict=True)]
     index = ["toggle", "value"] + (["warmup"] if t["warmup"].notna().any() else [])
     t["value"] = t["value"].map(format_value)
     if "warmup" in index:
@@ -197,11 +201,12 @@ def format_edf(sweep: Sweep, table: pd.DataFrame, options: ReportOptions) -> pd.
     if not shown:
         out["configuration"] = "all runs"
     out["runs"] = table["n_runs"].astype(int)
+    few = table["n_runs"] < MIN_EDF_RUNS
     out["best error"] = table["best_err"].map(lambda v: f"{v:.3f}" if is_finite(v) else "–")
     for e in options.edf_within:
         col = f"within_{e:g}"
-        out[f"within {e:g}"] = [f"{f:.2f} ({round(f * n)}/{n})" for f, n in
-                                zip(table[col], table["n_runs"].astype(int), strict=True)]
+        out[f"within {e:g}"] = [f"too few runs ({n})" if low else f"{f:.2f} ({round(f * n)}/{n})" for f, n, low in
+                                zip(table[col], table["n_runs"].astype(int), few, strict=True)]
     out["diverged/missing"] = table["n_infinite"].astype(int)
     return out.reset_index(drop=True)
 

@@ -20,6 +20,9 @@ from stability.records import COLLAPSED, DIVERGED, FINISHED
 from stability.results import Sweep
 
 LOSS_TAG = "train/loss"
+# Below these, a distribution or a curve over the grid is noise: tables say "too few runs (n)", plots skip it.
+MIN_EDF_RUNS = 10  # runs of one configuration for its error distribution (Xiao et al. draw dozens)
+MIN_LR_POINTS = 3  # learning rates of one configuration for a curve against the lr
 # (column, label, decimals): the per-run numbers the configuration table aggregates over seeds.
 RUN_METRICS: tuple[tuple[str, str, int], ...] = (
     ("best_val_acc", "best val acc", 3),
@@ -31,6 +34,8 @@ RUN_METRICS: tuple[tuple[str, str, int], ...] = (
     ("n_spikes", "spikes", 1),
     ("max_spike", "max spike", 2),
     ("final_min_gap", "final-min gap", 3),
+    ("max_attn_logit", "max attn logit", 1),
+    ("max_log_z", "max log Z", 2),
 )
 # Metrics compared in the toggle-effect table (losses of diverged runs count at the initial loss).
 EFFECT_METRICS: tuple[tuple[str, str, int], ...] = (
@@ -65,7 +70,8 @@ def runs_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def configuration_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
-    """Numbers per configuration: ``<metric>_mean/_std/_n``, ``n_runs``, ``n_diverged``, ``not_finished``.
+    """Numbers per configuration: ``<metric>_mean/_std/_n``, ``n_runs``, ``n_diverged``, ``n_collapsed``,
+    ``not_finished``.
 
     One row per combination of the configuration columns (all toggles and the varying hparams except
     the seed) that has at least one finished run; runs not finished are counted in ``not_finished``.
@@ -86,6 +92,7 @@ def configuration_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{col}_n"] = len(values)
         row["n_runs"] = len(done)
         row["n_diverged"] = int(done["diverged"].sum())
+        row["n_collapsed"] = int(done["collapsed"].sum())
         others = members.loc[~members["status"].isin(FINISHED), "status"].value_counts()
         row["not_finished"] = ", ".join(f"{n} {s}" for s, n in others.items())
         rows.append(row)
@@ -173,13 +180,13 @@ def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOp
             loss_col = "final_train_loss"
         lrs = g["lr"].astype(float).to_numpy()
         losses = pd.to_numeric(g.get(loss_col), errors="coerce").to_numpy(dtype=float)
-        res = M.lr_sensitivity(lrs, losses, g["initial_loss_used"].astype(float).to_numpy(),
-                               g["diverged"].astype(bool).to_numpy(),
+        failed = (g["diverged"] | g["collapsed"]).astype(bool).to_numpy()  # count at the initial loss
+        res = M.lr_sensitivity(lrs, losses, g["initial_loss_used"].astype(float).to_numpy(), failed,
                                g["seed"].to_numpy() if "seed" in g else None)
         row = {c: g[c].iloc[0] for c in cfg}
         row.update(res._asdict())
         row.update(loss=loss_col, lr_min=float(lrs.min()), lr_max=float(lrs.max()), n_runs=len(g),
-                   n_diverged=int(g["diverged"].sum()))
+                   n_diverged=int(g["diverged"].sum()), n_collapsed=int(g["collapsed"].sum()))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -205,8 +212,9 @@ def divergence_table(sweep: Sweep, finished: pd.DataFrame) -> pd.DataFrame:
             rows.append({"toggle": toggle, "value": first[toggle] if toggle != "(all)" else "",
                          "warmup": first["warmup"] if has_warmup else None,
                          "lr": first["lr"] if has_lr else None, "n": len(g),
-                         "k": int(g["diverged"].sum()), "rate": float(g["diverged"].mean())})
-    return pd.DataFrame(rows, columns=["toggle", "value", "warmup", "lr", "n", "k", "rate"])
+                         "k": int(g["diverged"].sum()), "rate": float(g["diverged"].mean()),
+                         "k_collapsed": int(g["collapsed"].sum())})
+    return pd.DataFrame(rows, columns=["toggle", "value", "warmup", "lr", "n", "k", "rate", "k_collapsed"])
 
 
 def edf_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions) -> pd.DataFrame:
