@@ -41,16 +41,29 @@ display(Markdown(f"**{len(report.sweep.runs)} runs**: " + ", ".join(f"{n} {s}" f
 print(f"wrote {len(written)} files to {out_dir}")
 
 # %% [markdown]
+# ## Claims and verdicts
+# Each claim the grid file states, checked over independent seeds: the effect (treatment − control) is the
+# mean over seeds of each seed's paired difference, with a 95% t-interval; the verdict says whether the whole
+# interval clears the claim's minimal effect (stability.verdicts has the rules).
+
+# %%
+if "claims" in report.text:
+    display(Markdown(to_markdown(report.text["claims"])))
+else:
+    display(Markdown("This sweep's grid file states no claims."))
+
+# %% [markdown]
 # ## Per configuration
-# Mean ± std over seeds; `(n=1)` marks a cell with one run; `k/n` diverged counts the finished runs.
+# Mean ± std over seeds; `(n=1)` marks a cell with one run; `k/n` diverged (collapsed) counts the finished runs.
 
 # %%
 display(Markdown(to_markdown(report.text.get("configurations", report.text["runs"]))))
 
 # %% [markdown]
 # ## Does each trick help?
-# "on − off" over runs matched on every other axis (learning rate and seed included), 95% t-interval over
-# the matched pairs, and the divergence rate over the same pairs.
+# "on − off" per learning rate over runs that differ in that toggle alone (same seed, same other axes): each
+# seed's pairs are averaged, and the 95% t-interval is over the seeds; failures (diverged or collapsed) are
+# counted over the same pairs.
 
 # %%
 if "effects" in report.text:

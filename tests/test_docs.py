@@ -158,3 +158,35 @@ def test_base_config_sets_each_recipe_toggle_to_its_baseline(toggle: str) -> Non
     value = str(model[toggle]).lower() if isinstance(model[toggle], bool) else model[toggle]
     assert value == RECIPE_TOGGLES[toggle][0], f"{where} is {model[toggle]!r}, not its baseline " \
                                                f"{RECIPE_TOGGLES[toggle][0]!r}"
+
+
+# ---------------------------------------------------------------- results quoted in the README
+def test_readme_result_tables_equal_the_committed_report_files() -> None:
+    from stability.docs import blocks, stale_blocks
+
+    assert blocks(README.read_text(encoding="utf-8")), "README.md quotes no result table"
+    assert stale_blocks(README) == [], "README.md quotes tables that differ from their files: run " \
+                                       "`python -m stability.docs README.md` (make results does)"
+
+
+def test_the_two_seed_sets_of_the_default_study_give_the_same_verdicts() -> None:
+    """The committed replications of ablations/digits.yaml (seeds 0-2 and 3-5): exact numbers may differ, the
+    verdicts must not."""
+    import pandas as pd
+
+    first, second = (pd.read_csv(ROOT / "notebooks" / "results" / name / "claims.csv")
+                     for name in ("digits", "digits-345"))
+    assert list(first["claim"]) == list(second["claim"])
+    assert list(first["verdict"]) == list(second["verdict"]), \
+        pd.concat({"seeds 0-2": first["verdict"], "seeds 3-5": second["verdict"]}, axis=1).assign(
+            claim=first["claim"]).to_string()
+
+
+def test_stale_blocks_sees_a_changed_table(tmp_path: Path) -> None:
+    from stability.docs import stale_blocks, sync
+
+    (tmp_path / "t.md").write_text("| a |\n|---|\n| 1 |\n")
+    doc = tmp_path / "README.md"
+    doc.write_text("x\n<!-- table: t.md -->\n| a |\n|---|\n| 2 |\n<!-- end table -->\ny\n")
+    assert stale_blocks(doc) == ["t.md"]
+    assert sync(doc) == 1 and stale_blocks(doc) == [] and doc.read_text().endswith("| 1 |\n<!-- end table -->\ny\n")
