@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_helpers import ROOT, TINY, SweepResult, run_sweep, summaries, tree_digest, write_grid
+from sweep_helpers import ROOT, TINY, TRAINED, SweepResult, run_sweep, summaries, tree_digest, write_grid
 
 from stability.sweep.store import read_plan
 
@@ -24,7 +25,7 @@ def test_smoke_sweep_finishes_every_run(smoke_sweep: SweepResult) -> None:
     assert plan["n_runs"] == 4 and sorted(found) == sorted(r["run_name"] for r in plan["runs"])
     for run in plan["runs"]:
         summary = found[run["run_name"]]
-        assert summary["status"] == "completed"
+        assert summary["status"] in TRAINED
         # the folder's hash suffix, the plan's id and the run's own record agree
         assert summary["run_id"] == run["run_id"] and run["run_name"].endswith("-" + run["run_id"])
         assert summary["toggles"]["stem"] == run["params"]["model.vit.stem"]
@@ -37,9 +38,11 @@ def test_smoke_sweep_terminal_shows_progress_not_lightning(smoke_sweep: SweepRes
     lines = smoke_sweep.stdout.splitlines()
     assert lines[0].startswith("sweep smoke: 4 runs -> ") and "0 ended earlier, 4 to run" in lines[0]
     progress = [line for line in lines if line.startswith("[")]
-    assert len(progress) == 4 and progress[-1].startswith("[4/4] completed")
-    assert "done 4 diverged 0 failed 0 left 0" in progress[-1] and "ETA" in progress[-1]
-    assert lines[-1].startswith("sweep smoke: 4 runs in ") and "4 completed, 0 diverged, 0 failed, 0 left" in lines[-1]
+    assert len(progress) == 4 and re.match(r"\[4/4\] (completed|collapsed) ", progress[-1])
+    assert re.search(r"done \d diverged 0 collapsed \d failed 0 left 0 \| ETA", progress[-1])
+    assert lines[-1].startswith("sweep smoke: 4 runs in ")
+    done = re.search(r"(\d) completed, 0 diverged, (\d) collapsed, 0 failed, 0 left", lines[-1])
+    assert done and int(done[1]) + int(done[2]) == 4, lines[-1]
     # what Lightning prints goes to each run's output.log, not to the sweep's terminal
     assert "Epoch 0" not in smoke_sweep.stdout + smoke_sweep.stderr
     assert all((p.parent / "output.log").is_file() for p in smoke_sweep.out.glob("*/summary.json"))
@@ -70,8 +73,9 @@ def mixed_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SweepRe
 
 def test_sweep_records_diverged_and_failed_runs_and_finishes_the_rest(mixed_sweep: tuple) -> None:
     grid, result = mixed_sweep
-    by_status = {s["status"]: (name, s) for name, s in summaries(result.out).items()}
-    assert sorted(by_status) == ["completed", "diverged", "failed"]
+    by_status = {("trained" if s["status"] in TRAINED else s["status"]): (name, s)
+                 for name, s in summaries(result.out).items()}
+    assert sorted(by_status) == ["diverged", "failed", "trained"]
     name, diverged = by_status["diverged"]
     assert name.startswith("warmup=off,lr=1000,seed=0-") and diverged["diverged_step"] is not None
     name, failed = by_status["failed"]
@@ -80,7 +84,7 @@ def test_sweep_records_diverged_and_failed_runs_and_finishes_the_rest(mixed_swee
     assert result.rc == 1
     closing = result.stderr.strip().splitlines()[-1]
     assert closing.startswith("FAILED: 1 of 3 runs failed")
-    assert "1 completed, 1 diverged, 1 failed, 0 left" in result.stdout
+    assert re.search(r"\d completed, 1 diverged, \d collapsed, 1 failed, 0 left", result.stdout)
 
 
 def test_failed_runs_are_retried_only_on_request(mixed_sweep: tuple) -> None:
@@ -157,7 +161,7 @@ def test_sigkilled_sweep_leaves_no_orphans_and_resumes_exactly_once(tmp_path: Pa
     resumed = run_sweep([str(grid), "--workers", "1"], out)
     assert resumed.rc == 0, resumed.stdout + resumed.stderr
     final = summaries(out)
-    assert len(final) == 4 and all(s["status"] == "completed" for s in final.values())
+    assert len(final) == 4 and all(s["status"] in TRAINED for s in final.values())
     assert sorted(final) == sorted(r["run_name"] for r in read_plan(out)["runs"])
     # runs finished before the kill were not run again: their records are byte-identical
     assert {name: tree_digest(out / name) for name in done_before} == done_before
@@ -178,7 +182,7 @@ def test_slurm_executor_runs_a_job_array_with_submitit_local(tmp_path: Path) -> 
     assert result.rc == 0, result.stdout + result.stderr
     assert "submitted 2 array task(s)" in result.stdout
     final = summaries(out)
-    assert len(final) == 2 and all(s["status"] == "completed" for s in final.values())
+    assert len(final) == 2 and all(s["status"] in TRAINED for s in final.values())
     assert len(list((out / ".submitit").glob("*/*_result.pkl"))) == 2  # two array tasks, each returned
     # a second submission finds nothing to do
     again = run_sweep([str(grid), "--executor", "slurm", "--cluster", "local"], out)
@@ -200,7 +204,7 @@ def test_cifar10_grid_validates_and_one_cell_runs_with_smoke(tmp_path: Path) -> 
     assert result.rc == 0, result.stdout + result.stderr
     assert read_plan(out)["n_runs"] == 32
     (summary,) = summaries(out).values()
-    assert summary["status"] == "completed" and summary["params"] == 3_722_250
+    assert summary["status"] in TRAINED and summary["params"] == 3_722_250
     assert summary["hparams"]["lr"] == 5.5e-4 and summary["hparams"]["weight_decay"] == 0.06
 
 
@@ -240,7 +244,7 @@ def test_a_worker_killed_mid_run_fails_its_cell_and_is_replaced(tmp_path: Path) 
     assert first.status == "failed" and "worker process died (exit code -9)" in first.error
     found = summaries(out)
     assert found[runs[0].run_name]["status"] == "failed"
-    assert second.status == "completed" and found[runs[1].run_name]["status"] == "completed"
+    assert second.status in TRAINED and found[runs[1].run_name]["status"] in TRAINED
 
 
 # -- two sweeps on one folder -------------------------------------------------------------------------------
@@ -254,7 +258,7 @@ def test_two_sweeps_on_one_folder_run_each_cell_once(tmp_path: Path) -> None:
     # each sweep ran some cells, skipped the ones the other held or had finished; together: all, once each
     assert mine.rc in (0, 3) and other.returncode in (0, 3), mine.stdout + other_out
     final = summaries(out)
-    assert len(final) == 4 and all(s["status"] == "completed" for s in final.values())
+    assert len(final) == 4 and all(s["status"] in TRAINED for s in final.values())
     for name in final:
         log = (out / name / "output.log").read_text()
         assert log.count("`Trainer.fit` stopped") == 1, name  # trained exactly once

@@ -20,6 +20,7 @@ from stability.identity import TOGGLES, config_hash
 from stability.records import RunSummary, load_summary
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ("completed", "collapsed")  # runs of a few steps may not leave chance: the collapse rule says so
 TIMING_KEYS = {"wall_time_s", "train_time_s", "images_per_s"}
 
 
@@ -49,7 +50,9 @@ def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunSum
 
 def test_run_writes_a_complete_record(baseline_run: tuple[Path, RunSummary]) -> None:
     run_dir, summary = baseline_run
-    assert summary.status == "completed"
+    assert summary.status in TRAINED  # 8 steps: often still at chance, which the collapse rule records
+    assert (summary.collapse_reason is not None) == (summary.status == "collapsed")
+    assert len(summary.train_loss_history) == 2 and len(summary.val_acc_history) == 2 and summary.max_log_z
     assert summary.to_dict() == json.loads((run_dir / "summary.json").read_text())
     assert summary.steps == 8 and summary.epochs == 2
     assert summary.toggles == {"stem": "patchify", "norm": "layernorm", "norm_placement": "pre",
@@ -132,11 +135,13 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     assert not (run_dir / "summary.json").exists()  # cut off: no result yet
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # saved at the end of epoch 1 (step 4)
     summary = train.run(config, run_dir)
-    assert summary.status == "completed" and summary.steps == 12 and summary.epochs == 3
+    assert summary.status in TRAINED and summary.steps == 12 and summary.epochs == 3
     loss_steps = [step for step, _ in scalars(run_dir)["train/loss"]]
     assert loss_steps == list(range(12))  # steps 4-5 were logged twice; the reader keeps one of each
     # ... and the resumed run matches an uninterrupted one from the same seed.
     uninterrupted = train.run(config, tmp_path / "straight")
+    # the per-epoch history survives the cut: the resumed run's equals an uninterrupted one's
+    assert summary.train_loss_history == pytest.approx(uninterrupted.train_loss_history, rel=1e-5)
     assert summary.final_train_loss == pytest.approx(uninterrupted.final_train_loss, rel=1e-5)
     assert summary.test_acc == pytest.approx(uninterrupted.test_acc)
 
@@ -223,7 +228,7 @@ def test_fit_command_line(tmp_path: Path) -> None:
                "--model.vit.norm", "centernorm", "--model.vit.attention", "cosine", "--run_dir", str(run_dir)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("completed: ")
+    assert done.stdout.startswith(("completed: ", "collapsed: "))
     summary = load_summary(run_dir)
     assert summary.toggles["norm"] == "centernorm" and summary.toggles["attention"] == "cosine"
 
@@ -263,4 +268,4 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = load_summary(run_dir)
-    assert summary.status == "completed" and summary.steps == 4  # limit_train_batches=4 per rank
+    assert summary.status in TRAINED and summary.steps == 4  # limit_train_batches=4 per rank

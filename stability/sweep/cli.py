@@ -22,7 +22,7 @@ import yaml
 from stability.config_files import ConfigLoader, get_dotted
 from stability.errors import ConfigError
 from stability.identity import SEED_KEY
-from stability.records import COMPLETED, DIVERGED, FAILED, FINISHED, SUMMARY, read_summary
+from stability.records import COLLAPSED, COMPLETED, DIVERGED, FAILED, FINISHED, RECORDED, SUMMARY, read_summary
 from stability.status import run_status
 from stability.sweep.grid import GridSpec, expand, load_grid
 from stability.sweep.local import LocalExecutor, usable_cores
@@ -143,7 +143,7 @@ def _tasks(runs: list[PlannedRun], out: Path, retry_failed: bool) -> list[Task]:
 
 def _split(runs: list[PlannedRun], out: Path, retry_failed: bool) -> tuple[list[PlannedRun], dict[str, int]]:
     """Runs still to do, and the count of the others by status (finished, or failed and not retried)."""
-    todo, already = [], {COMPLETED: 0, DIVERGED: 0, FAILED: 0}
+    todo, already = [], dict.fromkeys(RECORDED, 0)
     for run in runs:
         status = run_status(out / run.run_name)
         if status in FINISHED or (status == FAILED and not retry_failed):
@@ -172,11 +172,12 @@ def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Ou
                  extra_errors: list[str] = ()) -> int:
     """Print the closing lines from the run folders (the truth) and return the exit status."""
     statuses = {r.run_id: run_status(out / r.run_name) for r in runs}
-    count = {s: sum(1 for v in statuses.values() if v == s) for s in (COMPLETED, DIVERGED, FAILED)}
+    count = {s: sum(1 for v in statuses.values() if v == s) for s in RECORDED}
     left = len(runs) - sum(count.values())
     busy = sum(1 for o in outcomes if o.status == "busy")
     print(f"sweep {name}: {len(runs)} runs in {out}: {count[COMPLETED]} completed, "
-          f"{count[DIVERGED]} diverged, {count[FAILED]} failed, {left} left ({format_duration(elapsed)})")
+          f"{count[DIVERGED]} diverged, {count[COLLAPSED]} collapsed, {count[FAILED]} failed, {left} left "
+          f"({format_duration(elapsed)})")
     for error in extra_errors:
         print(f"  {error}", file=sys.stderr)
     if count[FAILED]:

@@ -50,7 +50,8 @@ class Progress:
 
     def tally(self) -> str:
         c = self.counts
-        return f"done {c['completed']} diverged {c['diverged']} failed {c['failed']} left {self.left}"
+        return (f"done {c['completed']} diverged {c['diverged']} collapsed {c['collapsed']} failed {c['failed']} "
+                f"left {self.left}")
 
     def record(self, outcome: Outcome) -> None:
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
