@@ -62,8 +62,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("divergence_rate", "fraction of runs that diverged", "fraction of runs", at_convergence=False),
     Metric("collapse_rate", "fraction of runs that collapsed (trained, but stayed at chance)", "fraction of runs",
            at_convergence=False),
+    # relative to each configuration's own best loss, so it needs a control that trained well at its best lr
     Metric("lr_sensitivity", "Wortsman et al. 2023 LR sensitivity: mean over the lr grid of min(final val "
-           "loss, initial loss) minus the best", "nats", per="grid", at_convergence=False),
+           "loss, initial loss) minus the best", "nats", per="grid"),
     Metric("largest_stable_lr", "largest lr of the grid whose run neither diverged nor collapsed, log10",
            "decades", per="grid", at_convergence=False),
 )}

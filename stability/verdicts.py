@@ -123,9 +123,9 @@ def evaluate(claim: Claim, runs: pd.DataFrame, config_columns: Sequence[str],
     """Every verdict of one claim over the finished runs of a sweep (``runs``: one row per run, the columns of
     :class:`stability.results.Sweep` plus ``train_loss_history``)."""
     finished = runs[runs["status"].isin([COMPLETED, DIVERGED, COLLAPSED])]
-    control_ok = _control_convergence(claim, finished, config_columns)
-    selected = finished[_matches(finished, claim.where)]
     keys = set(claim.treatment)
+    control_ok = _control_convergence(claim, finished, [c for c in config_columns if c not in keys])
+    selected = finished[_matches(finished, claim.where)]
     metric = METRICS.get(claim.metric) or Metric(claim.metric, claim.metric, "")
     by_lr = metric.per == "run" and not claim.pool and "lr" not in keys and "lr" in selected \
         and len(sorted_values(selected["lr"])) > 1
@@ -214,10 +214,17 @@ def _grid_value(metric: str, runs: pd.DataFrame) -> float:
     return res.value
 
 
-def _control_convergence(claim: Claim, finished: pd.DataFrame, config_columns: Sequence[str]) -> tuple[bool, str]:
-    """Whether the control configuration converged at its best lr in the sweep (module docstring)."""
+def _control_convergence(claim: Claim, finished: pd.DataFrame, other: Sequence[str]) -> tuple[bool, str]:
+    """Whether the control converged at the lr where it does best in the sweep (module docstring).
+
+    The control runs checked are those that pair with a treatment run on every axis but the lr (same seed,
+    same other toggles), at any lr of the sweep: the claim's ``where`` pins everything but the lr.
+    """
     pinned = {k: v for k, v in claim.where.items() if k != "lr"}
+    treat = finished[_matches(finished, {**pinned, **claim.treatment})]
     ctrl = finished[_matches(finished, {**pinned, **claim.control})]
+    cols = [c for c in other if c != "lr"] + ["seed"]
+    ctrl = ctrl[_key(ctrl, cols).isin(set(_key(treat, cols)))]
     if ctrl.empty:
         return False, "no control run"
     ok = ctrl.apply(lambda r: converged(r.get("train_loss_history"), r.get("initial_loss"), r["status"]), axis=1)
