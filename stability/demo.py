@@ -38,7 +38,7 @@ def print_verdicts(claims_csv: Path) -> None:
     print("Verdicts (effect = treatment - control, mean [95% interval] over seeds):")
     for r in rows:
         effect, low, high = (float(r[k]) if r[k] else math.nan for k in ("effect", "low", "high"))
-        at = f" at lr {float(r['lr']):g}" if r["lr"] else ""
+        at = f" ({r['setting']})"
         interval = f"{effect:+.3f} [{low:+.3f}, {high:+.3f}] {r['unit']}" if math.isfinite(low) else \
             (f"{effect:+.3f} {r['unit']}" if math.isfinite(effect) else "no paired runs")
         print(f"  {r['verdict'].upper():<13} {r['claim']}{at}: {interval}, seeds {r['seeds'] or '-'}")

@@ -97,11 +97,21 @@ class Verdict:
     seeds: list[Any]  # the seeds that paired
     control_converged: str  # e.g. "3/3 at lr 0.003"
 
+    @property
+    def setting(self) -> str:
+        """Where the claim was tested, in words: ``lr 0.003``, ``lr 0.03 vs 0.001``, ``over the lr grid``."""
+        c = self.claim
+        if "lr" in c.treatment:
+            return f"lr {c.treatment['lr']:g} vs {c.control['lr']:g}"
+        if c.metric in METRICS and METRICS[c.metric].per == "grid":
+            return "over the lr grid"
+        return f"lr {self.lr:g}" if self.lr is not None else "every lr, pooled"
+
     def row(self) -> dict[str, Any]:
         c = self.claim
         unit = METRICS[c.metric].unit if c.metric in METRICS else ""
         return {"claim": c.claim, "source": c.source, "metric": c.metric, "unit": unit,
-                "direction": c.direction, "min_effect": c.min_effect,
+                "direction": c.direction, "min_effect": c.min_effect, "setting": self.setting,
                 "lr": math.nan if self.lr is None else self.lr, "effect": self.effect.mean,
                 "low": self.effect.low, "high": self.effect.high, "n_seeds": self.effect.n,
                 "verdict": self.verdict, "why": self.why, "control_converged": self.control_converged,
@@ -273,6 +283,6 @@ def claims_table(claims: Sequence[Claim], runs: pd.DataFrame, config_columns: Se
                  confidence: float = 0.95) -> pd.DataFrame:
     """One row per verdict (see :meth:`Verdict.row`), in claim order."""
     rows = [v.row() for claim in claims for v in evaluate(claim, runs, config_columns, confidence)]
-    cols = ["claim", "source", "metric", "unit", "direction", "min_effect", "lr", "effect", "low", "high",
+    cols = ["claim", "source", "metric", "unit", "direction", "min_effect", "setting", "lr", "effect", "low", "high",
             "n_seeds", "verdict", "why", "control_converged", "seeds"]
     return pd.DataFrame(rows, columns=cols)

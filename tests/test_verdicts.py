@@ -107,6 +107,7 @@ def test_effects_are_given_per_learning_rate_unless_pooled(tmp_path: Path) -> No
     pooled, at = rows[2], rows[3]
     assert math.isnan(pooled["lr"]) and pooled["effect"] == pytest.approx(0.15) and pooled["n_seeds"] == 3
     assert at["lr"] == 1e-2 and at["verdict"] == "supported"
+    assert [r["setting"] for r in rows] == ["lr 0.001", "lr 0.01", "every lr, pooled", "lr 0.01"]
 
 
 def test_failures_score_chance_and_count_in_failure_rates(tmp_path: Path) -> None:
@@ -139,6 +140,7 @@ def test_grid_metrics_compare_each_seeds_lr_grid(tmp_path: Path) -> None:
     v, v_sens = _verdicts(tmp_path, [claim, sens])
     assert v["effect"] == pytest.approx(math.log10(1e-2 / 3e-3))
     assert v["n_seeds"] == 3 and v["verdict"] == "supported" and math.isnan(v["lr"])
+    assert v["setting"] == "over the lr grid"
     assert v_sens["effect"] < 0 and v_sens["verdict"] == "supported"
 
 

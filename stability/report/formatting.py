@@ -115,7 +115,7 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "claim": r["claim"],
             "metric": f"{r['metric']} ({r['direction']} ≥ {r['min_effect']:g} {r['unit']})",
-            "lr": "all" if not is_finite(r["lr"]) else format_value(r["lr"]),
+            "tested at": r["setting"],
             "effect": effect,
             "seeds": f"{int(r['n_seeds'])} ({r['seeds']})" if r["seeds"] else "0",
             "verdict": r["verdict"].upper() if r["verdict"] != "inconclusive" else "inconclusive",
