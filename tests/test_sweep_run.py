@@ -195,8 +195,8 @@ def test_cifar10_grid_validates_and_one_cell_runs_with_smoke(tmp_path: Path) -> 
     out = tmp_path / "out"
     # every one of the 32 cells is validated with the real CIFAR-10 module and the ViT-Lite-7/4 model;
     # then one of them (shard 0 of 32) trains for two batches
-    result = run_sweep([str(grid), "--smoke", "--set", f"data.data_dir={data}", "--shard", "0/32",
-                        "--workers", "1"], out)
+    result = run_sweep([str(grid), "--smoke", "--set", f"data.data_dir={data}", "--set", "data.allow_unverified=true",
+                        "--shard", "0/32", "--workers", "1"], out)
     assert result.rc == 0, result.stdout + result.stderr
     assert read_plan(out)["n_runs"] == 32
     (summary,) = summaries(out).values()
