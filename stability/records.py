@@ -179,9 +179,11 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a failed write() names no file; say which record it was
         raise
     with contextlib.suppress(OSError):  # the rename itself survives a crash once the folder is synced
         folder = os.open(path.parent, os.O_RDONLY)

@@ -15,6 +15,7 @@ import and the sweep's worker processes are real.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import re
@@ -385,18 +386,20 @@ def tree(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): (p.stat().st_size if p.is_file() else -1) for p in sorted(folder.rglob("*"))}
 
 
-@pytest.fixture
-def lightning_logs_to_captured_stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
-    """Point Lightning's log handlers (made at import, holding the stderr of that moment) at the stderr
-    ``capsys`` captures, so a "Seed set to 0" printed before the error would be seen."""
+@contextlib.contextmanager
+def lightning_logs_to_stderr() -> Iterator[None]:
+    """Point Lightning's log handlers, which hold the stderr of import time, at the current ``sys.stderr``
+    (the one ``capsys`` captures during the test's call), so a line Lightning prints is seen."""
     handlers = [h for name in ("lightning", "lightning.pytorch", "lightning.fabric")
                 for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
     streams = [h.stream for h in handlers]
     for handler in handlers:
         handler.stream = sys.stderr
-    yield
-    for handler, stream in zip(handlers, streams, strict=True):
-        handler.stream = stream
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.stream = stream
 
 
 def test_the_suite_is_large() -> None:
@@ -404,13 +407,14 @@ def test_the_suite_is_large() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                   lightning_logs_to_captured_stderr: None) -> None:
+def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     argv = case.build(tmp_path)
     before = tree(tmp_path)
     capsys.readouterr()
-    code = main(argv)
+    with lightning_logs_to_stderr():
+        code = main(argv)
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     assert err.splitlines() and err.splitlines()[0].startswith("error: "), err
