@@ -353,31 +353,36 @@ def held_output() -> Iterator[None]:
     """Hold back what Lightning logs and warns while a config is checked; drop it if the check fails.
 
     Parsing seeds the RNGs ("Seed set to 0") and building a Trainer reports the hardware; printed before
-    an ``error:`` line, they bury it. On success the warnings are shown and the info lines dropped (the run's
-    own Trainer prints them again when it starts).
+    an ``error:`` line, they bury it. On success the warnings are shown (each once per process: a sweep
+    checks many cells) and the info lines dropped (the run's own Trainer prints them again when it starts).
     """
-    holders: list[tuple[logging.Logger, list[logging.Handler], _Holder]] = []
+    held: list[tuple[logging.Logger, list[logging.Handler], bool, _Holder]] = []
     for name in LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)
         holder = _Holder()
-        holders.append((logger, logger.handlers, holder))
-        logger.handlers = [holder]
+        held.append((logger, logger.handlers, logger.propagate, holder))
+        logger.handlers, logger.propagate = [holder], False
     ok = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             yield
         ok = True
     finally:
-        for logger, handlers, _ in holders:
-            logger.handlers = handlers
+        for logger, handlers, propagate, _ in held:
+            logger.handlers, logger.propagate = handlers, propagate
     if ok:
-        for _, handlers, holder in holders:
+        for logger, _, _, holder in held:
             for record in holder.records:
-                for handler in handlers:
-                    if record.levelno >= max(handler.level, logging.WARNING):
-                        handler.handle(record)
+                if record.levelno >= logging.WARNING:
+                    logger.handle(record)  # through the logger's own handlers again
         for warning in caught:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+            key = (warning.category, str(warning.message), warning.filename, warning.lineno)
+            if key not in _SHOWN_WARNINGS:
+                _SHOWN_WARNINGS.add(key)
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+_SHOWN_WARNINGS: set[tuple] = set()
 
 
 class _Holder(logging.Handler):
