@@ -246,7 +246,7 @@ def _one_line(message: str) -> str:
         if got:
             types = [m for m in _TYPE.finditer(got.group(2)) if m.group(0)]
             if types:
-                return f"{key.split('.')[0]}.{got.group(1)}: got {got.group(3)!r}; expected {_describe_types(types)}"
+                return f"{keys[0]}.{got.group(1)}: got {got.group(3)!r}; expected {_describe_types(types)}"
     if "No module named" in flat or "does not correspond to a subclass" in flat:
         path = class_path.group(1) if class_path else given
         imported = re.search(r"Import path (\S+) does not correspond to a subclass of (\w+)", flat)

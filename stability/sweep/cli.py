@@ -194,9 +194,21 @@ def check_run_folders(runs: list[PlannedRun], out: Path) -> None:
             stored = read_yaml(path)
         except ConfigError as error:
             raise ConfigError(f"{path}: not a config this program wrote ({error}); {advice}") from None
-        if not isinstance(stored, dict) or config_hash(stored) != run.run_id:
+        if not isinstance(stored, dict) or not _same_cell(stored, run.config):
             raise ConfigError(f"{path}: not the config of this run (id {run.run_id}), though the folder has its "
                               f"name; {advice}")
+
+
+# Trainer settings an executor may add at run time (stability.sweep.slurm.runtime_config): where a cell runs,
+# not what it is. A cell cut off on a cluster records them in its config.yaml and still resumes anywhere.
+RUNTIME_TRAINER_KEYS = ("accelerator", "devices", "plugins")
+
+
+def _same_cell(stored: dict[str, Any], planned: dict[str, Any]) -> bool:
+    stored = {**stored}
+    if isinstance(stored.get("trainer"), dict) and isinstance(planned.get("trainer"), dict):
+        stored["trainer"] = {**stored["trainer"], **{k: planned["trainer"].get(k) for k in RUNTIME_TRAINER_KEYS}}
+    return config_hash(stored) == config_hash(planned)
 
 
 def _split(runs: list[PlannedRun], out: Path, retry_failed: bool) -> tuple[list[PlannedRun], dict[str, int]]:
