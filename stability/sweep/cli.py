@@ -207,7 +207,8 @@ RUNTIME_TRAINER_KEYS = ("accelerator", "devices", "plugins")
 def _same_cell(stored: dict[str, Any], planned: dict[str, Any]) -> bool:
     stored = {**stored}
     if isinstance(stored.get("trainer"), dict) and isinstance(planned.get("trainer"), dict):
-        stored["trainer"] = {**stored["trainer"], **{k: planned["trainer"].get(k) for k in RUNTIME_TRAINER_KEYS}}
+        trainer = {k: v for k, v in stored["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}
+        stored["trainer"] = trainer | {k: v for k, v in planned["trainer"].items() if k in RUNTIME_TRAINER_KEYS}
     return config_hash(stored) == config_hash(planned)
 
 
