@@ -30,7 +30,7 @@ from typing import Any, Union
 import lightning as L
 import torch
 import yaml
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -131,6 +131,7 @@ class StabilityCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # As LightningCLI's, minus its warning about sys.argv: a sweep worker passes dicts on purpose.
         self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
+        _check_parsed(self.config)
 
     def instantiate_trainer(self, **kwargs: Any) -> None:  # type: ignore[override]
         return None  # deferred to make_trainer()
@@ -307,6 +308,24 @@ def _count_before_fraction(parser: LightningArgumentParser) -> None:
     for action in parser._actions:
         if action.dest in {f"trainer.{key}" for key in COUNT_OR_FRACTION} and hasattr(action, "_typehint"):
             action._typehint = Union[int, float, None]  # noqa: UP007 - typing.Union builds the fresh object
+
+
+# Groups of keys: jsonargparse lets a config replace one by a scalar or a list ("model: 5"), and then either
+# fails with a TypeError deep in instantiation or silently builds the defaults.
+GROUPS = ("model", "model.vit", "trainer", "divergence", "telemetry")
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit unsigned
+
+
+def _check_parsed(config: Any) -> None:
+    """What jsonargparse accepts but cannot build (or builds wrong): checked before anything is built."""
+    for key in GROUPS:
+        value = config.get(key)
+        if value is not None and not isinstance(value, (Namespace, dict)):
+            raise ConfigError(f"{key}: got {value!r}; expected a mapping of its keys ({key}: {{key: value, ...}})")
+    seed = config.get("seed_everything")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed_everything: got {seed}; give an integer from 0 to {MAX_SEED} (or true for a "
+                          "random seed)")
 
 
 def _check_trainer_values(trainer: Any) -> None:

@@ -251,6 +251,7 @@ CASES = [
          r"trainer\.limit_val_batches: got 'abc'; expected an integer or a number or null"),
     Case("val-check-interval-text", fit("--trainer.val_check_interval", "abc"), r"trainer: .*val_check_interval"),
     Case("callbacks-not-a-class", fit("--trainer.callbacks", "foo"), r"trainer\.callbacks: got 'foo'; expected a list"),
+    Case("seed-negative", fit("--seed_everything", "-5"), r"seed_everything: got -5; give an integer from 0 to 4294"),
     Case("seed-text", fit("--seed_everything", "abc"), r"seed_everything: got 'abc'; expected true or false or an int"),
     Case("batch-size-zero", fit("--data.batch_size", "0"), r"data\.batch_size: 0 is invalid; expected an integer >= 1"),
     Case("batch-size-text", fit("--data.batch_size", "abc"),
@@ -275,6 +276,10 @@ CASES = [
     Case("config-syntax", fit_config("model: [1, 2\nlr: 3\n"), r"bad\.yaml: YAML error at line 2"),
     Case("config-alias-bomb", fit_config(BOMB), r"bad\.yaml: expands to more than 100,000 values"),
     Case("config-too-large", fit_config("# " + "x" * (1 << 20) + "\n"), r"bad\.yaml: larger than 1 MiB"),
+    Case("config-model-a-number", fit_config("model: 5\n"), r"^error: model: got 5; expected a mapping of its keys"),
+    Case("config-model-a-list", fit_config("model: [1, 2]\n"), r"model: got \[1, 2\]; expected a mapping"),
+    Case("config-vit-a-list", fit_config("model: {vit: [1]}\n"), r"model\.vit: got \[1\]; expected a mapping"),
+    Case("config-trainer-a-list", fit_config("trainer: [1]\n"), r"trainer: got \[1\]; expected a mapping"),
     Case("config-control-character", fit_config("model: {lr: 0.1}\x00\n"), r"bad\.yaml: YAML error: control char"),
     # -- `fit` run folders and checkpoints --------------------------------------------------------------------
     Case("run-dir-under-a-file", lambda f: [*fit()(f)[:-1], str(write(f, "a-file", "x") / "run")],
