@@ -7,11 +7,19 @@
     stability demo                            the default grid on digits, then its report
 
 Each subcommand's module is imported only when used (``import lightning`` alone costs seconds).
-User errors (:class:`stability.errors.ConfigError`) print one ``error:`` line and exit 2.
+
+Every error is one line on stderr, never a traceback:
+- exit 2, ``error: ...``: bad input (:class:`stability.errors.ConfigError`, or a path given that cannot be
+  used: missing, a file where a folder is needed, not permitted); checked before anything is written;
+- exit 3, ``error: ...``: the disk filled up (:class:`stability.errors.OutOfSpace`); nothing is corrupt and
+  the same command resumes;
+- exit 1, ``failed: ...``: a run raised (its record says why); ``error: ...`` for any other OS error;
+- exit 130: interrupted (Ctrl-C); finished runs are kept.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from collections.abc import Callable
@@ -35,9 +43,13 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(f"error: give a command: {', '.join(COMMANDS)} (`stability --help` says what each does)",
+              file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(usage())
-        return 0 if argv else 2
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
@@ -45,19 +57,41 @@ def main(argv: list[str] | None = None) -> int:
     module, function, _ = COMMANDS[name]
     command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
 
-    from stability.errors import ConfigError
+    from stability.errors import ConfigError, OutOfSpace, full_disk_error
 
     try:
         return int(command(rest) or 0)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OutOfSpace as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
     except _run_failed() as error:
         print(f"failed: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        if full_disk_error(error) is not None:
+            print(f"error: {OutOfSpace(error.filename or '.')}", file=sys.stderr)
+            return 3
+        print(f"error: {_os_error(error)}", file=sys.stderr)
+        return 2 if error.errno in PATH_ERRNOS else 1
+
+
+# errno values that say a path the user gave cannot be used (bad input), rather than that the system failed
+PATH_ERRNOS = (errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+               errno.ENAMETOOLONG, errno.ELOOP)
+
+
+def _os_error(error: OSError) -> str:
+    """``path: what is wrong`` in words for the common cases (``mkdir`` on a file says only "File exists")."""
+    path = error.filename if error.filename is not None else "?"
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"{path}: a file is in the way where a folder is needed"
+    return f"{path}: {error.strerror or type(error).__name__}"
 
 
 def _run_failed() -> type[Exception]:

@@ -4,6 +4,11 @@ Plain Python and PyYAML only (no lightning import), so a grid can be expanded an
 Files merge left to right, later values winning, nested mappings merged key by key: the rule of
 ``stability fit --config a.yaml --config b.yaml``. Dotted keys (``model.vit.norm``) address one value of a
 nested config, with LightningCLI's ``class_path`` shorthand.
+
+The reader is strict where PyYAML is lenient, because a config file silently read wrong runs the wrong
+experiment: a key given twice is an error (PyYAML keeps the last), a file must be UTF-8 text, and size is
+bounded twice: the file (:data:`MAX_YAML_BYTES`) and the values it expands to through aliases
+(:data:`MAX_YAML_VALUES`; nine nested aliases of nine items make a few hundred bytes expand to 10^9 values).
 """
 
 from __future__ import annotations
@@ -18,14 +23,37 @@ import yaml
 
 from stability.errors import ConfigError
 
+MAX_YAML_BYTES = 1 << 20  # 1 MiB: the largest shipped grid is 3 KB
+MAX_YAML_VALUES = 100_000  # scalars, lists and mappings after alias expansion; a config has ~100
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
 
 class ConfigLoader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float.
+    """SafeLoader that also reads ``1e-3`` as a float and rejects a key given twice in one mapping.
 
     PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``); ``1e-3`` would silently be the string
     "1e-3", which hashes and names differently from ``0.001``. Learning rates are written that way, so
-    the loader accepts the YAML 1.2 float forms too.
+    the loader accepts the YAML 1.2 float forms too. YAML forbids duplicate keys, but PyYAML keeps the
+    last one: in a grid, ``model.lr`` listed twice under ``axes`` would silently drop the first axis.
+    Merge keys (``<<: *defaults``) may still be overridden: that is what they are for.
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader's own error names it
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _FLOAT = re.compile(
@@ -45,18 +73,99 @@ ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+01
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse one YAML file; a syntax error becomes a one-line :class:`ConfigError` with its position."""
+    """Parse one YAML file; every problem is a one-line :class:`ConfigError` naming the file (and the line).
+
+    Beyond PyYAML's syntax errors: a folder or an unreadable file, a file over :data:`MAX_YAML_BYTES`, bytes
+    that are not UTF-8 text, a key given twice, aliases that expand past :data:`MAX_YAML_VALUES` values or
+    into themselves, and nesting too deep to parse.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected a YAML file")
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(MAX_YAML_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES >> 20} MiB; config and grid files are small YAML "
+                          "text files (is this the right file?)")
     try:
-        return yaml.load(text, Loader=ConfigLoader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); config and grid "
+                          "files are YAML text in UTF-8") from None
+    try:
+        loader = ConfigLoader(text)  # checks the characters first
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: YAML error{where}: {problem}") from None
+        raise ConfigError(f"{path}: YAML error: {_problem(exc)}") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(path, node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error{_position(exc)}: {_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; config and grid files are a few levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def _position(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f" at line {mark.line + 1}, column {mark.column + 1}"
+    return ""
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    """The error's own words, without PyYAML's 'in "<unicode string>", line N' position lines."""
+    problem = getattr(exc, "problem", None)
+    if problem:
+        context = getattr(exc, "context", None)
+        return f"{context} {problem}" if context and str(problem).startswith("but ") else str(problem)
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: name it and where it is
+        return f"control character {exc.character:#04x} at position {exc.position} is not allowed in YAML text"
+    lines = [line for line in str(exc).splitlines() if line.strip() and "<unicode string>" not in line]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _check_expansion(path: Path, root: yaml.Node) -> None:
+    """Count the values ``root`` expands to, an alias counting as a copy of what it names.
+
+    PyYAML builds an alias as a shared reference, so loading a billion-laughs file is cheap; the cost comes
+    later, when the config is copied, merged or written out value by value. Counting on the node graph
+    (each node's expanded size computed once) is linear in the file, whatever the expansion.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [item for pair in node.value for item in pair]
+        if children_done:
+            active.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_YAML_VALUES:
+                raise ConfigError(f"{path}: expands to more than {MAX_YAML_VALUES:,} values (aliases, line "
+                                  f"{node.start_mark.line + 1}); config and grid files are small")
+            continue
+        if key in active:
+            raise ConfigError(f"{path}: an alias at line {node.start_mark.line + 1} contains itself; a config "
+                              "cannot be infinitely deep")
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
 
 
 def merge_nested(into: dict, update: Mapping) -> dict:
@@ -74,7 +183,7 @@ def load_config_files(paths: list[str | Path] | list[Path]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for path in paths:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file {path}: not found")
         data = read_yaml(path) or {}
         if not isinstance(data, Mapping):

@@ -9,9 +9,13 @@ Which items a step sees, and in what order, is decided by the samplers and datas
 DDP; whole-batch tensor datasets; a stratified split order); this module only wires them to each data set.
 
 Nothing is downloaded: a missing or incomplete folder raises :class:`~stability.errors.ConfigError` in
-``__init__`` with one line saying what was expected where.
+``__init__`` with one line saying what was expected where. The files themselves are checked there too,
+before any run folder exists: CIFAR files against the official archive's md5 checksums (they are Python
+pickles, and unpickling a planted file runs its code; ``allow_unverified=True`` accepts other files after
+a format check), image files by their headers.
 """
 
+import hashlib
 import os
 import pickle
 from collections.abc import Callable
@@ -20,6 +24,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -173,9 +178,9 @@ class DigitsDataModule(L.LightningDataModule):
 def _without_md5(dataset_cls: type[CIFAR10]) -> type[CIFAR10]:
     """torchvision's reader for ``dataset_cls`` with its md5 checks off.
 
-    torchvision compares every file with the md5 of the official archive; we check instead that the files
-    exist (with a clear message) and turn unreadable ones into a ConfigError, which lets re-packed copies
-    and the small fabricated folders of the tests go through the very same reading code.
+    The data module has checked the files already in ``__init__`` (against the same checksums, with a
+    one-line error naming the file, or, with ``allow_unverified``, their format); torchvision's own check
+    would repeat the hashing and fail with a message that names no file.
     """
     return type(
         f"_{dataset_cls.__name__}Files",
@@ -186,6 +191,61 @@ def _without_md5(dataset_cls: type[CIFAR10]) -> type[CIFAR10]:
             "meta": {**dataset_cls.meta, "md5": None},
         },
     )
+
+
+# (path, size, mtime_ns) -> md5 hex digest, or the format problem of an unverified file ("" = fine): a sweep
+# validates every cell in the same worker process, and each cell builds its data module.
+_FILE_CHECKS: dict[tuple[str, int, int, str], str] = {}
+
+
+def _file_key(path: Path, what: str) -> tuple[str, int, int, str]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, what)
+
+
+def _md5(path: Path) -> str:
+    key = _file_key(path, "md5")
+    if key not in _FILE_CHECKS:
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_CHECKS[key] = digest.hexdigest()
+    return _FILE_CHECKS[key]
+
+
+def _cifar_format_problem(path: Path, kind: str, label_key: str, num_classes: int) -> str:
+    """What is wrong with an unverified CIFAR file ("" if nothing): unpickled, as torchvision will read it."""
+    key = _file_key(path, kind)
+    if key in _FILE_CHECKS:
+        return _FILE_CHECKS[key]
+    try:
+        with path.open("rb") as file:
+            entry = pickle.load(file, encoding="latin1")
+    except Exception as error:  # noqa: BLE001 - whatever breaks unpickling: a truncated or foreign file
+        problem = f"cannot be unpickled ({type(error).__name__}: {' '.join(str(error).split())[:100]})"
+    else:
+        problem = _cifar_entry_problem(entry, kind, label_key, num_classes)
+    _FILE_CHECKS[key] = problem
+    return problem
+
+
+def _cifar_entry_problem(entry: object, kind: str, label_key: str, num_classes: int) -> str:
+    if not isinstance(entry, dict):
+        return f"holds a {type(entry).__name__}, not a CIFAR dictionary"
+    if kind == "meta":
+        names = entry.get(label_key)
+        if not isinstance(names, list) or len(names) != num_classes:
+            return f"has no list of {num_classes} class names under {label_key!r}"
+        return ""
+    data, labels = entry.get("data"), entry.get(label_key)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        return "has no 'data' array of uint8 rows of 3x32x32 pixels"
+    if not isinstance(labels, list) or len(labels) != len(data):
+        return f"has no {label_key!r} list with one label per image"
+    if not all(isinstance(label, int) and 0 <= label < num_classes for label in labels):
+        return f"has {label_key!r} outside 0..{num_classes - 1}"
+    return ""
 
 
 class _FileDataModule(L.LightningDataModule):
@@ -218,8 +278,10 @@ class _CIFARDataModule(_FileDataModule):
     img_size: int = 32
     in_chans: int = 3
 
+    label_key: str  # the labels' key in a batch file
+
     def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 2, val_fraction: float = 0.1,
-                 seed: int = 0, augment: bool = True) -> None:
+                 seed: int = 0, augment: bool = True, allow_unverified: bool = False) -> None:
         """
         Args:
             data_dir: Folder holding the extracted python version (cifar-10-batches-py/ or cifar-100-python/).
@@ -228,15 +290,20 @@ class _CIFARDataModule(_FileDataModule):
             val_fraction: Fraction of the 50,000 training images held out (stratified) for validation.
             seed: Seeds the validation split and (with the global seed) the shuffle order.
             augment: Random crop 32 with 4-pixel zero padding + horizontal flip on the training split.
+            allow_unverified: Read files whose md5 differs from the official archive's (a re-packed copy, a
+                small test set). CIFAR files are Python pickles, and unpickling runs any code a file holds:
+                set this only for files you trust as you trust code.
         """
         super().__init__()
         _check_common(batch_size, seed, num_workers)
         _check_fraction("val_fraction", val_fraction)
+        _require(isinstance(allow_unverified, bool), "allow_unverified", allow_unverified, "expected true or false")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.num_workers, self.seed, self.augment = batch_size, num_workers, seed, augment
-        self.val_fraction = val_fraction
+        self.val_fraction, self.allow_unverified = val_fraction, allow_unverified
         self._check_folder()
+        self._check_files()
         self.datasets: dict[str, Dataset] = {}
 
     def _check_folder(self) -> None:
@@ -253,6 +320,26 @@ class _CIFARDataModule(_FileDataModule):
         if missing:
             raise ConfigError(f"data.data_dir: {str(root)!r} lacks {', '.join(missing)} (expected "
                               f"{', '.join(expected)}); re-extract {self.archive}. Downloading is disabled.")
+
+    def _check_files(self) -> None:
+        """Every file is the official one (md5), or, with ``allow_unverified``, a readable CIFAR file."""
+        root = self.data_dir / self.folder
+        meta = self.dataset_cls.meta
+        files = [(name, md5, "batch") for name, md5 in self.dataset_cls.train_list + self.dataset_cls.test_list]
+        files.append((meta["filename"], meta["md5"], "meta"))
+        for name, md5, kind in files:
+            path = root / name
+            if self.allow_unverified:
+                label_key = meta["key"] if kind == "meta" else self.label_key
+                problem = _cifar_format_problem(path, kind, label_key, self.num_classes)
+                if problem:
+                    raise ConfigError(f"data.data_dir: {str(path)!r} {problem}; it is not a {self.title} python "
+                                      f"file: re-extract {self.archive}")
+            elif _md5(path) != md5:
+                raise ConfigError(
+                    f"data.data_dir: {str(path)!r} is not the official {self.title} file (md5 {_md5(path)}, "
+                    f"expected {md5}); re-extract {self.archive}, or, for files you trust (they are pickles, "
+                    "which run code when read), set data.allow_unverified: true")
 
     def _read(self, train: bool) -> CIFAR10:
         try:
@@ -300,6 +387,7 @@ class CIFAR10DataModule(_CIFARDataModule):
     folder, archive, title = "cifar-10-batches-py", "cifar-10-python.tar.gz", "CIFAR-10"
     mean, std = CIFAR10_MEAN, CIFAR10_STD
     num_classes = 10
+    label_key = "labels"
 
 
 class CIFAR100DataModule(_CIFARDataModule):
@@ -314,6 +402,7 @@ class CIFAR100DataModule(_CIFARDataModule):
     folder, archive, title = "cifar-100-python", "cifar-100-python.tar.gz", "CIFAR-100"
     mean, std = CIFAR100_MEAN, CIFAR100_STD
     num_classes = 100
+    label_key = "fine_labels"
 
 
 # -- image folders ---------------------------------------------------------------------------------------
@@ -331,6 +420,44 @@ class _ImageFolderWithClasses(ImageFolder):
 
 def _class_folders(split_dir: Path) -> list[str]:
     return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+
+
+# Images whose headers are read when an image folder is checked, per split: all of them up to this many,
+# else this many spread evenly over the sorted list (on ImageNet's 1.28M images, reading every header would
+# take minutes per cell). A bad image outside the sample fails the run that reads it, named in its record.
+MAX_CHECKED_IMAGES = 20_000
+_CHECKED_FOLDERS: set[tuple] = set()  # folders whose images passed, with their class folders' mtimes
+
+
+def _image_files(split_dir: Path, classes: list[str]) -> list[Path]:
+    """The files ImageFolder would load from ``split_dir``, in its order."""
+    files: list[Path] = []
+    for name in classes:
+        for root, _, names in sorted(os.walk(split_dir / name, followlinks=True)):
+            files += [Path(root) / n for n in sorted(names) if n.lower().endswith(IMG_EXTENSIONS)]
+    return files
+
+
+def _check_images(split_dir: Path, classes: list[str]) -> None:
+    """Read the header of every image (or of :data:`MAX_CHECKED_IMAGES` of them): a file that is not an
+    image is an error now, with its name, not a failed run after its folder exists."""
+    present = [name for name in classes if (split_dir / name).is_dir()]
+    signature = (str(split_dir.resolve()), *((n, (split_dir / n).stat().st_mtime_ns) for n in present))
+    if signature in _CHECKED_FOLDERS:
+        return
+    files = _image_files(split_dir, present)
+    if len(files) > MAX_CHECKED_IMAGES:
+        step = len(files) / MAX_CHECKED_IMAGES
+        files = [files[int(i * step)] for i in range(MAX_CHECKED_IMAGES)]
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.size  # noqa: B018 - the header is parsed on open; touching size keeps that explicit
+        except Exception as error:  # noqa: BLE001 - unidentified, truncated header, decompression bomb
+            reason = " ".join(str(error).split())[:120] or type(error).__name__
+            raise ConfigError(f"data.data_dir: {str(path)!r} is not a readable image ({reason}); remove or "
+                              "replace it") from None
+    _CHECKED_FOLDERS.add(signature)
 
 
 def _has_image(class_dir: Path) -> bool:
@@ -398,6 +525,8 @@ class ImageFolderDataModule(_FileDataModule):
             raise ConfigError(f"data.data_dir: {str(self.data_dir / 'val')!r} has class folders that train/ "
                               f"lacks ({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); "
                               "val/ classes must be a subset of train/ classes")
+        for split in ("train", "val"):
+            _check_images(self.data_dir / split, classes["train"])
         return classes["train"]
 
     def _transforms(self, augment: bool) -> v2.Compose:

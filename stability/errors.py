@@ -1,2 +1,46 @@
+"""The errors the command line turns into one line and an exit code (see :mod:`stability.cli`).
+
+Exit codes: 2 for a :class:`ConfigError` (bad input: nothing was written), 3 for :class:`OutOfSpace` (the
+disk or quota filled up: nothing is corrupt, re-running the same command resumes).
+"""
+
+from __future__ import annotations
+
+import errno
+
+# errno values meaning "the storage is full", not "this path is wrong"
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 class ConfigError(ValueError):
     """A user-facing configuration error: the message is one line naming the key, the value and what is valid."""
+
+
+class OutOfSpace(RuntimeError):
+    """A write failed because the file system or quota is full.
+
+    Raised instead of recording the run as failed: nothing about its config is wrong, every record file
+    and checkpoint is written atomically (the last complete ones stay), so the same command resumes it
+    once there is space again.
+    """
+
+    def __init__(self, path: object, during: str = "") -> None:
+        self.path = path
+        where = f" while {during}" if during else ""
+        super().__init__(f"{path}: no space left on the device{where}; free some space, then run the same "
+                         "command again (finished runs are kept, cut-off runs resume from their last checkpoint)")
+
+
+def full_disk_error(error: BaseException | None) -> OSError | None:
+    """The OSError meaning "storage full" in ``error`` or anywhere down its cause/context chain, else None.
+
+    Lightning and TensorBoard re-raise a failed write wrapped in their own exceptions; the errno survives
+    only in the chain.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None

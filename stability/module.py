@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
@@ -66,6 +67,12 @@ def z_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
 
 
+def _check_range(key: str, value: float, valid: str, ok: Callable[[float], bool]) -> None:
+    """One line naming the key, the value and the valid range (NaN and infinities are never valid)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise ConfigError(f"model.{key}: got {value!r}; give {valid}")
+
+
 class ViTClassifier(L.LightningModule):
     """Image classification with the configurable ViT.
 
@@ -101,9 +108,16 @@ class ViTClassifier(L.LightningModule):
         super().__init__()
         if isinstance(vit, dict):  # from a checkpoint's hyper_parameters
             vit = ViTConfig(**vit)
-        for key, value in (("lr", lr), ("warmup_epochs", warmup_epochs), ("z_loss", z_loss)):
-            if not (value >= 0 and math.isfinite(value)):
-                raise ConfigError(f"model.{key}: got {value}; it must be a finite number >= 0")
+        _check_range("lr", lr, "a finite number > 0", lambda v: v > 0)
+        _check_range("weight_decay", weight_decay, "a finite number >= 0", lambda v: v >= 0)
+        _check_range("warmup_epochs", warmup_epochs, "a finite number >= 0", lambda v: v >= 0)
+        _check_range("min_lr_ratio", min_lr_ratio, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+        # smoothing 1 turns every target into the uniform distribution: nothing left to learn
+        _check_range("label_smoothing", label_smoothing, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        _check_range("z_loss", z_loss, "a finite number >= 0 (0 disables it)", lambda v: v >= 0)
+        _check_range("momentum", momentum, "a number in [0, 1)", lambda v: 0 <= v < 1)
+        for i, beta in enumerate(betas):
+            _check_range(f"betas[{i}]", beta, "a number in [0, 1)", lambda v: 0 <= v < 1)
         if optimizer not in ("adamw", "sgd"):
             raise ConfigError(f"model.optimizer: got {optimizer!r}; valid values: 'adamw', 'sgd'")
         # The dataclass is stored as a plain dict so checkpoints load with torch.load(weights_only=True).
@@ -118,9 +132,15 @@ class ViTClassifier(L.LightningModule):
         return self.model(images)
 
     def setup(self, stage: str) -> None:
-        # The model's input and output dimensions are part of its config (so a config file says everything);
-        # here they are checked against the data actually plugged in.
-        data = self.trainer.datamodule if self._trainer is not None else None
+        self.check_data(self.trainer.datamodule if self._trainer is not None else None)
+
+    def check_data(self, data: L.LightningDataModule | None) -> None:
+        """Raise ConfigError if the model's input or output size does not match ``data``.
+
+        The model's dimensions are part of its config (so a config file says everything); the data modules
+        know theirs right after ``__init__``, so this runs before a run folder exists (and again in ``setup``
+        for data plugged in from Python).
+        """
         if data is None:
             return
         for key in ("num_classes", "img_size", "in_chans"):

@@ -12,19 +12,23 @@ A run folder::
     .sweep.lock             flock'ed while a sweep worker runs the cell
     output.log              what the run printed (sweep worker processes only)
     traceback.txt           why a failed run failed
+    kills.json              how often a sweep worker running the cell was killed by a signal (OOM killer)
+    last.unreadable-N.ckpt  a checkpoint that could not be read, set aside when the run started again
 
 and a sweep folder holds ``plan.json`` (every cell, written before any run starts) beside its run folders.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # -- file names --------------------------------------------------------------------------------------------
 CONFIG = "config.yaml"
@@ -36,6 +40,8 @@ PLAN = "plan.json"
 LOCK = ".sweep.lock"
 OUTPUT = "output.log"
 TRACEBACK = "traceback.txt"
+KILLS = "kills.json"
+UNREADABLE_CKPT = "last.unreadable-{n}.ckpt"  # in the run folder, not in checkpoints/ (Lightning scans that)
 
 # -- statuses ----------------------------------------------------------------------------------------------
 # What summary.json can say:
@@ -95,6 +101,9 @@ class RunSummary:
     max_log_z: float | None = None  # largest batch-mean log-partition of the output logits (Wortsman et al.)
     train_loss_history: list[float] | None = None  # mean training loss of each epoch
     val_acc_history: list[float] | None = None  # validation accuracy after each epoch
+    # torch intra-op threads the run used: float reductions are split by thread, so the last digits of every
+    # number depend on it (a sweep fixes it in its plan; it is not part of the run's identity)
+    threads: int | None = None
     versions: dict[str, str] | None = None  # stability, torch, lightning, timm, python
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -154,8 +163,36 @@ def read_summary(run_dir: str | Path) -> RunSummary | None:
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and rename: readers (and a killed writer) never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
+    with atomic_file(path) as file:
+        file.write(text.encode())
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file that becomes ``path`` only once it is complete: written beside it under a temporary
+    name, flushed to disk (fsync), then renamed over ``path``, and the folder entry synced.
+
+    If anything fails (a full disk, an exception in the writer), the temporary file is removed and
+    ``path`` keeps its previous content. The file is created with mode 0666 minus the umask, like any file
+    a program writes, so a shared sweep folder is readable by whoever the umask lets read it.
+    """
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a failed write() names no file; say which record it was
+        raise
+    with contextlib.suppress(OSError):  # the rename itself survives a crash once the folder is synced
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)

@@ -4,8 +4,13 @@ Re-running the same command is how a sweep resumes: finished runs (``completed``
 skipped, cut-off runs continue from their last checkpoint, failed runs wait for ``--retry-failed``.
 
 Exit status: 0 when every run of this invocation (its shard) is finished; 1 when any failed; 3 when
-some are left unfinished (held by another sweep on the same folder, or jobs that ended early); 2 for a
-malformed grid (raised as :class:`stability.errors.ConfigError`, printed as one line by the dispatcher).
+some are left unfinished (held by another sweep on the same folder, a worker killed by a signal, jobs that
+ended early, a full disk); 2 for a malformed grid or bad option (raised as
+:class:`stability.errors.ConfigError`, printed as one line by the dispatcher, before anything is written).
+
+Every run computes with the same number of torch threads, fixed in ``plan.json`` when the sweep is first
+planned (``--threads``, default :func:`default_threads`) and kept by every re-run: the last digits of a
+run's numbers depend on the thread count, and must not depend on how many workers happened to run it.
 """
 
 from __future__ import annotations
@@ -15,32 +20,52 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
-from stability.config_files import ConfigLoader, get_dotted
+from stability.config_files import ConfigLoader, get_dotted, read_yaml
 from stability.errors import ConfigError
-from stability.identity import SEED_KEY
-from stability.records import COLLAPSED, COMPLETED, DIVERGED, FAILED, FINISHED, RECORDED, SUMMARY, read_summary
+from stability.identity import SEED_KEY, config_hash
+from stability.records import (
+    COLLAPSED,
+    COMPLETED,
+    CONFIG,
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    PENDING,
+    RECORDED,
+    SUMMARY,
+    RecordError,
+    read_summary,
+)
 from stability.status import run_status
-from stability.sweep.grid import GridSpec, expand, load_grid
+from stability.sweep.grid import MAX_CELLS, GridSpec, expand, load_grid
 from stability.sweep.local import LocalExecutor, usable_cores
 from stability.sweep.plan import PlannedRun, default_out, make_plan, parse_shard, plan_document, shard
 from stability.sweep.progress import Progress, format_duration
-from stability.sweep.runner import Outcome, Task
-from stability.sweep.store import read_plan, write_plan
+from stability.sweep.runner import KILLED, OUT_OF_SPACE, Outcome, Task
+from stability.sweep.store import MAX_KILLS, planned_threads, read_plan, write_plan
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED = 0, 1, 2, 3
 # Measured with `stability bench sweep --workers 1,2 --fraction 1/4` on the project's 2-core machine (16 runs of
 # ablations/digits.yaml): 1 worker x 2 threads 138.7 s, 2 workers x 1 thread 102.4 s (1.35x faster). Models
 # this small gain little from a second intra-op thread (a run trains in 7.0 s with 2 threads, 9.6 s with 1),
-# so the default is one single-threaded worker per core.
+# so the default is one single-threaded run per core. The thread count is a property of the plan, not of the
+# pool: `--workers 1` then leaves a core idle rather than change the numbers.
 CPU_THREADS_PER_WORKER = 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is a ConfigError (one ``error:`` line, exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stability sweep",
         description="Run every cell of an ablation grid; re-running the command resumes the sweep.",
     )
@@ -50,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None,
                         help="local worker processes (default: one per GPU, else one per CPU core)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per local worker (default: cores // workers)")
+                        help="torch threads per run, fixed in plan.json for the whole sweep and its re-runs "
+                             f"(default: the plan's, else {CPU_THREADS_PER_WORKER} on CPUs, cores / GPUs on GPUs)")
+    parser.add_argument("--max-cells", type=int, default=MAX_CELLS,
+                        help=f"refuse a grid of more cells than this (default {MAX_CELLS:,}); raise it to run a "
+                             "huge grid on purpose")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its size; run nothing")
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="run only runs I, I+N, I+2N, ... of the plan (0 <= I < N)")
@@ -80,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("workers", "threads", "slurm_jobs"):
+    for name in ("workers", "threads", "slurm_jobs", "max_cells"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: got {value}; give an integer >= 1")
@@ -89,6 +118,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.executor == "slurm" and args.shard:
         raise ConfigError("--shard: not used with --executor slurm, which shards the plan into array tasks "
                           "itself (--slurm-jobs)")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out: {args.out} is a file; give a folder (it is created if missing)")
 
 
 def visible_gpus() -> list[int]:
@@ -104,9 +135,9 @@ def wants_gpu(config: dict[str, Any]) -> bool:
     return str(get_dotted(config, "trainer.accelerator", "auto")) in ("auto", "gpu", "cuda")
 
 
-def default_workers(n_cells: int, gpus: list[int]) -> int:
-    """One worker per GPU; on CPUs one per core (see CPU_THREADS_PER_WORKER); never more than cells."""
-    per_machine = len(gpus) if gpus else max(1, usable_cores() // CPU_THREADS_PER_WORKER)
+def default_workers(n_cells: int, gpus: list[int], threads: int = CPU_THREADS_PER_WORKER) -> int:
+    """One worker per GPU; on CPUs as many as the cores hold runs of ``threads``; never more than cells."""
+    per_machine = len(gpus) if gpus else max(1, usable_cores() // threads)
     return max(1, min(per_machine, n_cells))
 
 
@@ -124,6 +155,30 @@ def parse_seeds(text: str, spec: GridSpec) -> list[int]:
     return seeds
 
 
+def default_threads(gpus: list[int]) -> int:
+    """Threads per run for a new plan, from the machine alone: on CPUs CPU_THREADS_PER_WORKER (measured
+    fastest for sweeps of small models), on GPUs the cores shared among the GPUs (data loading, Python)."""
+    return max(1, usable_cores() // len(gpus)) if gpus else CPU_THREADS_PER_WORKER
+
+
+def plan_threads(args: argparse.Namespace, out: Path, gpus: list[int]) -> int:
+    """The thread count of this sweep's runs: the earlier plan's on a re-run, else ``--threads`` or the default.
+
+    Changing it once runs have started would give one sweep's runs different last digits: refused.
+    """
+    planned = planned_threads(out)
+    if args.threads is None:
+        return planned or default_threads(gpus)
+    if planned is not None and planned != args.threads:
+        started = [r["run_name"] for r in read_plan(out)["runs"] if run_status(out / r["run_name"]) != PENDING]
+        if started:
+            raise ConfigError(f"--threads {args.threads}: the sweep in {out} was planned with {planned} thread"
+                              f"{'s' if planned > 1 else ''} per run and {len(started)} of its runs have started; a "
+                              f"run's numbers depend on it, so keep --threads {planned} (or leave it out), or use "
+                              "another --out")
+    return args.threads
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """``KEY=VALUE`` -> (key, YAML value); ``1e-3`` is a number, ``data`` a string, ``[1, 2]`` a list."""
     key, sep, text = item.partition("=")
@@ -137,8 +192,41 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _tasks(runs: list[PlannedRun], out: Path, retry_failed: bool) -> list[Task]:
-    return [Task(r.run_id, r.run_name, str(out / r.run_name), r.config, retry_failed) for r in runs]
+def _tasks(runs: list[PlannedRun], out: Path, retry_failed: bool, threads: int | None = None) -> list[Task]:
+    return [Task(r.run_id, r.run_name, str(out / r.run_name), r.config, retry_failed, threads) for r in runs]
+
+
+def check_run_folders(runs: list[PlannedRun], out: Path) -> None:
+    """Raise ConfigError if a run's folder holds something else than that run (before anything is written):
+    a file in its place, or a ``config.yaml`` that is not the cell's (edited by hand, or damaged)."""
+    for run in runs:
+        run_dir = out / run.run_name
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"{run_dir}: a file where this sweep keeps a run's folder; move it away")
+        path = run_dir / CONFIG
+        if not path.exists():
+            continue
+        advice = "move that folder away (or sweep into another --out)"
+        try:
+            stored = read_yaml(path)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: not a config this program wrote ({error}); {advice}") from None
+        if not isinstance(stored, dict) or not _same_cell(stored, run.config):
+            raise ConfigError(f"{path}: not the config of this run (id {run.run_id}), though the folder has its "
+                              f"name; {advice}")
+
+
+# Trainer settings an executor may add at run time (stability.sweep.slurm.runtime_config): where a cell runs,
+# not what it is. A cell cut off on a cluster records them in its config.yaml and still resumes anywhere.
+RUNTIME_TRAINER_KEYS = ("accelerator", "devices", "plugins")
+
+
+def _same_cell(stored: dict[str, Any], planned: dict[str, Any]) -> bool:
+    stored = {**stored}
+    if isinstance(stored.get("trainer"), dict) and isinstance(planned.get("trainer"), dict):
+        trainer = {k: v for k, v in stored["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}
+        stored["trainer"] = trainer | {k: v for k, v in planned["trainer"].items() if k in RUNTIME_TRAINER_KEYS}
+    return config_hash(stored) == config_hash(planned)
 
 
 def _split(runs: list[PlannedRun], out: Path, retry_failed: bool) -> tuple[list[PlannedRun], dict[str, int]]:
@@ -174,10 +262,16 @@ def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Ou
     statuses = {r.run_id: run_status(out / r.run_name) for r in runs}
     count = {s: sum(1 for v in statuses.values() if v == s) for s in RECORDED}
     left = len(runs) - sum(count.values())
-    busy = sum(1 for o in outcomes if o.status == "busy")
+    unfinished = {run_id for run_id, status in statuses.items() if status not in RECORDED}
+    busy = len({o.run_id for o in outcomes if o.status == "busy"} & unfinished)  # still held, not a running total
+    killed = len({o.run_id for o in outcomes if o.status == KILLED} & unfinished)
     print(f"sweep {name}: {len(runs)} runs in {out}: {count[COMPLETED]} completed, "
           f"{count[DIVERGED]} diverged, {count[COLLAPSED]} collapsed, {count[FAILED]} failed, {left} left "
           f"({format_duration(elapsed)})")
+    full = next((o for o in outcomes if o.status == OUT_OF_SPACE), None)
+    if full is not None:  # one line: the cause, and that re-running resumes
+        print(f"error: {full.error}", file=sys.stderr)
+        return EXIT_UNFINISHED
     for error in extra_errors:
         print(f"  {error}", file=sys.stderr)
     if count[FAILED]:
@@ -191,7 +285,11 @@ def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Ou
               "say why); re-run with --retry-failed to run them again", file=sys.stderr)
         return EXIT_FAILED
     if left:
-        held = f" ({busy} held by another sweep on this folder)" if busy else ""
+        why = [f"{busy} held by another sweep on this folder"] if busy else []
+        if killed:
+            why.append(f"{killed} whose worker was killed by a signal (maybe out of memory): a re-run retries "
+                       f"{'it' if killed == 1 else 'them'}, up to {MAX_KILLS} kills per run")
+        held = f" ({'; '.join(why)})" if why else ""
         print(f"UNFINISHED: {left} of {len(runs)} runs are not finished{held}; re-run the same command to "
               "finish them", file=sys.stderr)
         return EXIT_UNFINISHED
@@ -206,7 +304,7 @@ def _expected_work(spec: GridSpec, out: Path, args: argparse.Namespace, shard_n:
     """
     try:
         planned = read_plan(out)["runs"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, RecordError):
         return -(-len(expand(spec, args.smoke)) // shard_n)
     statuses = [run_status(out / r["run_name"]) for r in planned]
     return sum(1 for s in statuses if s not in FINISHED and (s != FAILED or args.retry_failed))
@@ -214,33 +312,35 @@ def _expected_work(spec: GridSpec, out: Path, args: argparse.Namespace, shard_n:
 
 def _run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int, shard_n: int) -> int:
     started = time.perf_counter()
-    # Start the workers first when there is likely work: they import lightning (~5 s) once, then validate
-    # the cells and run them. A malformed grid kills them before any run starts.
     cells = expand(spec, args.smoke)
     gpus = visible_gpus() if cells and wants_gpu(cells[0].config) else []
+    threads = plan_threads(args, out, gpus)
     expected = _expected_work(spec, out, args, shard_n)
-    workers = args.workers or default_workers(expected, gpus)
-    threads = args.threads or max(1, usable_cores() // workers)
+    workers = args.workers or default_workers(expected, gpus, threads)
     pool = LocalExecutor(workers, threads, gpus or None)
-    if expected:
+    # From a fresh interpreter, start the workers first when there is likely work: they import lightning
+    # (~5 s) once, then validate the cells in parallel and run them; a malformed grid kills them before any
+    # run starts. A process that has loaded the training code already (tests, a notebook) validates here.
+    early = bool(expected) and "stability.train" not in sys.modules
+    if early:
         pool.start()
         import stability.model  # noqa: F401 - naming runs needs it (torch): load it while the workers start
     outcomes: list[Outcome] = []
     finished_ok = False
     try:
-        # every cell is validated before any run starts; by the workers when they are up (in parallel, and
-        # this process never imports lightning)
-        runs = make_plan(spec, args.smoke, pool.resolve) if expected else make_plan(spec, args.smoke)
-        write_plan(out, plan_document(spec, runs, args.smoke))
+        # every cell is validated before anything is written
+        runs = make_plan(spec, args.smoke, pool.resolve) if early else make_plan(spec, args.smoke)
         mine = shard(runs, shard_i, shard_n)
         todo, already = _split(mine, out, args.retry_failed)
+        check_run_folders(todo, out)
+        write_plan(out, plan_document(spec, runs, args.smoke, threads))
         where = f" (shard {shard_i}/{shard_n}: {len(mine)} of {len(runs)})" if shard_n > 1 else ""
         on = f"{workers} worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
         on += f" (GPUs {','.join(map(str, gpus))})" if gpus else ""
         print(f"sweep {spec.name}: {len(runs)} runs{where} -> {out}: {sum(already.values())} ended earlier, "
               f"{len(todo)} to run" + (f" on {on}" if todo else ""), flush=True)
         if todo:
-            outcomes = pool.run(_tasks(todo, out, args.retry_failed), Progress(len(mine), already).record)
+            outcomes = pool.run(_tasks(todo, out, args.retry_failed, threads), Progress(len(mine), already).record)
         finished_ok = True
     finally:
         if finished_ok:
@@ -258,8 +358,9 @@ def _run_slurm(args: argparse.Namespace, spec: GridSpec, out: Path) -> int:
                           "pip install 'stability[slurm]'") from None
     started = time.perf_counter()
     runs = make_plan(spec, args.smoke)
-    write_plan(out, plan_document(spec, runs, args.smoke))
     todo, already = _split(runs, out, args.retry_failed)
+    check_run_folders(todo, out)
+    write_plan(out, plan_document(spec, runs, args.smoke, args.threads))
     if not todo:
         print(f"sweep {spec.name}: {len(runs)} runs -> {out}: {sum(already.values())} ended earlier, 0 to run")
         return final_report(spec.name, runs, out, [], time.perf_counter() - started)
@@ -301,7 +402,7 @@ def main(argv: list[str]) -> int:
     """Entry point used by ``stability sweep``; raises ConfigError for a malformed grid or bad options."""
     args = build_parser().parse_args(argv)
     _check_args(args)
-    spec = load_grid(args.grid)
+    spec = load_grid(args.grid, args.max_cells)
     for item in args.sets:
         key, value = parse_set(item)
         spec.overrides[key] = value

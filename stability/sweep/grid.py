@@ -36,12 +36,16 @@ DEFAULT_SMOKE = {
     "trainer.limit_test_batches": 1,
 }
 SAMPLE_DIGITS = 4  # sampled values are rounded to 4 significant digits: readable names, stable hashes
+# Most cells a grid may have unless the user raises the bound (``stability sweep --max-cells``). Checked by
+# arithmetic before any cell is built: 10^7 cells would take gigabytes of configs. At ~70 ms of validation
+# per cell, 10,000 cells take ~12 CPU-minutes to plan; the largest shipped grid has 64.
+MAX_CELLS = 10_000
 
 
 def leading_comment(path: Path) -> str:
     """The comment block a grid file starts with (what it asks, how many runs, what it costs)."""
     lines = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.startswith("#"):
             break
         lines.append(line[2:] if line.startswith("# ") else line[1:])
@@ -170,12 +174,15 @@ def _parse_samples(path: Path, raw: Any) -> Samples | None:
     return Samples(n, seed, {str(k): _parse_distribution(path, str(k), v) for k, v in params.items()})
 
 
-def _parse_seeds(path: Path, raw: Any) -> list[int] | None:
+def _parse_seeds(path: Path, raw: Any, max_cells: int) -> list[int] | None:
     if raw is None:
         return None
     if isinstance(raw, int) and not isinstance(raw, bool):
         if raw < 1:
             raise ConfigError(_where(path, f"seeds: got {raw}; give a count >= 1 or a list of integers"))
+        if raw > max_cells:
+            raise ConfigError(_where(path, f"seeds: got {raw:,} seeds, more than the {max_cells:,} cells a grid may "
+                                           "have; give fewer, or raise --max-cells if you mean it"))
         return list(range(raw))
     if (not isinstance(raw, list) or not raw
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw)):
@@ -199,10 +206,14 @@ def _parse_entries(path: Path, raw: Any, what: str) -> list[dict[str, Any]]:
     return entries
 
 
-def load_grid(path: str | Path) -> GridSpec:
-    """Read and check a grid file (no base config is read yet; see :func:`expand`)."""
+def load_grid(path: str | Path, max_cells: int = MAX_CELLS) -> GridSpec:
+    """Read and check a grid file (no base config is read yet; see :func:`expand`).
+
+    Args:
+        max_cells: the most cells the grid may expand to (:func:`count_cells`, before exclusions).
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such grid file")
     raw = read_yaml(path)
     if not isinstance(raw, Mapping):
@@ -220,6 +231,8 @@ def load_grid(path: str | Path) -> GridSpec:
                                        f"relative to the grid file, e.g. base: [base/digits.yaml]"))
     base = [(path.parent / b) for b in base_raw]
     for b in base:
+        if b.is_dir():
+            raise ConfigError(_where(path, f"base: {b} is a folder; give a config file"))
         if not b.is_file():
             raise ConfigError(_where(path, f"base: {b} does not exist"))
 
@@ -236,7 +249,7 @@ def load_grid(path: str | Path) -> GridSpec:
         base=base,
         overrides=_mapping(raw.get("overrides"), path, "overrides"),
         axes=axes,
-        seeds=_parse_seeds(path, raw.get("seeds")),
+        seeds=_parse_seeds(path, raw.get("seeds"), max_cells),
         exclude=_parse_entries(path, raw.get("exclude"), "exclude"),
         include=_parse_entries(path, raw.get("include"), "include"),
         samples=_parse_samples(path, raw.get("samples")),
@@ -256,7 +269,46 @@ def load_grid(path: str | Path) -> GridSpec:
         clash = [k for k in spec.samples.params if k in spec.axes]
         if clash:
             raise ConfigError(_where(path, f"{clash[0]}: both an axis and a sampled key; keep one"))
+    _check_distinct_keys(path, spec.product_keys())
+    _check_distinct_keys(path, list(spec.overrides))
+    cells = count_cells(spec)
+    if cells > max_cells:
+        raise ConfigError(_where(path, f"the grid has {cells:,} cells ({_shape(spec)}), more than --max-cells "
+                                       f"{max_cells:,}; shrink the grid, or raise --max-cells if you mean it"))
     return spec
+
+
+def _canonical(key: str) -> str:
+    """A dotted key without LightningCLI's ``init_args`` level: ``data.init_args.batch_size`` and
+    ``data.batch_size`` address the same value (see :func:`stability.config_files.set_dotted`)."""
+    return ".".join(part for part in key.split(".") if part != "init_args")
+
+
+def _check_distinct_keys(path: Path, keys: list[str]) -> None:
+    """Two axes (or an axis and a sampled key) that set the same config value: the later would silently win."""
+    seen: dict[str, str] = {}
+    for key in keys:
+        other = seen.setdefault(_canonical(key), key)
+        if other != key:
+            raise ConfigError(_where(path, f"{key} and {other} set the same config value; keep one"))
+
+
+def count_cells(spec: GridSpec) -> int:
+    """How many cells the grid expands to before exclusions and de-duplication, by arithmetic alone."""
+    seeds = len(spec.seeds) if spec.seeds is not None else 1
+    product = math.prod(len(values) for values in spec.axes.values()) * (spec.samples.n if spec.samples else 1)
+    included = sum(math.prod(len(v) if isinstance(v, list) else 1 for v in entry.values())
+                   for entry in spec.include)
+    return seeds * (product + included)
+
+
+def _shape(spec: GridSpec) -> str:
+    parts = [f"{len(spec.seeds)} seeds"] if spec.seeds is not None else []
+    parts += [f"{len(values)} {key}" for key, values in spec.axes.items()]
+    if spec.samples:
+        parts.append(f"{spec.samples.n} samples")
+    shape = " x ".join(parts) or "no axes"
+    return shape + (f", plus {len(spec.include)} include entries" if spec.include else "")
 
 
 # -- expansion -------------------------------------------------------------------------------------------

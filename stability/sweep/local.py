@@ -2,14 +2,17 @@
 
 Why not ``multiprocessing.Pool`` or ``ProcessPoolExecutor``? A worker that dies mid-run (out of memory,
 a segfault in a kernel) hangs the former and breaks every pending future of the latter. Here the parent
-watches each worker's pipe *and* its process sentinel, so a dead worker costs exactly its own cell
-(recorded as failed) and is replaced.
+watches each worker's pipe *and* its process sentinel, so a dead worker costs exactly its own cell and is
+replaced. A worker killed by a signal (the OOM killer, an admin's ``kill``) says nothing against the cell's
+config: the kill is counted in the cell's ``kills.json`` and the cell stays resumable, so a plain re-run of
+the sweep retries it, until it has killed :data:`~stability.sweep.store.MAX_KILLS` workers; then it is
+recorded failed. A worker that exits with an error code is recorded failed at once.
 
 Each worker:
 - validates a share of the grid's cells while the parent plans (so the parent never imports lightning);
 - is started with the ``spawn`` context (no forked copies of the parent's threads or CUDA state);
 - imports :mod:`stability.train` once (``import lightning`` is ~5 s) and then runs many cells;
-- uses ``threads`` torch threads, so ``workers x threads`` matches the cores;
+- uses ``threads`` torch threads, the plan's count (a run's numbers depend on it, not on the pool size);
 - on a GPU machine gets its own ``CUDA_VISIBLE_DEVICES``;
 - asks the kernel to SIGKILL it when the parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so a killed
   sweep leaves no orphan training behind; the cut-off cells resume on the next sweep;
@@ -24,7 +27,6 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -32,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from stability.sweep.plan import Resolved, resolve_batch
-from stability.sweep.runner import Outcome, Task, run_task
-from stability.sweep.store import write_failure
+from stability.sweep.runner import KILLED, OUT_OF_SPACE, Outcome, Task, run_task
+from stability.sweep.store import MAX_KILLS, record_kill, write_failure
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -141,21 +143,47 @@ class LocalExecutor:
         return _Worker(index, process, parent_conn)
 
     def run(self, tasks: list[Task], on_outcome: Callable[[Outcome], None]) -> list[Outcome]:
-        """Run every task; call ``on_outcome`` as each ends. Returns the outcomes in the order they ended."""
+        """Run every task; call ``on_outcome`` as each ends. Returns the outcomes in the order they ended.
+
+        Once a run reports the disk full, no further task is started (each would fail the same way); the
+        ones running finish or fail on their own, and the rest stay as they were for the next sweep.
+        """
         outcomes: list[Outcome] = []
+        pending: list[Task] = list(tasks)
 
         def done(task: Task, outcome: Outcome) -> None:
             outcomes.append(outcome)
             on_outcome(outcome)
+            if outcome.status == OUT_OF_SPACE:
+                pending.clear()
 
         def died(task: Task, code: int | None) -> bool:
-            error = f"worker process died (exit code {code}) while running this cell"
-            write_failure(Path(task.run_dir), task.run_name, task.run_id, error)
-            done(task, Outcome(task.run_id, task.run_name, "failed", True, error))
+            done(task, self._worker_died(task, code))
             return False  # never retried in this sweep: a cell that kills its worker would do it again
 
-        self._drive(list(tasks), done, died)
+        self._drive(pending, done, died)
         return outcomes
+
+    @staticmethod
+    def _worker_died(task: Task, code: int | None) -> Outcome:
+        """Record a worker's death on its cell: a kill counts towards MAX_KILLS, any other death fails it."""
+        run_dir = Path(task.run_dir)
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            kills = record_kill(run_dir, name)
+            if kills < MAX_KILLS:
+                return Outcome(task.run_id, task.run_name, KILLED, True,
+                               f"worker killed by {name} ({kills} of {MAX_KILLS} kills allowed); a re-run of the "
+                               "sweep retries this cell")
+            error = (f"worker killed by a signal {kills} times while running this cell (last: {name}), maybe out of "
+                     "memory; not retried by a plain re-run (--retry-failed tries again)")
+        else:
+            error = f"worker process died (exit code {code}) while running this cell"
+        write_failure(run_dir, task.run_name, task.run_id, error)
+        return Outcome(task.run_id, task.run_name, "failed", True, error)
 
     def resolve(self, configs: list[dict[str, Any]]) -> list[Resolved]:
         """Resolve configs on the workers, in parallel (the ``resolve_many`` of :func:`make_plan`)."""
@@ -180,11 +208,11 @@ class LocalExecutor:
         """Hand ``jobs`` to idle workers until all are done; ``died`` says whether a dead worker's job is retried."""
         if not self._pool:
             self.start()
-        pending = deque(jobs)
+        pending = jobs  # consumed from the front; ``done`` may empty it to stop handing out work
         while pending or any(w.job is not None for w in self._pool):
             for worker in self._pool:  # hand out work
                 if worker.ready and worker.job is None and pending:
-                    worker.job = pending.popleft()
+                    worker.job = pending.pop(0)
                     worker.conn.send(worker.job)
             waitables: list[Any] = [w.conn for w in self._pool] + [w.process.sentinel for w in self._pool]
             ready = wait(waitables, timeout=5.0)
@@ -204,7 +232,7 @@ class LocalExecutor:
                 if dead:
                     job, code = worker.job, self._bury(worker)
                     if job is not None and died(job, code):
-                        pending.appendleft(job)
+                        pending.insert(0, job)
                     self._replace(worker, code, needed=bool(pending))
 
     def _bury(self, worker: _Worker) -> int | None:

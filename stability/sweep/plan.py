@@ -116,14 +116,19 @@ def make_plan(spec: GridSpec, smoke: bool = False,
     return list(runs.values())
 
 
-def plan_document(spec: GridSpec, runs: list[PlannedRun], smoke: bool) -> dict[str, Any]:
-    """The content of ``plan.json``: deterministic (no timestamps), so re-runs rewrite identical bytes."""
+def plan_document(spec: GridSpec, runs: list[PlannedRun], smoke: bool, threads: int | None = None) -> dict[str, Any]:
+    """The content of ``plan.json``: deterministic (no timestamps), so re-runs rewrite identical bytes.
+
+    ``threads`` is the torch thread count of every run: part of the plan, not of a run's identity, so the
+    whole sweep (and any re-run of it, with any number of workers) computes with the same count.
+    """
     return {
         "format": PLAN_FORMAT,
         "grid": str(spec.path),
         "name": spec.name,
         "description": spec.description,
         "smoke": smoke,
+        "threads": threads,
         "base": [str(p) for p in spec.base],
         "varying": spec.varying_keys(),
         "claims": spec.claims,

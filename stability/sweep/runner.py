@@ -19,9 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stability.records import FAILED, FINISHED, OUTPUT, TRACEBACK, RunSummary, read_summary
+from stability.errors import OutOfSpace, full_disk_error
+from stability.records import FAILED, FINISHED, KILLS, OUTPUT, TRACEBACK, RunSummary, read_summary
 from stability.status import RunLock, run_status
 from stability.sweep.store import write_failure
+
+KILLED = "killed"  # an outcome, not a record: the worker died of a signal; a re-run retries the cell
+OUT_OF_SPACE = "out-of-space"  # an outcome, not a record: the disk filled up; the cell stays resumable
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Task:
     run_dir: str
     config: dict[str, Any]
     retry_failed: bool = False
+    threads: int | None = None  # torch threads for the run, fixed by the plan (None: the process's setting)
 
 
 @dataclass
@@ -41,7 +46,7 @@ class Outcome:
 
     run_id: str
     run_name: str
-    status: str  # completed | diverged | failed | busy
+    status: str  # completed | diverged | failed | busy | killed | out-of-space
     ran: bool
     error: str | None = None
     wall_s: float = 0.0
@@ -107,8 +112,9 @@ def run_task(task: Task, extra_config: dict[str, Any] | None = None, use_lock: b
         status = run_status(run_dir)  # re-read under the lock: another sweep may have finished it meanwhile
         if status in FINISHED or (status == FAILED and not task.retry_failed):
             return _outcome(task, status, False, started, read_summary(run_dir))
-        if status == FAILED:  # a retry: the old traceback would outlive the record it explained
+        if status == FAILED:  # a retry: the old traceback and kill count would outlive the record they explained
             (run_dir / TRACEBACK).unlink(missing_ok=True)
+            (run_dir / KILLS).unlink(missing_ok=True)
         from stability.config_files import deep_merge
         from stability.train import RunFailed, run  # lazy: lightning is imported once per worker
 
@@ -117,14 +123,21 @@ def run_task(task: Task, extra_config: dict[str, Any] | None = None, use_lock: b
             with output_to(run_dir / OUTPUT if capture_output else None), warnings.catch_warnings():
                 # the worker's sys.argv is not this run's config: LightningCLI's warning about it is noise
                 warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended")
-                summary = run(config, run_dir)
+                summary = run(config, run_dir, task.threads)
+        except OutOfSpace as exc:  # nothing is recorded: the cell resumes once there is space
+            return _outcome(task, OUT_OF_SPACE, True, started, error=str(exc))
         except RunFailed:
             # The run recorded its own failure; keep the traceback beside it for whoever reads the record.
             write_failure(run_dir, task.run_name, task.run_id, "", traceback.format_exc())
             return _outcome(task, FAILED, True, started, read_summary(run_dir))
         except Exception as exc:  # noqa: BLE001 - anything raised outside the run's own guard
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            write_failure(run_dir, task.run_name, task.run_id, error, traceback.format_exc())
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            try:
+                write_failure(run_dir, task.run_name, task.run_id, error, traceback.format_exc())
+            except OSError as failed_write:  # the disk is full even for the record: leave the cell resumable
+                if full_disk_error(failed_write) is None:
+                    raise
+                return _outcome(task, OUT_OF_SPACE, True, started, error=str(OutOfSpace(run_dir)))
             return _outcome(task, FAILED, True, started, read_summary(run_dir), error)
         return _outcome(task, summary.status, True, started, summary)
     finally:

@@ -1,4 +1,5 @@
-"""What the sweep writes besides the runs' own records: ``plan.json`` and the record of a run that died.
+"""What the sweep writes besides the runs' own records: ``plan.json``, the record of a run that died, and
+the count of signals that killed a cell's worker.
 
 The run folders and their files are described in :mod:`stability.records`; a run's status and lock are in
 :mod:`stability.status`. For the sweep, ``completed``/``diverged`` are finished, ``failed`` waits for
@@ -11,9 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stability.records import FAILED, PLAN, TRACEBACK, RunSummary, read_summary, write_atomic
+from stability.records import FAILED, KILLS, PLAN, TRACEBACK, RecordError, RunSummary, read_summary, write_atomic
 
 PLAN_FORMAT = 1
+# A worker killed by a signal (the OOM killer, an admin) does not make its cell "failed": a plain re-run
+# tries it again, up to this many kills in all; then it is recorded failed, like a run that raised.
+MAX_KILLS = 2
 
 
 def write_plan(sweep_dir: Path, plan: dict[str, Any]) -> Path:
@@ -26,7 +30,47 @@ def write_plan(sweep_dir: Path, plan: dict[str, Any]) -> Path:
 
 
 def read_plan(sweep_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(sweep_dir) / PLAN).read_text())
+    """``plan.json`` as written by :func:`write_plan`; raises OSError if missing, RecordError if malformed."""
+    path = Path(sweep_dir) / PLAN
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # not UTF-8, not JSON
+        raise RecordError(f"{path}: not a plan this program wrote ({' '.join(str(error).split())[:100]})") from None
+    runs = plan.get("runs") if isinstance(plan, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("run_name"), str)
+                                             for r in runs):
+        raise RecordError(f"{path}: not a plan this program wrote (no list of runs)")
+    return plan
+
+
+def planned_threads(sweep_dir: Path) -> int | None:
+    """The threads per run an earlier sweep on this folder fixed in its plan; None if there is none."""
+    try:
+        threads = read_plan(sweep_dir).get("threads")
+    except (OSError, RecordError):
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+
+
+def kill_count(run_dir: Path) -> int:
+    """How often a worker running this cell was killed by a signal (0 if never, or if the file is damaged)."""
+    try:
+        kills = json.loads((Path(run_dir) / KILLS).read_text()).get("signals")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return len(kills) if isinstance(kills, list) else 0
+
+
+def record_kill(run_dir: Path, signal_name: str) -> int:
+    """Count one more kill of this cell's worker (``kills.json``); returns the count so far."""
+    path = Path(run_dir) / KILLS
+    try:
+        signals = json.loads(path.read_text()).get("signals")
+    except (OSError, ValueError, AttributeError):
+        signals = None
+    signals = [*(signals if isinstance(signals, list) else []), signal_name]
+    write_atomic(path, json.dumps({"signals": signals}) + "\n")
+    return len(signals)
 
 
 def write_failure(run_dir: Path, run_name: str, run_id: str, error: str, traceback_text: str = "") -> None:
