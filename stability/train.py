@@ -45,7 +45,7 @@ from stability.records import (
     write_atomic,
 )
 from stability.telemetry import DivergenceDetector, StabilityTelemetry
-from stability.tensorboard import RunLogger
+from stability.tensorboard import RunLogger, result_metrics, with_user_loggers
 
 # Defaults that differ from Lightning's: per-step curves need log_every_n_steps=1; ablation runs need no
 # model summary or sanity check; ``deterministic`` makes a seed reproduce its numbers.
@@ -106,8 +106,10 @@ class StabilityCLI(LightningCLI):
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename=LAST_CKPT.stem, save_top_k=1,
                                      every_n_epochs=1, enable_version_counter=False)
         configured = self.config_init["trainer"].get("callbacks") or []
-        logger = RunLogger(run_dir, self.config_dump_dict())
-        return super().instantiate_trainer(logger=logger, callbacks=[*configured, checkpoint])
+        # The run's TensorBoard logger first, then any `--trainer.logger` the user gave (CSV, W&B, MLflow...).
+        ours = RunLogger(run_dir, self.config_dump_dict(), blocks=len(self.model.model.blocks))
+        loggers = with_user_loggers(ours, self.config_init["trainer"].get("logger"))
+        return super().instantiate_trainer(logger=loggers, callbacks=[*configured, checkpoint])
 
     def config_dump_dict(self) -> dict[str, Any]:
         """The fully resolved config as plain YAML-able data (what ``config.yaml`` holds)."""
@@ -335,16 +337,13 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
 
 
 def _log_final_hparams(trainer: L.Trainer, summary: RunSummary) -> None:
-    if trainer.logger is None:
-        return
-    values = {
-        "hp/best_val_acc": summary.best_val_acc, "hp/final_val_acc": summary.final_val_acc,
-        "hp/test_acc": summary.test_acc, "hp/diverged": float(summary.status == DIVERGED),
-        "hp/diverged_step": -1 if summary.diverged_step is None else summary.diverged_step,
-    }
-    trainer.logger.log_metrics({k: float("nan") if v is None else float(v) for k, v in values.items()},
-                               step=trainer.global_step)
-    trainer.logger.finalize("success")
+    """The run's result in its loggers: HParams metrics and session end in TensorBoard, the metrics in the others."""
+    for logger in trainer.loggers:
+        if isinstance(logger, RunLogger):
+            logger.log_result(summary, trainer.global_step)
+        else:
+            logger.log_metrics(result_metrics(summary), step=trainer.global_step)
+        logger.finalize("failed" if summary.status == FAILED else "success")
 
 
 def run(config: dict[str, Any], run_dir: str | Path) -> RunSummary:
