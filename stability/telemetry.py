@@ -27,6 +27,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.plugins.text.summary_v2 import text_pb
 
 from stability.errors import ConfigError
 from stability.sweep.progress import WRITE_EVERY_S, RunProgress, write_progress
@@ -40,8 +41,9 @@ def mark_event(trainer: L.Trainer, step: int, kind: str, reason: str) -> None:
     scalar ``Stability/<kind>`` = 1.0 in every logger, and a text event in the TensorBoard ones."""
     for logger in trainer.loggers:
         logger.log_metrics({f"{LEAD}/{kind}": 1.0}, step=step)
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_text(f"{LEAD}/events", f"**{kind}** at step {step}: {reason}", global_step=step)
+        if isinstance(logger, TensorBoardLogger):  # TensorBoard's text summary, under the tag as given
+            text = text_pb(f"{LEAD}/events", f"**{kind}** at step {step}: {reason}")
+            logger.experiment._get_file_writer().add_summary(text, step)
 
 
 class DivergenceDetector(Callback):

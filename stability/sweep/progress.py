@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -95,6 +96,14 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    """A terminal wide enough for bars (a pseudo-terminal without a size reports 0 columns: plain lines)."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns >= 40
+    except (AttributeError, OSError, ValueError):
+        return bool(getattr(stream, "isatty", lambda: False)())
+
+
 # -- the sweep's display -------------------------------------------------------------------------------------
 class Progress:
     """Counts the outcomes of a sweep's runs, watches the running ones and prints both.
@@ -127,8 +136,7 @@ class Progress:
         self.running: dict[str, RunProgress] = {}
         self.workers = max(1, workers)
         self.poll_s, self.plain_every_s = poll_s, plain_every_s
-        isatty = getattr(self.stream, "isatty", None)
-        self.live = bool(isatty and isatty()) if live is None else live
+        self.live = _is_terminal(self.stream) if live is None else live
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -268,7 +276,7 @@ class Progress:
 
         self._overall = tqdm(total=self.total, initial=sum(self.counts.values()), file=self.stream, position=0,
                              desc="sweep", unit="run", dynamic_ncols=True, leave=False,
-                             bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} runs | {postfix}")
+                             bar_format="{desc} {bar:20} {n_fmt}/{total_fmt} runs{postfix}")
         self._refresh_overall()
 
     def _refresh_overall(self) -> None:
@@ -285,7 +293,7 @@ class Progress:
             label = name if len(name) <= 48 else name[:45] + "..."
             self._bars[name] = (tqdm(total=progress.total_steps, file=self.stream, position=position, leave=False,
                                      desc=f"{label:<48}", dynamic_ncols=True,
-                                     bar_format="{desc} {bar:16} {postfix}"), position)
+                                     bar_format="{desc} {bar:16}{postfix}"), position)
         bar = self._bars[name][0]
         bar.total = progress.total_steps
         bar.n = progress.step
