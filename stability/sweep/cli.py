@@ -375,6 +375,8 @@ def estimate_cost(runs: list[PlannedRun], out: Path, workers: int, threads: int,
     seconds = sum(w.seconds(rate) for w in works) / workers
     where = f"GPU{'s' if len(gpus) > 1 else ''} {','.join(map(str, gpus))}" if device.type == "cuda" else \
         f"{threads} CPU thread{'s' if threads > 1 else ''} each"
+    if device.type == "cpu" and wants_gpu(todo[0].config):
+        where += " (no GPU visible here)"
     return (f"cost: about {format_duration(seconds)} for {len(todo)} runs on {on}, {where} (estimated: "
             f"{sum(w.flops for w in works) / 1e12:.3g} TFLOP at {rate / 1e9:.3g} GFLOP/s, the rate a training "
             f"step of this grid's model reaches here, plus Lightning's overhead per step and per run)")

@@ -26,10 +26,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from stability.records import FAILED, RECORDED, write_atomic
-from stability.sweep.runner import Outcome
+
+if TYPE_CHECKING:  # runs write progress files (stability.telemetry); the sweep runner runs runs: no cycle
+    from stability.sweep.runner import Outcome
 
 PROGRESS = "progress.json"  # in the run folder, beside summary.json
 WRITE_EVERY_S = 1.0  # how often a run rewrites its progress file (a few hundred bytes)
