@@ -200,8 +200,10 @@ def bench_model(args: argparse.Namespace) -> int:
 # Measured on the project's machine (2 CPU cores, digits runs of ablations/digits.yaml, one thread per worker):
 # what a run costs beyond its training steps' FLOPs: Lightning's per-step work (hooks, logging every step,
 # the telemetry) and each run's fixed work (building the trainer, validation and test loaders, checkpoints).
+# These are figures of an idle machine: a machine shared with other work runs slower than estimated.
 STEP_OVERHEAD_S = 0.012
 RUN_OVERHEAD_S = 1.5
+SWEEP_STARTUP_S = 10.0  # the sweep's start: its workers import Lightning, then validate every cell
 # Training images of data sets whose folder may be absent when a sweep is planned (the split sizes are facts
 # of the data sets); other data modules are asked (their folder must then exist).
 KNOWN_TRAIN_IMAGES = {"CIFAR10DataModule": 50_000, "CIFAR100DataModule": 50_000}

@@ -367,19 +367,19 @@ def estimate_cost(runs: list[PlannedRun], out: Path, workers: int, threads: int,
                 f"{on} (measured: the {len(walls)} runs completed here took {each:.1f} s each)")
     import torch
 
-    from stability.bench import measured_step_rate, run_work
+    from stability.bench import SWEEP_STARTUP_S, measured_step_rate, run_work
 
     device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
     rate = measured_step_rate(todo[0].config, device, threads)
     works = [run_work(r.config) for r in todo]
-    seconds = sum(w.seconds(rate) for w in works) / workers
+    seconds = SWEEP_STARTUP_S + sum(w.seconds(rate) for w in works) / workers
     where = f"GPU{'s' if len(gpus) > 1 else ''} {','.join(map(str, gpus))}" if device.type == "cuda" else \
         f"{threads} CPU thread{'s' if threads > 1 else ''} each"
     if device.type == "cpu" and wants_gpu(todo[0].config):
         where += " (no GPU visible here)"
     return (f"cost: about {format_duration(seconds)} for {len(todo)} runs on {on}, {where} (estimated: "
             f"{sum(w.flops for w in works) / 1e12:.3g} TFLOP at {rate / 1e9:.3g} GFLOP/s, the rate a training "
-            f"step of this grid's model reaches here, plus Lightning's overhead per step and per run)")
+            f"step of this grid's model reaches here, plus start-up and Lightning's overhead per step and run)")
 
 
 def dry_run(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int, shard_n: int) -> int:
