@@ -344,10 +344,10 @@ def _resolve_without_data(configs: list[dict[str, Any]], missing: list[str]) -> 
     name and id are the same: they hash the config), and the first such message is kept in ``missing``."""
     resolved: list[Resolved] = []
     for config, (cell, rid, error) in zip(configs, resolve_batch(configs), strict=True):
-        if error is not None and error.startswith("data."):
+        if error is not None and error.startswith("data.data_dir:"):  # how the data modules say it is missing
             missing.append(error)
             cell = _parse_only(config)
-            cell, rid, error = cell, config_hash(cell), None
+            rid, error = config_hash(cell), None
         resolved.append((cell, rid, error))
     return resolved
 
