@@ -6,10 +6,10 @@ with a real server and browser (``tests/test_tensorboard_view.py``):
 - **HParams.** The table's columns come from one *experiment* summary; when several runs carry one,
   an arbitrary one wins. The server orders the hyperparameters "those that differ first, then by name",
   and the table shows the first five hyperparameters and the first five metrics without a click. So a
-  sweep writes one experiment at its folder's root (TensorBoard's run ``.``), marking as ``differs``
-  exactly the keys its cells vary; the names sort in reading order (``toggle/<name>`` before
-  ``trial/lr`` before ``trial/seed``; display names drop the prefixes); the metrics are listed with
-  divergence first. Each run writes only its session: its values at the start, its status at the end.
+  sweep writes one experiment at its folder's root (TensorBoard's run ``.``) whose columns are the keys
+  its cells vary (marked ``differs``), then lr and seed; the names sort in reading order (``toggle/<name>``
+  before ``trial/lr`` before ``trial/seed``; display names drop the prefixes); the metrics are listed
+  with divergence first. Each run writes only its session: its values at the start, its status at the end.
   A run outside a sweep writes an experiment of its own, with its non-baseline toggles, lr and seed first.
 - **Custom scalars.** Each run writes a layout (TensorBoard merges the runs' layouts and drops repeated
   charts): loss and the divergence marker, then the max attention logit and the gradient norm per layer.

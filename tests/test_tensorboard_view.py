@@ -188,6 +188,7 @@ def browser() -> Iterator[Browser]:
 
 def keep(browser: Browser, name: str, tmp_path: Path) -> Path:
     """Screenshot into tmp_path (and STABILITY_SCREENSHOTS if set); check it is a real picture."""
+    time.sleep(5)  # the charts draw after their text: let them
     path = browser.screenshot(tmp_path / f"{name}.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
     if os.environ.get("STABILITY_SCREENSHOTS"):
@@ -252,7 +253,8 @@ def test_time_series_opens_on_the_stability_group(tensorboard: str, browser: Bro
 @needs_chromium
 def test_custom_scalars_open_on_loss_and_divergence(tensorboard: str, browser: Browser, tmp_path: Path) -> None:
     browser.open(f"{tensorboard}/#custom_scalars")
-    text = browser.wait_for(lambda t: "loss and divergence" in t and "layer 1" in t)
+    # "Matches (3)": the training-loss chart found the three runs' series (the marker chart, the one that diverged)
+    text = browser.wait_for(lambda t: "loss and divergence" in t and "Matches (3)" in t and "Matches (1)" in t)
     assert text.index("loss and divergence") < text.index("max attention logit per layer (attn/max_logit)")
     assert "training loss (train/loss)" in text
     keep(browser, "custom_scalars", tmp_path)
