@@ -4,9 +4,11 @@
     stability sweep  GRID [options]           run an ablation grid (resumable)
     stability report SWEEP [options]          tables and plots from a sweep's run records
     stability bench  model|sweep [options]    speed against timm and the machine's matmul rate
-    stability demo                            the default grid on digits, then its report
+    stability demo   [OUT]                    the default grid on digits, then its report
+    stability --version
 
-Each subcommand's module is imported only when used (``import lightning`` alone costs seconds).
+Each subcommand's module is imported only when used (``import lightning`` alone costs seconds), and each
+parses its own options, so ``stability COMMAND --help`` is that command's help.
 
 Every error is one line on stderr, never a traceback:
 - exit 2, ``error: ...``: bad input (:class:`stability.errors.ConfigError`, or a path given that cannot be
@@ -19,6 +21,7 @@ Every error is one line on stderr, never a traceback:
 
 from __future__ import annotations
 
+import argparse
 import errno
 import importlib
 import sys
@@ -29,20 +32,42 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("stability.train", "fit_main", "train one configuration and write its run record"),
     "sweep": ("stability.sweep.cli", "main", "run an ablation grid; re-running resumes it"),
     "report": ("stability.report", "main", "tables and plots from a sweep folder"),
-    "bench": ("stability.bench", "main", "speed benchmarks: `bench model`, `bench sweep`"),
-    "demo": ("stability.demo", "main", "the default digits grid, then its report"),
+    "bench": ("stability.bench", "main", "speed benchmarks: `bench model`, `bench telemetry`, `bench sweep`"),
+    "demo": ("stability.cli", "demo_main", "the default digits grid, then its report"),
 }
 
 
 def usage() -> str:
-    lines = ["usage: stability {" + ",".join(COMMANDS) + "} ...", ""]
+    lines = ["usage: stability {" + ",".join(COMMANDS) + "} ...", "       stability --version", ""]
     lines += [f"  {name:<7} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`stability COMMAND --help` shows a command's options."]
     return "\n".join(lines)
 
 
+def version() -> str:
+    import stability
+
+    return f"stability {stability.__version__}"
+
+
+def demo_main(argv: list[str]) -> int:
+    """``stability demo [OUT]``: parsed here, so that ``--help`` is help and not a folder name."""
+    parser = argparse.ArgumentParser(
+        prog="stability demo",
+        description="Run the default grid (ablations/digits.yaml: 64 runs, about 5 min on 2 CPU cores) into OUT, "
+                    "then build its report into OUT/report. Re-running resumes: finished runs are kept.")
+    parser.add_argument("out", nargs="?", default="runs/digits", help="sweep folder (default: runs/digits)")
+    args = parser.parse_args(argv)
+    from stability import demo
+
+    return demo.main([args.out])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-V", "--version"):
+        print(version())
+        return 0
     if not argv:
         print(f"error: give a command: {', '.join(COMMANDS)} (`stability --help` says what each does)",
               file=sys.stderr)
@@ -61,8 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(command(rest) or 0)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ConfigError, ValueError) as error:
+        # jsonargparse reports a `--trainer.logger` it cannot build as a long (sometimes multi-line) error
+        from stability.tensorboard import logger_error
+
+        line = logger_error(error)
+        if line is None and not isinstance(error, ConfigError):
+            raise
+        print(f"error: {line or error}", file=sys.stderr)
         return 2
     except OutOfSpace as error:
         print(f"error: {error}", file=sys.stderr)

@@ -6,20 +6,44 @@
   ``every_n_steps`` steps the per-block gradient norms, update-to-weight ratios and, per attention layer,
   the maximum attention logit and the attention entropy (Wortsman et al. 2023, sec. 3.1: attention logit
   growth precedes divergence). The expensive probes run on sampled steps only, so the fast attention
-  path is used on every other step.
+  path is used on every other step. It also writes the run's ``progress.json`` about once a second
+  (:mod:`stability.sweep.progress`: what a sweep shows of its running cells).
+
+Besides their own tags (``train/*``, ``grad_norm/*``, ``attn/*``), both write the ``Stability/`` group:
+``loss`` and ``grad_norm`` every step, ``max_attn_logit`` (over layers) on probe steps, and the event
+markers: ``Stability/diverged`` is 1.0 at the step the run was stopped, with a text event
+(``Stability/events``) saying why. TensorBoard's Time Series sorts groups by name and opens the first two;
+capitals sort first, so this group is what it opens on, whatever else the run logs.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.plugins.text.summary_v2 import text_pb
 
 from stability.errors import ConfigError
+from stability.sweep.progress import WRITE_EVERY_S, RunProgress, write_progress
+from stability.tensorboard import RunLogger
+
+LEAD = "Stability"  # the tag group TensorBoard's Time Series shows first (see the module docstring)
+
+
+def mark_event(trainer: L.Trainer, step: int, kind: str, reason: str) -> None:
+    """Mark an event (``diverged``; a collapse detector would add its own kind) at the step it happened:
+    scalar ``Stability/<kind>`` = 1.0 in every logger, and a text event in the TensorBoard ones."""
+    for logger in trainer.loggers:
+        logger.log_metrics({f"{LEAD}/{kind}": 1.0}, step=step)
+        if isinstance(logger, TensorBoardLogger):  # TensorBoard's text summary, under the tag as given
+            text = text_pb(f"{LEAD}/events", f"**{kind}** at step {step}: {reason}")
+            logger.experiment._get_file_writer().add_summary(text, step)
 
 
 class DivergenceDetector(Callback):
@@ -54,6 +78,7 @@ class DivergenceDetector(Callback):
     def _diverge(self, trainer: L.Trainer, step: int, reason: str) -> None:
         if self.diverged_step is None:
             self.diverged_step, self.reason = step, reason
+            mark_event(trainer, step, "diverged", reason)
         # Lightning checks should_stop after this hook: the run ends here, mid-epoch, and its curves stay.
         trainer.should_stop = True
 
@@ -92,11 +117,22 @@ class StabilityTelemetry(Callback):
         self._params: list[torch.nn.Parameter] = []
         self._block_params: list[list[torch.nn.Parameter]] = []
         self._t0: float | None = None
+        self._progress_dir: Path | None = None
+        self._progress_at = -math.inf
+        self._total_steps: int | None = None
+        self._last_loss: torch.Tensor | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Parameter lists are built once: walking the module tree every step costs more than the norms.
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         self._block_params = [[p for p in block.parameters() if p.requires_grad] for block in pl_module.model.blocks]
+        # progress.json goes to the run folder, which the run's own logger knows (none: no progress file)
+        ours = [logger for logger in trainer.loggers if isinstance(logger, RunLogger)]
+        self._progress_dir = ours[0].run_dir if ours and trainer.is_global_zero else None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = trainer.estimated_stepping_batches
+        self._total_steps = int(total) if math.isfinite(total) else None
 
     # -- timing: train_time_s is the time spent inside the training loop, summed over resumes ---------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -107,6 +143,7 @@ class StabilityTelemetry(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop_clock()
+        self._write_progress(trainer, self._last_loss, force=True)
 
     def _stop_clock(self) -> None:
         if self._t0 is not None:
@@ -137,6 +174,7 @@ class StabilityTelemetry(Callback):
         if math.isfinite(total):
             self.max_grad_norm = max(self.max_grad_norm, total)
         pl_module.log("train/grad_norm", total, on_step=True, on_epoch=False)
+        pl_module.log(f"{LEAD}/grad_norm", total, on_step=True, on_epoch=False)
         if self._probe:
             blocks = self._block_params
             for i, params in enumerate(blocks):
@@ -148,6 +186,12 @@ class StabilityTelemetry(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         self.train_images += _batch_size(batch)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            loss = loss.detach()
+            pl_module.log(f"{LEAD}/loss", loss, on_step=True, on_epoch=False)
+            self._last_loss = loss
+            self._write_progress(trainer, loss)
         if not self._probe:
             return
         self._probe = False
@@ -159,16 +203,34 @@ class StabilityTelemetry(Callback):
                 norm = torch.nn.utils.get_total_norm(before)
                 metrics[f"update_ratio/block_{i}"] = float(delta / norm.clamp_min(1e-12))
             self._weights_before = None
+        logits = []
         for i, stats in enumerate(pl_module.model.attention_stats()):
             metrics[f"attn/max_logit/layer_{i}"] = stats["max_logit"]
             metrics[f"attn/entropy/layer_{i}"] = stats["entropy"]
+            logits.append(stats["max_logit"])
             if math.isfinite(stats["max_logit"]):
                 self.max_attn_logit = max(self.max_attn_logit or -math.inf, stats["max_logit"])
+        if logits:
+            metrics[f"{LEAD}/max_attn_logit"] = max(logits)
         pl_module.model.set_attention_stats(False)
-        if metrics and trainer.logger is not None:
-            # Written straight to the logger (not self.log, which re-emits a key's last value on later steps),
-            # against the step the probe ran on (global_step has advanced by one since).
-            trainer.logger.log_metrics(metrics, step=trainer.global_step - 1)
+        # Written straight to the loggers (not self.log, which re-emits a key's last value on later steps),
+        # against the step the probe ran on (global_step has advanced by one since).
+        for logger in trainer.loggers if metrics else ():
+            logger.log_metrics(metrics, step=trainer.global_step - 1)
+
+    def _write_progress(self, trainer: L.Trainer, loss: torch.Tensor | None, force: bool = False) -> None:
+        """Rewrite progress.json at most every WRITE_EVERY_S seconds (the loss read costs a device sync)."""
+        now = time.perf_counter()
+        if self._progress_dir is None or (not force and now - self._progress_at < WRITE_EVERY_S):
+            return
+        self._progress_at = now
+        trained = self.train_time_s + (now - self._t0 if self._t0 is not None else 0.0)
+        steps = trainer.global_step
+        write_progress(self._progress_dir, RunProgress(
+            step=steps, total_steps=self._total_steps, epoch=trainer.current_epoch,
+            max_epochs=trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None,
+            loss=None if loss is None else float(loss), step_time_s=trained / steps if steps else None,
+            updated=time.time()))
 
     def state_dict(self) -> dict[str, Any]:
         return {"max_grad_norm": self.max_grad_norm, "max_attn_logit": self.max_attn_logit,

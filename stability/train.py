@@ -34,7 +34,6 @@ from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 
 import stability
 from stability.collapse import collapse_reason
@@ -59,6 +58,7 @@ from stability.records import (
     write_atomic,
 )
 from stability.telemetry import DivergenceDetector, StabilityTelemetry
+from stability.tensorboard import RunLogger, result_metrics, with_user_loggers
 
 # Defaults that differ from Lightning's: per-step curves need log_every_n_steps=1; ablation runs need no
 # model summary or sanity check; ``deterministic`` makes a seed reproduce its numbers.
@@ -79,24 +79,6 @@ LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
 class RunFailed(RuntimeError):
     """A run raised inside training; its record says ``failed`` with the error message."""
-
-
-class RunLogger(TensorBoardLogger):
-    """TensorBoard logger whose HParams session holds the toggles as columns and real metrics.
-
-    Lightning logs the module's nested hparams without metrics at fit start; this logger replaces that with
-    a flat dict of toggles and hyperparameters, and declares the ``hp/*`` metrics (placeholder -1, replaced
-    by the final values at the end of the run) so the HParams tab shows accuracy and divergence.
-    """
-
-    HP_METRICS = ("hp/best_val_acc", "hp/final_val_acc", "hp/test_acc", "hp/diverged", "hp/diverged_step")
-
-    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
-        super().__init__(save_dir=str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
-        self._flat_hparams = tensorboard_hparams(config)
-
-    def log_hyperparams(self, params: Any, metrics: dict[str, Any] | None = None, step: int | None = None) -> None:
-        super().log_hyperparams(self._flat_hparams, dict.fromkeys(self.HP_METRICS, -1.0), step=0)
 
 
 class StabilityCLI(LightningCLI):
@@ -143,8 +125,10 @@ class StabilityCLI(LightningCLI):
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename=LAST_CKPT.stem, save_top_k=1,
                                      every_n_epochs=1, enable_version_counter=False)
         configured = self.config_init["trainer"].get("callbacks") or []
-        logger = RunLogger(run_dir, self.config_dump_dict())
-        return super().instantiate_trainer(logger=logger, callbacks=[*configured, checkpoint],
+        # The run's TensorBoard logger first, then any `--trainer.logger` the user gave (CSV, W&B, MLflow...).
+        ours = RunLogger(run_dir, self.config_dump_dict(), blocks=len(self.model.model.blocks))
+        loggers = with_user_loggers(ours, self.config_init["trainer"].get("logger"))
+        return super().instantiate_trainer(logger=loggers, callbacks=[*configured, checkpoint],
                                            plugins=self._plugins())
 
     def _plugins(self) -> list[Any]:
@@ -452,14 +436,6 @@ def validate(config: dict[str, Any]) -> None:
     parse(config)
 
 
-def tensorboard_hparams(config: dict[str, Any]) -> dict[str, Any]:
-    """The HParams tab's columns: ``toggle/<name>`` then the headline hyperparameters. TensorBoard takes
-    only numbers, strings and booleans: booleans and None are written as text."""
-    hp = {f"toggle/{k}": (str(v) if isinstance(v, bool) else v) for k, v in toggles_of(config).items()}
-    hp.update(hparams_of(config))
-    return {k: ("None" if v is None else v) for k, v in hp.items()}
-
-
 # -- the run record ----------------------------------------------------------------------------------------
 def _versions() -> dict[str, str]:
     import lightning
@@ -725,16 +701,13 @@ def _out_of_space(run_dir: Path, during: str) -> Iterator[None]:
 
 
 def _log_final_hparams(trainer: L.Trainer, summary: RunSummary) -> None:
-    if trainer.logger is None:
-        return
-    values = {
-        "hp/best_val_acc": summary.best_val_acc, "hp/final_val_acc": summary.final_val_acc,
-        "hp/test_acc": summary.test_acc, "hp/diverged": float(summary.status == DIVERGED),
-        "hp/diverged_step": -1 if summary.diverged_step is None else summary.diverged_step,
-    }
-    trainer.logger.log_metrics({k: float("nan") if v is None else float(v) for k, v in values.items()},
-                               step=trainer.global_step)
-    trainer.logger.finalize("success")
+    """The run's result in its loggers: HParams metrics and session end in TensorBoard, the metrics in the others."""
+    for logger in trainer.loggers:
+        if isinstance(logger, RunLogger):
+            logger.log_result(summary, trainer.global_step)
+        else:
+            logger.log_metrics(result_metrics(summary), step=trainer.global_step)
+        logger.finalize("failed" if summary.status == FAILED else "success")
 
 
 def run(config: dict[str, Any], run_dir: str | Path, threads: int | None = None) -> RunSummary:

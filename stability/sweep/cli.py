@@ -34,8 +34,10 @@ from stability.records import (
     DIVERGED,
     FAILED,
     FINISHED,
+    LAST_CKPT,
     PENDING,
     RECORDED,
+    RUNNING,
     SUMMARY,
     RecordError,
     read_summary,
@@ -43,10 +45,21 @@ from stability.records import (
 from stability.status import run_status
 from stability.sweep.grid import MAX_CELLS, GridSpec, expand, load_grid
 from stability.sweep.local import LocalExecutor, usable_cores
-from stability.sweep.plan import PlannedRun, default_out, make_plan, parse_shard, plan_document, shard
+from stability.sweep.plan import (
+    PlannedRun,
+    Resolved,
+    default_out,
+    make_plan,
+    parse_shard,
+    plan_document,
+    quiet_parsing,
+    resolve_batch,
+    shard,
+)
 from stability.sweep.progress import Progress, format_duration
 from stability.sweep.runner import KILLED, OUT_OF_SPACE, Outcome, Task
 from stability.sweep.store import MAX_KILLS, planned_threads, read_plan, write_plan
+from stability.tensorboard import write_sweep_view
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED = 0, 1, 2, 3
 # Measured with `stability bench sweep --workers 1,2 --fraction 1/4` on the project's 2-core machine (16 runs of
@@ -265,6 +278,9 @@ def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Ou
     unfinished = {run_id for run_id, status in statuses.items() if status not in RECORDED}
     busy = len({o.run_id for o in outcomes if o.status == "busy"} & unfinished)  # still held, not a running total
     killed = len({o.run_id for o in outcomes if o.status == KILLED} & unfinished)
+    if not count[FAILED] and not left:
+        for line in next_steps(out):
+            print(line)
     print(f"sweep {name}: {len(runs)} runs in {out}: {count[COMPLETED]} completed, "
           f"{count[DIVERGED]} diverged, {count[COLLAPSED]} collapsed, {count[FAILED]} failed, {left} left "
           f"({format_duration(elapsed)})")
@@ -294,6 +310,43 @@ def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Ou
               "finish them", file=sys.stderr)
         return EXIT_UNFINISHED
     return EXIT_OK
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)
+
+
+def next_steps(out: Path) -> list[str]:
+    """What to run once a sweep has finished: its report, and TensorBoard on the pages that answer."""
+    shown = _shown(out)
+    return [f"next: stability report {shown}        (tables and figures into {shown}/report)",
+            f"      tensorboard --logdir {shown}    (then open http://localhost:6006/#hparams for the runs' "
+            "table, #custom_scalars for loss, attention logits and gradient norms per layer)"]
+
+
+def describe_todo(todo: list[PlannedRun], out: Path) -> str:
+    """What the runs to run are, when some are not new: ' (2 resume from their last checkpoint, 5 new)'."""
+    kinds = {"resume from their last checkpoint": 0, "restart (cut off before a checkpoint)": 0,
+             "failed before and run again": 0, "are held by another sweep": 0, "new": 0}
+    for run in todo:
+        status = run_status(out / run.run_name)
+        if status == FAILED:
+            kinds["failed before and run again"] += 1
+        elif status == RUNNING:
+            kinds["are held by another sweep"] += 1
+        elif (out / run.run_name / LAST_CKPT).is_file():
+            kinds["resume from their last checkpoint"] += 1
+        elif (out / run.run_name).is_dir() and any((out / run.run_name).glob("events.out.tfevents.*")):
+            kinds["restart (cut off before a checkpoint)"] += 1
+        else:
+            kinds["new"] += 1
+    if kinds["new"] == len(todo):
+        return ""
+    return " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n) + ")"
 
 
 def _expected_work(spec: GridSpec, out: Path, args: argparse.Namespace, shard_n: int) -> int:
@@ -334,13 +387,16 @@ def _run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int
         todo, already = _split(mine, out, args.retry_failed)
         check_run_folders(todo, out)
         write_plan(out, plan_document(spec, runs, args.smoke, threads))
+        write_sweep_view(out, [r.config for r in runs])
         where = f" (shard {shard_i}/{shard_n}: {len(mine)} of {len(runs)})" if shard_n > 1 else ""
         on = f"{workers} worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
         on += f" (GPUs {','.join(map(str, gpus))})" if gpus else ""
         print(f"sweep {spec.name}: {len(runs)} runs{where} -> {out}: {sum(already.values())} ended earlier, "
-              f"{len(todo)} to run" + (f" on {on}" if todo else ""), flush=True)
+              f"{len(todo)} to run{describe_todo(todo, out)}" + (f" on {on}" if todo else ""), flush=True)
         if todo:
-            outcomes = pool.run(_tasks(todo, out, args.retry_failed, threads), Progress(len(mine), already).record)
+            with Progress(len(mine), already, runs=[(r.run_name, out / r.run_name) for r in todo],
+                          workers=workers) as progress:
+                outcomes = pool.run(_tasks(todo, out, args.retry_failed, threads), progress.record)
         finished_ok = True
     finally:
         if finished_ok:
@@ -361,6 +417,7 @@ def _run_slurm(args: argparse.Namespace, spec: GridSpec, out: Path) -> int:
     todo, already = _split(runs, out, args.retry_failed)
     check_run_folders(todo, out)
     write_plan(out, plan_document(spec, runs, args.smoke, args.threads))
+    write_sweep_view(out, [r.config for r in runs])
     if not todo:
         print(f"sweep {spec.name}: {len(runs)} runs -> {out}: {sum(already.values())} ended earlier, 0 to run")
         return final_report(spec.name, runs, out, [], time.perf_counter() - started)
@@ -375,20 +432,95 @@ def _run_slurm(args: argparse.Namespace, spec: GridSpec, out: Path) -> int:
     before = {r.run_id: _mtime(out / r.run_name / SUMMARY) for r in todo}
     jobs = executor.submit(len(runs), args.retry_failed)
     print(f"sweep {spec.name}: {len(runs)} runs -> {out}: {sum(already.values())} ended earlier, "
-          f"{len(todo)} to run; submitted {len(jobs)} array task(s), first job id {jobs[0].job_id}",
-          flush=True)
+          f"{len(todo)} to run{describe_todo(todo, out)}; submitted {len(jobs)} array task(s), first job id "
+          f"{jobs[0].job_id}", flush=True)
     if args.no_wait:
         print(f"not waiting; see the status with: stability sweep {args.grid} --dry-run --out {out}")
         return EXIT_OK
-    progress = Progress(len(runs), already)
     todo_ids = {r.run_id for r in todo}
     seen = {r.run_id for r in runs if r.run_id not in todo_ids}
-
-    def on_outcome(outcome: Outcome) -> None:
-        progress.record(outcome)
-
-    errors = executor.follow(jobs, [r.to_dict() for r in todo], on_outcome, seen, before)
+    at_once = min(len(jobs), args.array_parallelism)
+    with Progress(len(runs), already, runs=[(r.run_name, out / r.run_name) for r in todo],
+                  workers=at_once) as progress:
+        errors = executor.follow(jobs, [r.to_dict() for r in todo], progress.record, seen, before)
     return final_report(spec.name, runs, out, [], time.perf_counter() - started, errors)
+
+
+# -- the dry run -----------------------------------------------------------------------------------------------
+def _parse_only(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config without building the model or the data module (whose folder may be missing)."""
+    from stability.train import StabilityCLI, user_errors
+
+    class ParseOnly(StabilityCLI):
+        def instantiate_classes(self) -> None:
+            pass
+
+    with quiet_parsing(), user_errors():
+        return ParseOnly(config).config_dump_dict()
+
+
+def _resolve_without_data(configs: list[dict[str, Any]], missing: list[str]) -> list[Resolved]:
+    """Resolve cells as the run will; a cell whose data is missing is resolved from its config alone (its
+    name and id are the same: they hash the config), and the first such message is kept in ``missing``."""
+    resolved: list[Resolved] = []
+    for config, (cell, rid, error) in zip(configs, resolve_batch(configs), strict=True):
+        if error is not None and error.startswith("data.data_dir:"):  # how the data modules say it is missing
+            missing.append(error)
+            cell = _parse_only(config)
+            rid, error = config_hash(cell), None
+        resolved.append((cell, rid, error))
+    return resolved
+
+
+def estimate_cost(runs: list[PlannedRun], out: Path, workers: int, threads: int, gpus: list[int]) -> str:
+    """One line: what the runs left will cost, from the runs that completed earlier in ``out`` if any, else
+    from the model's FLOPs and the rate a training step reaches on this machine (:mod:`stability.bench`)."""
+    todo = [r for r in runs if run_status(out / r.run_name) not in FINISHED]
+    if not todo:
+        return "cost: nothing left to run"
+    on = f"{workers} worker{'s' if workers > 1 else ''}"
+    done = [s for s in (read_summary(out / r.run_name) for r in runs) if s and s.status == COMPLETED]
+    walls = [s.wall_time_s for s in done if s.wall_time_s]
+    if walls:
+        each = sum(walls) / len(walls)
+        return (f"cost: about {format_duration(len(todo) * each / workers)} for the {len(todo)} runs left on "
+                f"{on} (measured: the {len(walls)} runs completed here took {each:.1f} s each)")
+    import torch
+
+    from stability.bench import SWEEP_STARTUP_S, measured_step_rate, run_work
+
+    device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
+    rate = measured_step_rate(todo[0].config, device, threads)
+    works = [run_work(r.config) for r in todo]
+    seconds = SWEEP_STARTUP_S + sum(w.seconds(rate) for w in works) / workers
+    where = f"GPU{'s' if len(gpus) > 1 else ''} {','.join(map(str, gpus))}" if device.type == "cuda" else \
+        f"{threads} CPU thread{'s' if threads > 1 else ''} each"
+    if device.type == "cpu" and wants_gpu(todo[0].config):
+        where += " (no GPU visible here)"
+    return (f"cost: about {format_duration(seconds)} for {len(todo)} runs on {on}, {where} (estimated: "
+            f"{sum(w.flops for w in works) / 1e12:.3g} TFLOP at {rate / 1e9:.3g} GFLOP/s, the rate a training "
+            f"step of this grid's model reaches here, plus start-up and Lightning's overhead per step and run)")
+
+
+def dry_run(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int, shard_n: int) -> int:
+    """Print the plan, whether its data is there, and what it will cost; write nothing."""
+    missing: list[str] = []
+    runs = make_plan(spec, args.smoke, lambda configs: _resolve_without_data(configs, missing))
+    mine = shard(runs, shard_i, shard_n)
+    print_plan(spec, mine, out, args.retry_failed)
+    if missing:
+        print(f"data: missing: {missing[0]}")
+        print("      the plan above is what will run once the data is there (the run names do not depend on it)")
+    if not mine:
+        return EXIT_OK
+    gpus = visible_gpus() if wants_gpu(mine[0].config) else []
+    workers = args.workers or default_workers(len(mine), gpus)
+    threads = args.threads or max(1, usable_cores() // workers)
+    try:
+        print(estimate_cost(mine, out, workers, threads, gpus))
+    except ConfigError as error:  # an unknown data set whose folder is missing: no size, no estimate
+        print(f"cost: unknown ({error})")
+    return EXIT_OK
 
 
 def _mtime(path: Path) -> int | None:
@@ -411,10 +543,7 @@ def main(argv: list[str]) -> int:
     shard_i, shard_n = parse_shard(args.shard) if args.shard else (0, 1)
     out = args.out or default_out(spec, args.smoke)
     if args.dry_run:
-        runs = make_plan(spec, args.smoke)
-        mine = shard(runs, shard_i, shard_n)
-        print_plan(spec, mine, out, args.retry_failed)
-        return EXIT_OK
+        return dry_run(args, spec, out, shard_i, shard_n)
     out = out.resolve()  # run folders are recorded in each config.yaml: keep them independent of the cwd
     if args.executor == "slurm":
         return _run_slurm(args, spec, out)

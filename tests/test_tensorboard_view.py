@@ -1,0 +1,260 @@
+"""What a user sees: a real sweep, a real TensorBoard server on 127.0.0.1 and a real headless browser.
+
+The browser is Debian's chromium, driven over the DevTools protocol through a pipe (``--remote-debugging-pipe``:
+no extra package). TensorBoard renders its pages inside shadow DOM, so the page's text is read by walking
+the shadow roots. Set ``STABILITY_SCREENSHOTS=<folder>`` to keep the screenshots. All slow; the browser
+tests skip when chromium is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sweep_helpers import TINY, run_sweep, write_grid
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)")
+
+# Every text node of the page, shadow roots included, in document order (style and script left out).
+PAGE_TEXT = """(() => { const out = [];
+  const walk = (node) => {
+    if (node.nodeType === 3) { const t = node.textContent.trim(); if (t) out.push(t); return; }
+    if (node.nodeName === 'STYLE' || node.nodeName === 'SCRIPT') return;
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.childNodes) walk(child);
+  };
+  walk(document.body); return out; })()"""
+
+
+class Browser:
+    """Headless chromium driven over the DevTools protocol on file descriptors 3 (in) and 4 (out)."""
+
+    def __init__(self, width: int = 1600, height: int = 1000) -> None:
+        self.profile = tempfile.mkdtemp(prefix="stability-chromium-")
+        to_browser, self._to_browser = os.pipe()
+        self._from_browser, from_browser = os.pipe()
+
+        def wire() -> None:  # in the child, before exec: the protocol's pipes on fds 3 and 4
+            os.dup2(to_browser, 3)
+            os.dup2(from_browser, 4)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
+             "--enable-unsafe-swiftshader", "--hide-scrollbars", "--no-first-run", f"--user-data-dir={self.profile}",
+             f"--window-size={width},{height}", "about:blank"],
+            pass_fds=(3, 4), preexec_fn=wire, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer, self._id = b"", 0
+        page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        self.session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+        self.call("Emulation.setDeviceMetricsOverride", page_call=True, width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+
+    def call(self, method: str, page_call: bool = False, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        message: dict[str, Any] = {"id": self._id, "method": method, "params": params}
+        if page_call:
+            message["sessionId"] = self.session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._from_browser, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed the DevTools pipe")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", page_call=True, url=url)
+
+    def text(self) -> list[str]:
+        result = self.call("Runtime.evaluate", page_call=True, expression=PAGE_TEXT, returnByValue=True)
+        return result["result"].get("value") or []
+
+    def wait_for(self, ready: Callable[[list[str]], bool], timeout: float = 60.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()
+            if ready(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"page not ready after {timeout:.0f} s; it shows: {text[:80]}")
+            time.sleep(0.5)
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.call("Page.captureScreenshot", page_call=True, format="png")["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+            self.process.wait(timeout=20)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# -- fixtures: a sweep with a diverged run, TensorBoard on it ----------------------------------------------------
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("view")
+    grid = write_grid(folder, "view", {
+        "overrides": TINY | {"telemetry.every_n_steps": 1},
+        "axes": {"model.vit.norm": ["layernorm", "centernorm"]},
+        "include": [{"model.lr": 1000.0, "model.warmup": False}],  # the loss explodes: a diverged run
+    })
+    result = run_sweep([str(grid)], folder / "out")
+    assert result.rc == 0, result.stdout + result.stderr
+    return result.out
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def tensorboard(sweep: Path) -> Iterator[str]:
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host",
+                               "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # up, and done reading the sweep (the experiment and every run's last metrics)
+            try:
+                groups = _post(f"{url}/data/plugin/hparams/session_groups", SESSION_QUERY)["sessionGroups"]
+                if len(groups) == 3 and all(g["metricValues"] for g in groups):
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "TensorBoard did not come up"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+SESSION_QUERY = {"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+                 "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    session = Browser()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def keep(browser: Browser, name: str, tmp_path: Path) -> Path:
+    """Screenshot into tmp_path (and STABILITY_SCREENSHOTS if set); check it is a real picture."""
+    time.sleep(5)  # the charts draw after their text: let them
+    path = browser.screenshot(tmp_path / f"{name}.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+    if os.environ.get("STABILITY_SCREENSHOTS"):
+        target = Path(os.environ["STABILITY_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+    return path
+
+
+# -- what the server says ------------------------------------------------------------------------------------------
+def test_the_server_takes_the_sweep_experiment_from_the_root(tensorboard: str, sweep: Path) -> None:
+    experiment = _post(f"{tensorboard}/data/plugin/hparams/experiment", {"experimentName": ""})
+    # varied: norm (axis), warmup and lr (the include); then seed; in the server's own order
+    assert [h["displayName"] for h in experiment["hparamInfos"]] == ["norm", "warmup", "lr", "seed"]
+    assert [m["displayName"] for m in experiment["metricInfos"]][:5] == [
+        "diverged", "diverged at step", "test acc", "best val acc", "final val acc"]
+    groups = _post(f"{tensorboard}/data/plugin/hparams/session_groups", SESSION_QUERY)["sessionGroups"]
+    diverged = {}
+    for group in groups:
+        values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        diverged[group["name"]] = values["hp/diverged"]
+    assert sorted(diverged.values()) == [0.0, 0.0, 1.0]
+    assert next(n for n, d in diverged.items() if d == 1.0).startswith("warmup=off,lr=1000,")
+
+
+def test_the_server_merges_the_runs_layouts(tensorboard: str) -> None:
+    layout = _get(f"{tensorboard}/data/plugin/custom_scalars/layout")
+    assert [c["title"] for c in layout["category"]] == [
+        "loss and divergence", "max attention logit per layer (attn/max_logit)",
+        "gradient norm per block, before clipping (grad_norm)"]
+    charts = layout["category"][1]["chart"]
+    assert [c["title"] for c in charts] == ["layer 0", "layer 1"]  # once, though three runs wrote it
+
+
+# -- what the browser shows ----------------------------------------------------------------------------------------
+@needs_chromium
+def test_hparams_table_opens_on_the_varied_toggles_and_divergence(tensorboard: str, browser: Browser,
+                                                                  tmp_path: Path) -> None:
+    browser.open(f"{tensorboard}/#hparams")
+    text = browser.wait_for(lambda t: "Trial ID" in t and any(s.startswith("warmup=off,lr=1000,") for s in t))
+    header = text[text.index("Trial ID"):text.index("Trial ID") + 11]
+    assert header == ["Trial ID", "Show Metrics", "norm", "warmup", "lr", "seed", "diverged", "diverged at step",
+                      "test acc", "best val acc", "final val acc"]
+    keep(browser, "hparams", tmp_path)
+
+
+@needs_chromium
+def test_time_series_opens_on_the_stability_group(tensorboard: str, browser: Browser, tmp_path: Path) -> None:
+    browser.open(f"{tensorboard}/#timeseries")
+
+    def cards(text: list[str]) -> list[str]:  # a card's title is drawn as its group, then the rest of the tag
+        return [group + rest for group, rest in zip(text, text[1:]) if group == "Stability" and rest[:1] == "/"]
+
+    text = browser.wait_for(lambda t: len(cards(t)) >= 4)
+    groups = [t for t in text if t in ("Stability", "attn", "grad_norm", "hp", "train", "val")]
+    assert groups[0] == "Stability"
+    assert cards(text)[:4] == ["Stability/diverged", "Stability/grad_norm", "Stability/loss",
+                               "Stability/max_attn_logit"]
+    keep(browser, "timeseries", tmp_path)
+
+
+@needs_chromium
+def test_custom_scalars_open_on_loss_and_divergence(tensorboard: str, browser: Browser, tmp_path: Path) -> None:
+    browser.open(f"{tensorboard}/#custom_scalars")
+    # "Matches (3)": the training-loss chart found the three runs' series (the marker chart, the one that diverged)
+    text = browser.wait_for(lambda t: "loss and divergence" in t and "Matches (3)" in t and "Matches (1)" in t)
+    assert text.index("loss and divergence") < text.index("max attention logit per layer (attn/max_logit)")
+    assert "training loss (train/loss)" in text
+    keep(browser, "custom_scalars", tmp_path)
