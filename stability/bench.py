@@ -94,8 +94,9 @@ class Trainer:
 
 def _ours(dims: dict, toggles: dict[str, str]) -> nn.Module:
     from stability.model import VisionTransformer, ViTConfig
+    from stability.model.config import with_requirements
 
-    return VisionTransformer(ViTConfig(**dims, **toggles))
+    return VisionTransformer(ViTConfig(**dims, **with_requirements(toggles)))
 
 
 def candidates(dims: dict, toggles: bool) -> list[Candidate]:
