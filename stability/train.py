@@ -31,6 +31,7 @@ import stability
 from stability.config_files import load_config_files
 from stability.errors import ConfigError
 from stability.identity import config_hash, hparams_of, run_name, toggles_of
+from stability.lipschitz_callback import LipschitzMonitor
 from stability.model import count_flops
 from stability.module import ViTClassifier
 from stability.records import (
@@ -109,6 +110,7 @@ class StabilityCLI(LightningCLI):
                             help="Run folder (default: runs/fit/<toggles>-<config hash>). Re-running resumes.")
         parser.add_lightning_class_args(DivergenceDetector, "divergence")
         parser.add_lightning_class_args(StabilityTelemetry, "telemetry")
+        parser.add_lightning_class_args(LipschitzMonitor, "lipschitz")
         parser.set_defaults({"data": {"class_path": "stability.data.DigitsDataModule"}})
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
 
@@ -138,6 +140,10 @@ class StabilityCLI(LightningCLI):
     @property
     def telemetry(self) -> StabilityTelemetry:
         return self.config_init["telemetry"]
+
+    @property
+    def lipschitz(self) -> LipschitzMonitor:
+        return self.config_init["lipschitz"]
 
 
 @contextlib.contextmanager
@@ -350,6 +356,7 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
         test_loss=_finite_or_none(test_metrics.get("test/loss")),
         max_grad_norm=telemetry.max_grad_norm,
         max_attn_logit=telemetry.max_attn_logit,
+        **cli.lipschitz.summary_fields(),
         versions=_versions(),
     )
     if trainer.is_global_zero:
