@@ -187,6 +187,13 @@ def test_every_combination_builds_runs_and_trains() -> None:
     assert len(combos) == math.prod(len(values) for values in TOGGLES.values())
 
 
+def _gain(chosen: dict[str, str], name: str, value: str, uncovered: set) -> int:
+    """How many uncovered pairs setting ``name=value`` next to ``chosen`` covers (-1: an invalid pair)."""
+    if _is_invalid({**chosen, name: value}):
+        return -1
+    return sum(frozenset({(name, value), item}) in uncovered for item in chosen.items())
+
+
 def pairwise_combinations() -> list[dict[str, str]]:
     """A small set of valid combinations holding every valid pair of values of two toggles (a greedy
     covering array, deterministic): bugs that need two toggles together show here at ~1/300 of the cost of
@@ -200,14 +207,8 @@ def pairwise_combinations() -> list[dict[str, str]]:
         first = sorted(uncovered, key=lambda pair: sorted(pair))[0]
         chosen = dict(first)
         for name in names:
-            if name in chosen:
-                continue
-            def gain(value: str) -> int:
-                trial = {**chosen, name: value}
-                if _is_invalid(trial):
-                    return -1
-                return sum(frozenset({(name, value), item}) in uncovered for item in chosen.items())
-            chosen[name] = max(TOGGLES[name], key=gain)
+            if name not in chosen:
+                chosen[name] = max(TOGGLES[name], key=lambda v, n=name, c=dict(chosen): _gain(c, n, v, uncovered))
         combos.append(chosen)
         uncovered -= {frozenset({a, b}) for a in chosen.items() for b in chosen.items() if a != b}
     return combos
