@@ -339,6 +339,7 @@ def _bench_lipschitz_row(vit: dict, options: dict, data, args: argparse.Namespac
         lower_bound,
         pixel_model,
     )
+    from stability.lipschitz_callback import LOCAL_BATCH, LOCAL_ITERS, LOWER_BATCH
     from stability.model import ViTConfig
     from stability.module import ViTClassifier
 
@@ -375,9 +376,10 @@ def _bench_lipschitz_row(vit: dict, options: dict, data, args: argparse.Namespac
 
     def final() -> None:
         measured = bound.compute(FINAL_ITERS)
-        lower_bound(f, pixels, steps=10)
+        lower_bound(f, pixels[:LOWER_BATCH], steps=10)
         if measured.unbounded:
-            local_estimates(model, train_x, [layer.name for layer in measured.unbounded])
+            local_estimates(model, train_x[:LOCAL_BATCH], [layer.name for layer in measured.unbounded],
+                            iters=LOCAL_ITERS)
 
     def certify() -> None:
         with torch.no_grad():

@@ -3,8 +3,8 @@
 - Every ``every_n_steps`` training steps (off by default): the bound of every layer, the network and
   backbone bounds (a few warm-started power iterations) and the margin-gradient lower bound on the batch.
 - At the end of training (every run, diverged ones included, unless ``at_end`` is off): the same with
-  :data:`~stability.lipschitz.FINAL_ITERS` iterations, the refined lower bound on the last training batch,
-  and a local estimate for each layer that has no global bound.
+  :data:`~stability.lipschitz.FINAL_ITERS` iterations, the refined lower bound on (up to 32 images of) the
+  last training batch, and a local estimate for each layer that has no global bound (on 16 of them).
 - During the test: certified robust accuracy at each radius (head-aware and sqrt(2) forms), from the bound
   measured at the end of training.
 
@@ -38,6 +38,10 @@ from stability.lipschitz import (
     lower_bound,
     pixel_model,
 )
+
+LOWER_BATCH = 32  # images the lower bound starts from (the margin gradients)
+LOCAL_BATCH = 16  # images the local estimates of unbounded layers use (each costs ~2 backward passes per iteration)
+LOCAL_ITERS = 8
 
 
 def radius_key(radius: float) -> str:
@@ -92,7 +96,7 @@ class LipschitzMonitor(Callback):
     # ------------------------------------------------------------------ during training
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._last_images = batch[0].detach()
+        self._last_images = batch[0].detach()[:LOWER_BATCH]
         step = trainer.global_step - 1  # the optimiser step this batch belongs to
         if self.every_n_steps and step % self.every_n_steps == 0:
             with _measuring(pl_module):
@@ -111,8 +115,9 @@ class LipschitzMonitor(Callback):
             if self._last_images is not None:
                 lower = self._lower(pl_module, self._last_images, steps=self.lower_steps)
                 if bounds.unbounded:
-                    inputs = self._last_images.to(next(pl_module.parameters()))
-                    local = local_estimates(pl_module.model, inputs, [layer.name for layer in bounds.unbounded])
+                    inputs = self._last_images[:LOCAL_BATCH].to(next(pl_module.parameters()))
+                    local = local_estimates(pl_module.model, inputs, [layer.name for layer in bounds.unbounded],
+                                            iters=LOCAL_ITERS)
         self._final = bounds
         self.upper, self.backbone = _finite(bounds.network), _finite(bounds.backbone)
         self.unbounded, self.lower = bounds.unbounded_text(), lower
