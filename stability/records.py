@@ -104,6 +104,16 @@ class RunSummary:
     # torch intra-op threads the run used: float reductions are split by thread, so the last digits of every
     # number depend on it (a sweep fixes it in its plan; it is not part of the run's identity)
     threads: int | None = None
+    # Lipschitz measurements (stability.lipschitz_callback), the model in evaluation mode, inputs in [0, 1]
+    # pixel space, l2 norms. Upper bounds are None when unbounded (then lipschitz_unbounded says why) or not
+    # measured; certified accuracies are on the test split, keyed by radius written with 4 significant digits
+    # ("0.1412" = 36/255), and are 0 at every radius > 0 for an unbounded model.
+    lipschitz_upper: float | None = None  # bound of the whole network, pixels -> logits
+    lipschitz_backbone: float | None = None  # bound up to the head's input (LipShiFT's reported figure)
+    lipschitz_unbounded: str | None = None  # the layers without a global bound and why; None when bounded
+    lipschitz_lower: float | None = None  # empirical lower bound of the network's constant (<= upper)
+    certified_acc: dict[str, float] | None = None  # radius -> certified robust accuracy, head-aware certificate
+    certified_acc_sqrt2: dict[str, float] | None = None  # radius -> the same with the plain sqrt(2) L form
     versions: dict[str, str] | None = None  # stability, torch, lightning, timm, python
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -119,7 +129,7 @@ class RunSummary:
             raise RecordError(f"{source}: expected a JSON object, got {type(data).__name__}")
         if data.get("status") not in RECORDED:
             raise RecordError(f"{source}: status {data.get('status')!r} is not one of {', '.join(RECORDED)}")
-        for key in ("toggles", "hparams", "versions"):
+        for key in ("toggles", "hparams", "versions", "certified_acc", "certified_acc_sqrt2"):
             if data.get(key) is not None and not isinstance(data[key], dict):
                 raise RecordError(f"{source}: {key} must be an object or null, got {type(data[key]).__name__}")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}

@@ -40,6 +40,7 @@ from stability.collapse import collapse_reason
 from stability.config_files import load_config_files, read_yaml
 from stability.errors import ConfigError, OutOfSpace, full_disk_error
 from stability.identity import config_hash, hparams_of, run_name, toggles_of
+from stability.lipschitz_callback import LipschitzMonitor
 from stability.model import count_flops
 from stability.module import ViTClassifier
 from stability.records import (
@@ -108,6 +109,7 @@ class StabilityCLI(LightningCLI):
                             help="Run folder (default: runs/fit/<toggles>-<config hash>). Re-running resumes.")
         parser.add_lightning_class_args(DivergenceDetector, "divergence")
         parser.add_lightning_class_args(StabilityTelemetry, "telemetry")
+        parser.add_lightning_class_args(LipschitzMonitor, "lipschitz")
         parser.set_defaults({"data": {"class_path": "stability.data.DigitsDataModule"}})
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
         _count_before_fraction(parser)
@@ -167,6 +169,10 @@ class StabilityCLI(LightningCLI):
     @property
     def telemetry(self) -> StabilityTelemetry:
         return self.config_init["telemetry"]
+
+    @property
+    def lipschitz(self) -> LipschitzMonitor:
+        return self.config_init["lipschitz"]
 
 
 @contextlib.contextmanager
@@ -677,6 +683,7 @@ def run_cli(cli: StabilityCLI, run_dir: str | Path | None = None,
         train_loss_history=[round(v, 6) for v in tracker.train_loss_history],
         val_acc_history=[round(v, 6) for v in tracker.val_acc_history],
         threads=torch.get_num_threads(),
+        **cli.lipschitz.summary_fields(),
         versions=_versions(),
     )
     if trainer.is_global_zero:

@@ -379,3 +379,137 @@ def test_l2_normalize_hand_written_backward_is_the_true_gradient() -> None:
     # near v = 0 the smoothed form stays bounded (F.normalize would return a unit vector)
     tiny = torch.full((8,), 1e-6, dtype=torch.float64)
     assert norm(tiny).norm() < 1e-4
+
+
+# ---------------------------------------------------------------- LipShiFT's components
+def explicit_shift(x: torch.Tensor, grid: int, group: int) -> torch.Tensor:
+    """Token (i, j) of group 0 takes (i, j + 1), group 1 (i, j - 1), group 2 (i + 1, j), group 3 (i - 1, j);
+    outside the grid: 0; the other channels stay. Loops, row-major tokens."""
+    B, N, C = x.shape
+    out = x.clone()
+    offsets = [(0, 1), (0, -1), (1, 0), (-1, 0)]
+    for gi, (di, dj) in enumerate(offsets):
+        channels = slice(gi * group, (gi + 1) * group)
+        for i in range(grid):
+            for j in range(grid):
+                si, sj = i + di, j + dj
+                inside = 0 <= si < grid and 0 <= sj < grid
+                out[:, i * grid + j, channels] = x[:, si * grid + sj, channels] if inside else 0.0
+    return out
+
+
+def test_shift_formula() -> None:
+    from stability.model.shift import Shift
+
+    x = torch.randn(2, 16, 26)
+    shift = Shift(grid_size=4, dim=26, shift_div=6)  # groups of 4 channels; channels 16..25 stay
+    assert torch.equal(shift(x), explicit_shift(x, 4, 4))
+    assert not list(shift.parameters())
+
+
+def test_minmax_formula_and_gradient_norm() -> None:
+    from stability.model.mlp import MinMax
+
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    a, b = x[..., :4], x[..., 4:]
+    expected = torch.cat([torch.where(a > b, a, b), torch.where(a > b, b, a)], dim=-1)
+    y = MinMax()(x)
+    assert torch.equal(y, expected)
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, x, g)
+    assert torch.allclose(grad.norm(), g.norm())  # a permutation per pair: gradient norm preserved
+
+
+def test_lln_head_uses_unit_rows() -> None:
+    from stability.model.heads import LLNHead
+
+    head = LLNHead(8, 4)
+    with torch.no_grad():
+        head.weight.mul_(torch.tensor([1.0, 5.0, 0.1, 3.0])[:, None])
+        head.bias.normal_()
+    z = torch.randn(6, 8)
+    rows = head.weight / head.weight.norm(dim=1, keepdim=True)
+    assert torch.allclose(head(z), z @ rows.T + head.bias, atol=1e-6)
+    assert torch.allclose(head.effective_weight().norm(dim=1), torch.ones(4))
+    model = VisionTransformer(ViTConfig(head="lln"))
+    assert isinstance(model.head, LLNHead) and set(dict(model.head.named_parameters())) == {"weight", "bias"}
+
+
+def test_orthogonal_init() -> None:
+    torch.manual_seed(0)
+    model = randomise_(VisionTransformer(ViTConfig(init="orthogonal", stem="conv", mlp="liresconv",
+                                                   norm="centernorm", img_size=16, patch_size=4)))
+    from stability.model.init import orthogonal_init
+
+    orthogonal_init(model)
+    checked = 0
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            w = m.weight.detach().reshape(m.weight.shape[0], -1)
+            gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # orthonormal rows or columns
+            assert torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-5), name
+            if m.bias is not None:
+                assert torch.equal(m.bias, torch.zeros_like(m.bias)), name
+            checked += 1
+        elif isinstance(m, (CenterNorm, torch.nn.BatchNorm2d)):
+            _assert_reset(m, name)
+    assert checked == 2 + 1 + 5 * 3 + 1  # stem convs, 1x1 proj, qkv/proj/LiResConv conv per block, head
+
+
+def test_liresconv_formula_and_class_token() -> None:
+    from stability.model.mlp import LiResConv, MinMax
+
+    torch.manual_seed(0)
+    mixer = randomise_(LiResConv(6, grid_size=3, num_prefix_tokens=1, act=MinMax()))
+    x = torch.randn(2, 10, 6)
+    grid = x[:, 1:].transpose(1, 2).reshape(2, 6, 3, 3)
+    conv = F.conv2d(grid, mixer.conv.weight, mixer.conv.bias, padding=1).flatten(2).transpose(1, 2)
+    conv = torch.cat([torch.zeros(2, 1, 6), conv], dim=1)  # the class token gets no conv term
+    a, b = (x + mixer.scale.gamma * conv).chunk(2, dim=-1)
+    expected = torch.cat([torch.maximum(a, b), torch.minimum(a, b)], dim=-1)
+    with torch.no_grad():
+        assert torch.allclose(mixer(x), expected, atol=1e-6)
+    assert torch.allclose(LiResConv(6, 3, 0).scale.gamma, torch.full((6,), 0.2))  # LipShiFT's alpha_c init
+
+
+def test_paper_cosine_attention_normalises_v_and_scales_by_nu() -> None:
+    from stability.model.attention import PaperCosineAttention
+
+    torch.manual_seed(0)
+    attn = randomise_(PaperCosineAttention(32, num_heads=4, tau=10.0, nu=2.5))
+    h = torch.randn(2, 9, 32)
+    B, N, D, H, d = 2, 9, 32, 4, 8
+    q, k, v = (h @ attn.qkv.weight.T + attn.qkv.bias).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
+    q, k, v = (t / torch.sqrt((t * t).sum(-1, keepdim=True) + 1e-6) for t in (q, k, v))
+    out = (2.5 * (10.0 * q @ k.transpose(-1, -2)).softmax(-1) @ v).transpose(1, 2).reshape(B, N, D)
+    with torch.no_grad():
+        assert torch.allclose(attn(h), out @ attn.proj.weight.T + attn.proj.bias, atol=1e-5)
+        # bounded output: however large the input, each head's value is a convex mix of vectors of norm < nu
+        huge = attn(1e4 * h) - attn.proj.bias
+        assert huge.norm(dim=-1).max() <= 2.5 * math.sqrt(H) * torch.linalg.matrix_norm(attn.proj.weight, 2) + 1e-3
+    assert not any("nu" in name for name, _ in attn.named_parameters())  # nu is fixed
+
+
+def test_lipshift_block_is_the_composition_of_toggles() -> None:
+    """attention=shift, norm=centernorm, residual=weighted (0.2), mlp=liresconv, activation=minmax:
+    x = Shift(x); x = x + alpha_b * MinMax(h + alpha_c * Conv3x3(h)), h = CN(x) (LipShiFT's block)."""
+    cfg = ViTConfig(img_size=8, patch_size=2, embed_dim=24, depth=2, num_heads=2, attention="shift",
+                    global_pool="avg", norm="centernorm", residual="weighted", residual_init=0.2,
+                    mlp="liresconv", activation="minmax", init="orthogonal", head="lln", shift_div=6)
+    model = randomise_(VisionTransformer(cfg)).eval()
+    blk = model.blocks[1]
+    assert isinstance(blk.norm1, torch.nn.Identity) and isinstance(blk.ls1, torch.nn.Identity)
+    x = torch.randn(2, 16, 24)
+    with torch.no_grad():
+        s = explicit_shift(x, 4, 4)
+        h = center_norm(s, blk.norm2)
+        grid = h.transpose(1, 2).reshape(2, 24, 4, 4)
+        conv = F.conv2d(grid, blk.mlp.conv.weight, blk.mlp.conv.bias, padding=1).flatten(2).transpose(1, 2)
+        a, b = (h + blk.mlp.scale.gamma * conv).chunk(2, dim=-1)
+        expected = s + blk.ls2.gamma * torch.cat([torch.maximum(a, b), torch.minimum(a, b)], dim=-1)
+        assert torch.allclose(blk(x, None)[0], expected, atol=1e-5)
+    # no class token anywhere: 16 tokens, a 16-row position embedding, average pooling
+    keys = model.state_dict()
+    assert "cls_token" not in keys and keys["pos_embed"].shape == (1, 16, 24)
+    sincos = VisionTransformer(dataclasses.replace(cfg, pos_embed_type="sincos"))
+    assert torch.equal(sincos.pos_embed[0], sincos_2d_table(4, 24)[1:])

@@ -16,7 +16,10 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from stability.errors import ConfigError
 from stability.model import TOGGLES, VisionTransformer, ViTConfig, count_flops
 from stability.model.attention import ATTENTIONS
+from stability.model.config import REQUIRED_SETTINGS, with_requirements
+from stability.model.heads import HEADS
 from stability.model.init import INITS
+from stability.model.mlp import ACTIVATIONS, MLPS
 from stability.model.norms import NORMS
 from stability.model.position import BLOCK_PE, CLS_HAS_PE, INPUT_PE, PE_TYPES
 from stability.model.residual import RESIDUALS
@@ -39,10 +42,14 @@ def images(cfg: ViTConfig, batch: int = 2, seed: int = 0) -> torch.Tensor:
 
 
 MAPS = {"stem": STEMS, "norm": NORMS, "norm_placement": BLOCKS, "attention": ATTENTIONS, "pos_embed": INPUT_PE,
-        "pos_embed_type": PE_TYPES, "residual": RESIDUALS, "init": INITS}
+        "pos_embed_type": PE_TYPES, "residual": RESIDUALS, "init": INITS, "activation": ACTIVATIONS, "mlp": MLPS,
+        "head": HEADS}
 # maps of built components: each value is a builder cfg -> module (or parameter) that reads its own settings
 BUILDERS = {"stem": [STEMS], "norm": [NORMS], "attention": [ATTENTIONS], "pos_embed": [INPUT_PE, BLOCK_PE],
-            "pos_embed_type": [PE_TYPES], "residual": [RESIDUALS]}
+            "pos_embed_type": [PE_TYPES], "residual": [RESIDUALS], "activation": [ACTIVATIONS], "mlp": [MLPS],
+            "head": [HEADS]}
+# The pairs of toggle values the config rejects (each with a one-line ConfigError naming both keys).
+INVALID_PAIRS = {frozenset({("attention", "shift"), ("pos_embed", "lape")})}
 
 
 def test_every_toggle_value_has_exactly_one_component() -> None:
@@ -57,7 +64,7 @@ def test_every_toggle_value_has_exactly_one_component() -> None:
 def test_component_builders_take_the_config(toggle: str) -> None:
     """Each map entry builds its component from the whole config (no per-component arguments from vit.py)."""
     for value in TOGGLES[toggle]:
-        cfg = ViTConfig(**TINY, **{toggle: value})
+        cfg = ViTConfig(**TINY, **with_requirements({toggle: value}))
         for builders in BUILDERS[toggle]:
             built = builders[value](cfg)
             assert isinstance(built, torch.nn.Module | torch.nn.Parameter), f"{toggle}={value}: {built!r}"
@@ -122,6 +129,23 @@ def test_weighted_residual_loads_timm_layerscale() -> None:
 
 
 # ---------------------------------------------------------------- 2. every combination works
+def _config(values: dict[str, str], **dims) -> ViTConfig:
+    """TINY (or ``dims``) with these toggle values and what they need (the shift mixer: avg pooling)."""
+    return ViTConfig(**{**TINY, **dims}, **with_requirements(values))
+
+
+def _check_rejection(values: dict[str, str]) -> None:
+    """A combination holding an invalid pair is rejected with one line naming both keys."""
+    bad = [pair for pair in INVALID_PAIRS if pair <= set(values.items())]
+    assert bad, f"valid-looking combination rejected: {values}"
+    with pytest.raises(ConfigError) as err:
+        _config(values)
+    message = str(err.value)
+    assert "\n" not in message
+    for key, value in bad[0]:
+        assert f"{key}={value!r}" in message, message
+
+
 def _check_forward_backward(cfg: ViTConfig, x: torch.Tensor, y: torch.Tensor) -> None:
     model = VisionTransformer(cfg)
     logits = model(x)
@@ -136,18 +160,85 @@ def _check_forward_backward(cfg: ViTConfig, x: torch.Tensor, y: torch.Tensor) ->
             assert name == "pos_embed" and cfg.pos_embed_type == "sincos"
 
 
+def _is_invalid(values: dict[str, str]) -> bool:
+    return any(pair <= set(values.items()) for pair in INVALID_PAIRS)
+
+
+@pytest.mark.slow
 def test_every_combination_builds_runs_and_trains() -> None:
     """The full product of toggle values (every value of every toggle with every value of the others):
-    forward finite, every trainable parameter gets a finite gradient."""
+    forward finite, every trainable parameter gets a finite gradient; the combinations holding an invalid
+    pair are rejected with one clear line. (~12,000 combinations, ~2-3 min: the pairwise test below is the
+    fast version.)"""
     torch.manual_seed(0)
     x, y = torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
     start = time.perf_counter()
     combos = list(itertools.product(*TOGGLES.values()))
-    for values in combos:
-        _check_forward_backward(ViTConfig(**TINY, **dict(zip(TOGGLES, values))), x, y)
+    rejected = 0
+    for combo in combos:
+        values = dict(zip(TOGGLES, combo))
+        if _is_invalid(values):
+            _check_rejection(values)
+            rejected += 1
+        else:
+            _check_forward_backward(_config(values), x, y)
     elapsed = time.perf_counter() - start
-    print(f"{len(combos)} combinations, forward + backward: {elapsed:.2f} s")
+    print(f"{len(combos)} combinations ({rejected} rejected), forward + backward: {elapsed:.2f} s")
     assert len(combos) == math.prod(len(values) for values in TOGGLES.values())
+
+
+def _gain(chosen: dict[str, str], name: str, value: str, uncovered: set) -> int:
+    """How many uncovered pairs setting ``name=value`` next to ``chosen`` covers (-1: an invalid pair)."""
+    if _is_invalid({**chosen, name: value}):
+        return -1
+    return sum(frozenset({(name, value), item}) in uncovered for item in chosen.items())
+
+
+def pairwise_combinations() -> list[dict[str, str]]:
+    """A small set of valid combinations holding every valid pair of values of two toggles (a greedy
+    covering array, deterministic): bugs that need two toggles together show here at ~1/300 of the cost of
+    the full product."""
+    names = list(TOGGLES)
+    pairs = {frozenset({(a, va), (b, vb)}) for i, a in enumerate(names) for b in names[i + 1:]
+             for va in TOGGLES[a] for vb in TOGGLES[b]}
+    uncovered = {pair for pair in pairs if pair not in INVALID_PAIRS}
+    combos = []
+    while uncovered:
+        first = sorted(uncovered, key=lambda pair: sorted(pair))[0]
+        chosen = dict(first)
+        for name in names:
+            if name not in chosen:
+                chosen[name] = max(TOGGLES[name], key=lambda v, n=name, c=dict(chosen): _gain(c, n, v, uncovered))
+        combos.append(chosen)
+        uncovered -= {frozenset({a, b}) for a in chosen.items() for b in chosen.items() if a != b}
+    return combos
+
+
+def test_every_pair_of_values_builds_runs_and_trains() -> None:
+    """Every pair of values of two toggles, in a covering set of combinations: forward finite, every
+    trainable parameter gets a finite gradient; every invalid pair is rejected with one clear line."""
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
+    combos = pairwise_combinations()
+    covered = {frozenset({a, b}) for c in combos for a in c.items() for b in c.items() if a != b}
+    for a, b in itertools.combinations(TOGGLES, 2):
+        for va, vb in itertools.product(TOGGLES[a], TOGGLES[b]):
+            pair = frozenset({(a, va), (b, vb)})
+            assert pair in covered or pair in INVALID_PAIRS, pair
+    for values in combos:
+        _check_forward_backward(_config(values), x, y)
+    for pair in INVALID_PAIRS:
+        _check_rejection(dict(pair))
+    assert len(combos) < 40
+
+
+def test_required_settings_are_what_the_values_need() -> None:
+    """Each value in REQUIRED_SETTINGS is rejected without its requirement and accepted with it."""
+    for (toggle, value), needed in REQUIRED_SETTINGS.items():
+        with pytest.raises(ConfigError) as err:
+            ViTConfig(**{toggle: value})
+        assert all(key in str(err.value) for key in (toggle, *needed))
+        ViTConfig(**with_requirements({toggle: value}))
 
 
 @pytest.mark.parametrize("toggle", list(TOGGLES))
@@ -159,6 +250,8 @@ def test_each_toggle_with_avg_pooling_and_drop_path(toggle: str) -> None:
     for value in TOGGLES[toggle][1:]:
         cfg = ViTConfig(**dims, global_pool="avg", drop_path_rate=0.2, **{toggle: value})
         _check_forward_backward(cfg, x, y)
+        if toggle == "attention" and value == "shift":  # no class token: nothing the readout cannot reach
+            assert VisionTransformer(cfg).cls_token is None
 
 
 # ---------------------------------------------------------------- 4. clear errors
@@ -242,7 +335,7 @@ def test_weighted_residual_alpha_init() -> None:
 
 
 # ---------------------------------------------------------------- 5. telemetry and FLOPs
-@pytest.mark.parametrize("attention", TOGGLES["attention"])
+@pytest.mark.parametrize("attention", [a for a in TOGGLES["attention"] if a != "shift"])
 def test_attention_stats_match_explicit_logits(attention: str) -> None:
     torch.manual_seed(0)
     cfg = ViTConfig(attention=attention, **DIMS)
@@ -264,7 +357,7 @@ def test_attention_stats_match_explicit_logits(attention: str) -> None:
     B, N, D = h.shape
     H, d = cfg.num_heads, D // cfg.num_heads
     q, k, _ = (h @ attn.qkv.weight.T + attn.qkv.bias).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
-    if attention == "cosine":
+    if attention in ("cosine", "cosine_paper"):
         q, k = (t / torch.sqrt((t * t).sum(-1, keepdim=True) + 1e-6) for t in (q, k))
         logits = cfg.cosine_tau * q @ k.transpose(-1, -2)
     else:
@@ -279,6 +372,14 @@ def test_attention_stats_match_explicit_logits(attention: str) -> None:
     model.set_attention_stats(False)
     assert not any(blk.attn.record_stats for blk in model.blocks)
     assert math.isnan(model.attention_stats()[0]["entropy"])
+
+
+def test_shift_has_no_attention_stats() -> None:
+    """The shift mixer has no logits: its stats are NaN (the telemetry skips them), with stats on or off."""
+    model = VisionTransformer(ViTConfig(**with_requirements({"attention": "shift"})))
+    model.set_attention_stats(True)
+    model(torch.randn(2, 1, 8, 8))
+    assert all(math.isnan(v) for stats in model.attention_stats() for v in stats.values())
 
 
 def test_count_flops_matches_the_analytic_count() -> None:

@@ -57,7 +57,8 @@ def test_run_writes_a_complete_record(baseline_run: tuple[Path, RunSummary]) -> 
     assert summary.steps == 8 and summary.epochs == 2
     assert summary.toggles == {"stem": "patchify", "norm": "layernorm", "norm_placement": "pre",
                                   "attention": "dot", "pos_embed": "default", "pos_embed_type": "learned",
-                                  "residual": "plain", "init": "default", "warmup": True}
+                                  "residual": "plain", "init": "default", "activation": "gelu", "mlp": "mlp",
+                                  "head": "linear", "warmup": True}
     assert summary.hparams["lr"] == 0.003 and summary.hparams["seed"] == 0
     for key in ("final_val_acc", "best_val_acc", "test_acc"):
         assert 0.0 <= getattr(summary, key) <= 1.0

@@ -1,12 +1,14 @@
-"""Multi-head self-attention variants: ``attention`` toggle.
+"""Token mixers: ``attention`` toggle.
 
-All three share one forward (timm's layout: a fused ``qkv`` Linear, per-head q/k transforms ``q_norm`` and
-``k_norm``, PyTorch's fused ``scaled_dot_product_attention``, an output ``proj``); they differ only in what
-``q_norm``/``k_norm`` do to q and k and in the logit scale. So a variant is a subclass that sets those two
-things, and the baseline is the class with ``nn.Identity`` norms and the 1/sqrt(d) scale.
+The attention variants share one forward (timm's layout: a fused ``qkv`` Linear, per-head transforms
+``q_norm``, ``k_norm`` and ``v_norm``, PyTorch's fused ``scaled_dot_product_attention``, an output ``proj``);
+they differ only in what those transforms do and in the logit scale. So a variant is a subclass that sets
+them, and the baseline is the class with ``nn.Identity`` transforms and the 1/sqrt(d) scale.
 
-``ATTENTIONS`` maps each value to a builder ``cfg -> module`` that reads the config fields its class needs
-(only cosine attention reads ``cosine_tau``).
+"shift" is no attention at all (:class:`stability.model.shift.Shift`): a parameter-free mixer that acts on
+the residual stream instead of a normalised copy of it (``on_stream``).
+
+``ATTENTIONS`` maps each value to a builder ``cfg -> module`` that reads the config fields its class needs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stability.model.shift import Shift
 
 if TYPE_CHECKING:
     from stability.model.config import ViTConfig
@@ -46,26 +50,29 @@ class _SmoothL2Normalize(torch.autograd.Function):
 
 
 class L2Normalize(nn.Module):
-    """eps-smoothed l2 normalisation over the last dim: v / sqrt(|v|^2 + eps).
+    """eps-smoothed l2 normalisation over the last dim, times a fixed scale: scale * v / sqrt(|v|^2 + eps).
 
     LipsFormer's scaled cosine attention (Qi et al. 2023, Sec. 3, Thm. 1) bounds its Lipschitz constant with
     eps^(-1/2) factors, i.e. it assumes this smoothed form, whose Jacobian stays bounded near v = 0
-    (F.normalize's max(|v|, 1e-12) does not).
+    (F.normalize's max(|v|, 1e-12) does not): its l2 Lipschitz constant is exactly scale / sqrt(eps).
     """
 
-    def __init__(self, dim: int, eps: float = COSINE_EPS) -> None:
+    def __init__(self, dim: int, eps: float = COSINE_EPS, scale: float = 1.0) -> None:
         super().__init__()
-        self.dim, self.eps = dim, eps
+        self.dim, self.eps, self.scale = dim, eps, float(scale)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return _SmoothL2Normalize.apply(v, self.eps)
+        u = _SmoothL2Normalize.apply(v, self.eps)
+        return u if self.scale == 1.0 else u * self.scale
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}"
+        return f"{self.dim}, eps={self.eps}" + (f", scale={self.scale:g}" if self.scale != 1.0 else "")
 
 
 class Attention(nn.Module):
     """Dot-product attention, softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, Eq. 1); timm's names."""
+
+    on_stream = False  # a residual branch on a normalised copy of the stream (see Shift for the other kind)
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -73,6 +80,7 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm, self.k_norm = self.make_qk_norms()
+        self.v_norm = self.make_v_norm()
         self.proj = nn.Linear(dim, dim)
         self.scale: float | None = None  # multiplier of q k^T; None: SDPA's default 1/sqrt(head_dim)
         self.record_stats = False  # telemetry switch, see set_stats_recording
@@ -82,12 +90,17 @@ class Attention(nn.Module):
         """Per-head transforms applied to q and k before the logits (baseline: none)."""
         return nn.Identity(), nn.Identity()
 
+    def make_v_norm(self) -> nn.Module:
+        """Per-head transform applied to v (baseline: none; it has no parameters in any variant, so the
+        state-dict keys stay timm's)."""
+        return nn.Identity()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # each (B, N, H, d)
         # per-head q/k transforms on the (B, N, H, d) views, whose (H, d) rows are contiguous: cheaper than on
         # the head-major layout (and timm's permute-first layout is slower on the CPU for small tokens)
-        q, k, v = self.q_norm(q).transpose(1, 2), self.k_norm(k).transpose(1, 2), v.transpose(1, 2)
+        q, k, v = self.q_norm(q).transpose(1, 2), self.k_norm(k).transpose(1, 2), self.v_norm(v).transpose(1, 2)
         if self.record_stats:
             self._record(q, k)  # each (B, H, N, d)
         x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, H, N, d)
@@ -136,6 +149,25 @@ class CosineAttention(Attention):
         return L2Normalize(self.head_dim), L2Normalize(self.head_dim)
 
 
+class PaperCosineAttention(CosineAttention):
+    """LipsFormer scaled cosine-similarity attention as written in the paper (Qi et al. 2023, Sec. 3 and
+    Thm. 1; the form quoted by Nair, "Softmax is 1/2-Lipschitz", Eq. 6):
+
+        SCSA(X) = nu * softmax(tau * q_hat k_hat^T) v_hat,    v_hat = v / sqrt(|v|^2 + eps) per head
+
+    The code variant (:class:`CosineAttention`) leaves v unnormalised, so its output grows with the input
+    and it has no global Lipschitz bound; normalising v as well bounds every factor, which is what gives
+    this variant (and only this one) a finite bound (see ``stability.lipschitz.paper_cosine_bound``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, tau: float = 10.0, nu: float = 1.0) -> None:
+        self.nu = float(nu)
+        super().__init__(dim, num_heads, tau=tau)
+
+    def make_v_norm(self) -> nn.Module:
+        return L2Normalize(self.head_dim, scale=self.nu)
+
+
 class QKNormAttention(Attention):
     """qk-layernorm: a LayerNorm over each head's q and k before the logits (Dehghani et al. 2023, ViT-22B,
     Sec. 3.2; Wortsman et al. 2023, Sec. 3.1.2). It bounds the logits' growth with the parameter norm.
@@ -148,8 +180,11 @@ class QKNormAttention(Attention):
         return nn.LayerNorm(self.head_dim, eps=1e-6), nn.LayerNorm(self.head_dim, eps=1e-6)
 
 
-ATTENTIONS: dict[str, Callable[[ViTConfig], Attention]] = {
+ATTENTIONS: dict[str, Callable[[ViTConfig], nn.Module]] = {
     "dot": lambda cfg: Attention(cfg.embed_dim, cfg.num_heads),
     "cosine": lambda cfg: CosineAttention(cfg.embed_dim, cfg.num_heads, tau=cfg.cosine_tau),
     "qknorm": lambda cfg: QKNormAttention(cfg.embed_dim, cfg.num_heads),
+    "shift": lambda cfg: Shift(cfg.grid_size, cfg.embed_dim, cfg.shift_div),
+    "cosine_paper": lambda cfg: PaperCosineAttention(cfg.embed_dim, cfg.num_heads, tau=cfg.cosine_tau,
+                                                     nu=cfg.cosine_nu),
 }

@@ -20,11 +20,14 @@ ConvStemInit = Literal["pycls", "pytorch"]
 Stem = Literal["patchify", "conv"]
 Norm = Literal["layernorm", "centernorm", "rmsnorm"]
 NormPlacement = Literal["pre", "post"]
-AttentionKind = Literal["dot", "cosine", "qknorm"]
+AttentionKind = Literal["dot", "cosine", "qknorm", "shift", "cosine_paper"]
 PosEmbed = Literal["default", "lape"]
 PosEmbedType = Literal["learned", "sincos"]
 Residual = Literal["plain", "weighted"]
-Init = Literal["default", "spectral"]
+Init = Literal["default", "spectral", "orthogonal"]
+Activation = Literal["gelu", "minmax"]
+MlpKind = Literal["mlp", "liresconv"]
+Head = Literal["linear", "lln"]
 
 # toggle name -> valid values, baseline first (the order of the Literal types above).
 TOGGLES: dict[str, tuple[str, ...]] = {
@@ -36,11 +39,31 @@ TOGGLES: dict[str, tuple[str, ...]] = {
     "pos_embed_type": get_args(PosEmbedType),
     "residual": get_args(Residual),
     "init": get_args(Init),
+    "activation": get_args(Activation),
+    "mlp": get_args(MlpKind),
+    "head": get_args(Head),
 }
+
+# Settings a toggle value cannot work without, besides itself (what the value needs is checked in
+# ViTConfig.__post_init__; this is what to set to satisfy it, for code that switches one value on alone).
+REQUIRED_SETTINGS: dict[tuple[str, str], dict[str, object]] = {
+    # the shift mixer never reaches a class token, so the model has none and reads out by averaging
+    ("attention", "shift"): {"global_pool": "avg"},
+}
+
+
+def with_requirements(settings: dict[str, object]) -> dict[str, object]:
+    """``settings`` plus what their toggle values need (:data:`REQUIRED_SETTINGS`), explicit keys winning:
+    ``{"attention": "shift"}`` -> ``{"global_pool": "avg", "attention": "shift"}``."""
+    needed: dict[str, object] = {}
+    for key, value in settings.items():
+        needed.update(REQUIRED_SETTINGS.get((key, value), {}))  # type: ignore[arg-type]
+    return {**needed, **settings}
 
 _CHOICES: dict[str, tuple[str, ...]] = {"global_pool": get_args(GlobalPool),
                                         "conv_stem_init": get_args(ConvStemInit), **TOGGLES}
-_POSITIVE_INTS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads")
+_POSITIVE_INTS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads",
+                  "shift_div")
 
 
 @dataclass
@@ -77,11 +100,16 @@ class ViTConfig:
     norm: Norm = "layernorm"
     # "pre": x + f(N(x)) (timm); "post": N(x + f(x)), the placement of the LipsFormer code.
     norm_placement: NormPlacement = "pre"
-    # "dot": softmax(q k^T / sqrt(d)); "cosine": LipsFormer scaled cosine-similarity attention,
-    # softmax(tau * q_hat k_hat^T); "qknorm": per-head LayerNorm on q and k (Wortsman et al. 2023;
-    # Dehghani et al. 2023, ViT-22B).
+    # "dot": softmax(q k^T / sqrt(d)); "cosine": LipsFormer scaled cosine-similarity attention as in its
+    # code, softmax(tau * q_hat k_hat^T) v; "qknorm": per-head LayerNorm on q and k (Wortsman et al. 2023;
+    # Dehghani et al. 2023, ViT-22B); "shift": no attention, a parameter-free shift of channel groups by one
+    # token on the 2-D grid, applied to the stream (ShiftViT, Wang et al. 2022; LipShiFT, Menon et al. 2025);
+    # "cosine_paper": LipsFormer's paper form, nu * softmax(tau * q_hat k_hat^T) v_hat (v normalised too):
+    # the only attention here with a global Lipschitz bound.
     attention: AttentionKind = "dot"
     cosine_tau: float = 10.0  # fixed logit scale tau of cosine attention (LipsFormer-Swin code: 10)
+    cosine_nu: float = 1.0  # output scale nu of attention="cosine_paper" (the paper's value is not known)
+    shift_div: int = 12  # attention="shift": channels split in shift_div groups, 4 of them shifted (n_div)
     # "default": PE added once to the tokens; "lape": Yu et al. 2023, LaPE (ICCV) Eqs. 8-11: the PE stays
     # out of the residual stream and each block adds its own LayerNorm of it to the attention input.
     pos_embed: PosEmbed = "default"
@@ -92,8 +120,19 @@ class ViTConfig:
     # Initial alpha of the weighted residual; None = 1 / (number of blocks), the LipsFormer-Swin value.
     # Ignored when residual="plain".
     residual_init: float | None = None
-    # "default": timm's ViT init; "spectral": LipsFormer spectral init (xavier-normal, then W / sigma_max).
+    # "default": timm's ViT init; "spectral": LipsFormer spectral init (xavier-normal, then W / sigma_max);
+    # "orthogonal": LipShiFT's init, (semi-)orthogonal Linear and conv weights, zero biases.
     init: Init = "default"
+    # Activation of the MLP (or of the LiResConv branch). "minmax": GroupSort-2 (Anil et al. 2019), the
+    # channels in two halves a, b -> [max(a, b), min(a, b)]: 1-Lipschitz and gradient-norm preserving.
+    activation: Activation = "gelu"
+    # The channel-mixing sub-block. "liresconv": LipShiFT's (from LiResNet, Hu et al. 2023)
+    # act(h + alpha_c * Conv3x3(h)) on the token grid, alpha_c per channel, learnable, initialised to 0.2.
+    mlp: MlpKind = "mlp"
+    # Classifier. "lln": last-layer normalisation (Singla et al. 2022; LipShiFT): rows of W scaled to unit
+    # l2 norm, so every pair of classes has a margin of Lipschitz constant <= ||w_i - w_j|| <= 2 per unit
+    # of feature change.
+    head: Head = "linear"
 
     def __post_init__(self) -> None:
         for key, valid in _CHOICES.items():
@@ -110,6 +149,7 @@ class ViTConfig:
         self._check_real("mlp_ratio", self.mlp_ratio, "a positive number", lambda v: v > 0)
         self._check_real("drop_path_rate", self.drop_path_rate, "a number in [0, 1)", lambda v: 0 <= v < 1)
         self._check_real("cosine_tau", self.cosine_tau, "a positive number", lambda v: v > 0)
+        self._check_real("cosine_nu", self.cosine_nu, "a positive number", lambda v: v > 0)
         if self.residual_init is not None:
             self._check_real("residual_init", self.residual_init, "null or a finite number", lambda v: True)
 
@@ -125,6 +165,31 @@ class ViTConfig:
                               "divisible by 4")
         if self.stem == "conv":
             self._check_conv_stem()
+        if self.attention == "shift":
+            self._check_shift()
+        if self.activation == "minmax":
+            width = self.embed_dim if self.mlp == "liresconv" else int(self.embed_dim * self.mlp_ratio)
+            if width % 2:
+                raise ConfigError(f"activation='minmax' with mlp={self.mlp!r} and embed_dim={self.embed_dim}, "
+                                  f"mlp_ratio={self.mlp_ratio} is not valid: MinMax sorts pairs of channels, so "
+                                  f"its input width ({width}) must be even")
+
+    def _check_shift(self) -> None:
+        if self.global_pool == "token":
+            raise ConfigError("attention='shift' with global_pool='token' is not valid: the shift mixer moves "
+                              "tokens on the 2-D patch grid only, so no class token would ever see the image "
+                              "(the model has none); use global_pool='avg'")
+        if self.pos_embed == "lape":
+            raise ConfigError("attention='shift' with pos_embed='lape' is not valid: LaPE adds the position "
+                              "embedding to the attention input, and the shift mixer has none (it acts on the "
+                              "stream); use pos_embed='default'")
+        if self.shift_div < 4:
+            raise ConfigError(f"shift_div={self.shift_div} with attention='shift' is not valid: four channel groups "
+                              "move (left, right, up, down), so shift_div must be at least 4")
+        if self.embed_dim < self.shift_div:
+            raise ConfigError(f"attention='shift' with embed_dim={self.embed_dim} and shift_div={self.shift_div} "
+                              "is not valid: each shifted group has embed_dim // shift_div channels, which must "
+                              "be at least 1")
 
     def _check_conv_stem(self) -> None:
         p = self.patch_size
@@ -167,6 +232,17 @@ class ViTConfig:
     def conv_stem_layers(self) -> int:
         """Number of stride-2 3x3 convs in the conv stem: log2(patch_size)."""
         return max(self.patch_size.bit_length() - 1, 0)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class tokens in front of the patch tokens: 1, or 0 with the shift mixer, which never reaches one
+        (as in ShiftViT and LipShiFT, which read out by average pooling)."""
+        return 0 if self.attention == "shift" else 1
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in the sequence the blocks see: class token (if any) + patch tokens."""
+        return self.num_prefix_tokens + self.grid_size**2
 
     @property
     def alpha_init(self) -> float:

@@ -52,4 +52,24 @@ def spectral_init(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)  # beta
 
 
-INITS: dict[str, Callable[[nn.Module], None]] = {"default": timm_init, "spectral": spectral_init}
+@torch.no_grad()
+def orthogonal_init(model: nn.Module) -> None:
+    """LipShiFT's init (Menon et al. 2025, official code ``_init_weights``): every Linear and conv weight
+    (semi-)orthogonal (Saxe et al. 2014; a conv kernel as its (out, in * kh * kw) matrix), every bias 0, every
+    norm layer weight 1 and bias 0. Orthogonal rows or columns make each weight matrix an isometry or a
+    projection, so its spectral norm is exactly 1 at init.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif is_norm_layer(m):
+            if getattr(m, "weight", None) is not None:
+                nn.init.ones_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+
+INITS: dict[str, Callable[[nn.Module], None]] = {"default": timm_init, "spectral": spectral_init,
+                                                 "orthogonal": orthogonal_init}

@@ -1,8 +1,9 @@
 """Position embeddings: the ``pos_embed_type`` toggle (what the PE is) and the ``pos_embed`` toggle (where it
 goes).
 
-The PE always has shape (1, 1 + N, D) and a row for the class token (as timm and the LaPE code), and is the
-model's ``pos_embed`` parameter (frozen for sincos), so the state-dict keys never change.
+The PE has shape (1, P + N, D), P = ``num_prefix_tokens`` rows for the class token (1, as timm and the LaPE
+code; 0 for a model without class token), and is the model's ``pos_embed`` parameter (frozen for sincos),
+so the state-dict keys never change.
 
 Where it goes is split in two small modules: one at the input (``INPUT_PE``), one in every block
 (``BLOCK_PE``, attribute ``pe_norm``). Both have the signature (tokens, pe) -> (tokens, pe), so the model's
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
 
 
 # ---------------------------------------------------------------- what the PE is (pos_embed_type)
-def learned_pos_embed(grid: int, dim: int) -> nn.Parameter:
-    """Learned absolute PE, trunc-normal std 0.02 (timm / DeiT init)."""
-    pe = torch.empty(1, 1 + grid * grid, dim)
+def learned_pos_embed(grid: int, dim: int, prefix: int = 1) -> nn.Parameter:
+    """Learned absolute PE, trunc-normal std 0.02 (timm / DeiT init), (1, prefix + grid^2, dim)."""
+    pe = torch.empty(1, prefix + grid * grid, dim)
     trunc_normal_(pe, std=0.02)
     return nn.Parameter(pe)
 
@@ -51,14 +52,16 @@ def sincos_2d_table(grid: int, dim: int) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dim, dtype=table.dtype), table]).float()
 
 
-def sincos_pos_embed(grid: int, dim: int) -> nn.Parameter:
-    """Frozen 2-D sine-cosine PE (a parameter with requires_grad=False, so its key matches timm's)."""
-    return nn.Parameter(sincos_2d_table(grid, dim)[None], requires_grad=False)
+def sincos_pos_embed(grid: int, dim: int, prefix: int = 1) -> nn.Parameter:
+    """Frozen 2-D sine-cosine PE (a parameter with requires_grad=False, so its key matches timm's), with a
+    zero class-token row when ``prefix`` is 1."""
+    table = sincos_2d_table(grid, dim)[1 - prefix:]  # (prefix + grid^2, dim)
+    return nn.Parameter(table[None], requires_grad=False)
 
 
 PE_TYPES: dict[str, Callable[[ViTConfig], nn.Parameter]] = {
-    "learned": lambda cfg: learned_pos_embed(cfg.grid_size, cfg.embed_dim),
-    "sincos": lambda cfg: sincos_pos_embed(cfg.grid_size, cfg.embed_dim),
+    "learned": lambda cfg: learned_pos_embed(cfg.grid_size, cfg.embed_dim, cfg.num_prefix_tokens),
+    "sincos": lambda cfg: sincos_pos_embed(cfg.grid_size, cfg.embed_dim, cfg.num_prefix_tokens),
 }
 # Whether the class token has a position embedding of its own (sincos: its row is a frozen zero).
 CLS_HAS_PE = {"learned": True, "sincos": False}
@@ -120,5 +123,5 @@ INPUT_PE: dict[str, Callable[[ViTConfig], nn.Module]] = {
 }
 BLOCK_PE: dict[str, Callable[[ViTConfig], nn.Module]] = {
     "default": lambda cfg: NoBlockPE(),
-    "lape": lambda cfg: LaPENorm(cfg.embed_dim, 1 + cfg.grid_size**2, cls_pe=CLS_HAS_PE[cfg.pos_embed_type]),
+    "lape": lambda cfg: LaPENorm(cfg.embed_dim, cfg.num_tokens, cls_pe=CLS_HAS_PE[cfg.pos_embed_type]),
 }

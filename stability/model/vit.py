@@ -1,15 +1,18 @@
 """The configurable Vision Transformer (Dosovitskiy et al. 2021), every stability trick a toggle.
 
-Each component comes from a small name -> builder map (stems, norms, attention, position, residual; init is
-a name -> function map), picked by the config; a builder takes the whole config and reads the fields its
+Each component comes from a small name -> builder map (stems, norms, attention, position, residual, mlp,
+head; init is a name -> function map), picked by the config; a builder takes the whole config and reads the fields its
 component needs, so this file holds no per-component settings. A disabled trick is the baseline class
 (often ``nn.Identity``), not an ``if``. With every toggle at its first value, parameter names, shapes and
 outputs are those of ``timm.models.vision_transformer.VisionTransformer`` of the same size.
 
-Notation: B batch, N = 1 + (img_size / patch_size)^2 tokens (class token first), D embed_dim.
+Notation: B batch, N = P + (img_size / patch_size)^2 tokens (P = 1 class token first, or none with the
+shift mixer), D embed_dim.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from timm.layers import DropPath
@@ -17,24 +20,13 @@ from torch import nn
 
 from stability.model.attention import ATTENTIONS
 from stability.model.config import ViTConfig
+from stability.model.heads import HEADS
 from stability.model.init import INITS
+from stability.model.mlp import MLPS
 from stability.model.norms import NORMS
 from stability.model.position import BLOCK_PE, INPUT_PE, PE_TYPES
 from stability.model.residual import RESIDUALS
 from stability.model.stems import STEMS
-
-
-class Mlp(nn.Module):
-    """Transformer MLP (Dosovitskiy et al. 2021, Eq. 3): fc2(GELU(fc1(x))); timm's names."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -45,24 +37,34 @@ class Block(nn.Module):
 
     with alpha = 1 (``nn.Identity``) unless residual="weighted", and DropPath on each branch.
     ``forward`` takes and returns the LaPE position embedding, None unless pos_embed="lape".
+
+    A mixer that acts on the stream (``attn.on_stream``: the shift of ShiftViT and LipShiFT) replaces the
+    whole first line by x = Shift(x): no norm, no residual around it (``norm1``, ``ls1`` are identities).
+    With mlp="liresconv", norm="centernorm", residual="weighted" (init 0.2) and activation="minmax" this
+    block *is* LipShiFT's block: x = Shift(x); x = x + alpha_b * MinMax(h + alpha_c * Conv3x3(h)), h = CN(x).
     """
 
     def __init__(self, cfg: ViTConfig, drop_path: float = 0.0) -> None:
         super().__init__()
-        dim = cfg.embed_dim
-        self.norm1 = NORMS[cfg.norm](cfg)
+        attn = ATTENTIONS[cfg.attention](cfg)
+        self.attn_on_stream = bool(getattr(attn, "on_stream", False))
+        branch = not self.attn_on_stream  # attention is a residual branch (timm's module order below)
+        self.norm1 = NORMS[cfg.norm](cfg) if branch else nn.Identity()
         self.pe_norm = BLOCK_PE[cfg.pos_embed](cfg)
-        self.attn = ATTENTIONS[cfg.attention](cfg)
-        self.ls1 = RESIDUALS[cfg.residual](cfg)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.attn = attn
+        self.ls1 = RESIDUALS[cfg.residual](cfg) if branch else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 and branch else nn.Identity()
         self.norm2 = NORMS[cfg.norm](cfg)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.mlp = MLPS[cfg.mlp](cfg)
         self.ls2 = RESIDUALS[cfg.residual](cfg)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pe: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h, pe = self.pe_norm(self.norm1(x), pe)  # (B, N, D): N_1(x), plus LN_l(pe) under LaPE (Eq. 9)
-        x = x + self.drop_path1(self.ls1(self.attn(h)))  # (B, N, D)
+        if self.attn_on_stream:
+            x = self.attn(x)  # (B, N, D): shift the stream itself
+        else:
+            h, pe = self.pe_norm(self.norm1(x), pe)  # (B, N, D): N_1(x), plus LN_l(pe) under LaPE (Eq. 9)
+            x = x + self.drop_path1(self.ls1(self.attn(h)))  # (B, N, D)
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))  # (B, N, D)
         return x, pe
 
@@ -73,12 +75,15 @@ class PostNormBlock(Block):
         x = N_1(x + alpha_1 * Attn(x [+ LaPE pe_l]))
         x = N_2(x + alpha_2 * MLP(x))
 
-    Same modules and names as :class:`Block`; only the order differs.
+    Same modules and names as :class:`Block`; only the order differs (a stream mixer: x = Shift(x) first).
     """
 
     def forward(self, x: torch.Tensor, pe: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h, pe = self.pe_norm(x, pe)  # (B, N, D): the raw stream, plus LN_l(pe) under LaPE
-        x = self.norm1(x + self.drop_path1(self.ls1(self.attn(h))))  # (B, N, D)
+        if self.attn_on_stream:
+            x = self.attn(x)  # (B, N, D)
+        else:
+            h, pe = self.pe_norm(x, pe)  # (B, N, D): the raw stream, plus LN_l(pe) under LaPE
+            x = self.norm1(x + self.drop_path1(self.ls1(self.attn(h))))  # (B, N, D)
         x = self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))  # (B, N, D)
         return x, pe
 
@@ -86,14 +91,14 @@ class PostNormBlock(Block):
 BLOCKS: dict[str, type[Block]] = {"pre": Block, "post": PostNormBlock}
 
 
-def pool_token(x: torch.Tensor) -> torch.Tensor:
+def pool_token(x: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
     """Class-token readout (Dosovitskiy et al. 2021, Eq. 4): (B, N, D) -> (B, D)."""
     return x[:, 0]
 
 
-def pool_avg(x: torch.Tensor) -> torch.Tensor:
+def pool_avg(x: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
     """Mean of the patch tokens, class token excluded (timm global_pool="avg"): (B, N, D) -> (B, D)."""
-    return x[:, 1:].mean(dim=1)
+    return x[:, num_prefix_tokens:].mean(dim=1)
 
 
 POOLS = {"token": pool_token, "avg": pool_avg}
@@ -113,22 +118,26 @@ class VisionTransformer(nn.Module):
         self.cfg = cfg
         dim = cfg.embed_dim
         self.patch_embed = STEMS[cfg.stem](cfg)
-        self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
-        nn.init.normal_(self.cls_token, std=1e-6)  # timm's init
+        if cfg.num_prefix_tokens:
+            self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
+            nn.init.normal_(self.cls_token, std=1e-6)  # timm's init
+        else:  # the shift mixer never reaches a class token (timm: class_token=False)
+            self.register_parameter("cls_token", None)
         self.pos_embed = PE_TYPES[cfg.pos_embed_type](cfg)  # (1, N, D)
         self.pos_input = INPUT_PE[cfg.pos_embed](cfg)
         rates = torch.linspace(0, cfg.drop_path_rate, cfg.num_blocks).tolist()  # stochastic depth rule
         self.blocks = nn.ModuleList([BLOCKS[cfg.norm_placement](cfg, rate) for rate in rates])
         self.norm = NORMS[cfg.norm](cfg) if cfg.global_pool == "token" else nn.Identity()
-        self.pool = POOLS[cfg.global_pool]
+        self.pool = partial(POOLS[cfg.global_pool], num_prefix_tokens=cfg.num_prefix_tokens)
         self.fc_norm = NORMS[cfg.norm](cfg) if cfg.global_pool == "avg" else nn.Identity()
-        self.head = nn.Linear(dim, cfg.num_classes)
+        self.head = HEADS[cfg.head](cfg)
         INITS[cfg.init](self)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> final tokens (B, N, D)."""
-        x = self.patch_embed(images)  # (B, N-1, D)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N, D)
+        x = self.patch_embed(images)  # (B, N-P, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N, D)
         x, pe = self.pos_input(x, self.pos_embed)  # default: x + E_pos, pe None; LaPE: x, pe = E_pos
         for block in self.blocks:
             x, pe = block(x, pe)  # (B, N, D)
