@@ -147,8 +147,11 @@ def lr_curves(labels: pd.Series, runs: pd.DataFrame, metrics: Sequence[tuple[str
             div = g[g["diverged"].astype(bool)]
             if len(div):
                 ax.plot(div["lr"], pd.to_numeric(div[col], errors="coerce"), "x", color=f"C{i}", ms=7)
+    lrs = sorted(pd.to_numeric(runs["lr"], errors="coerce").dropna().unique())
     for ax, (_, name) in zip(axes, metrics, strict=True):
         ax.set_xscale("log")
+        ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])  # the grid's own values, not a log axis' minor ticks
+        ax.minorticks_off()
         ax.set_xlabel("peak learning rate")
         ax.set_ylabel(name)
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
