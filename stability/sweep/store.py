@@ -52,15 +52,6 @@ def planned_threads(sweep_dir: Path) -> int | None:
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
-def kill_count(run_dir: Path) -> int:
-    """How often a worker running this cell was killed by a signal (0 if never, or if the file is damaged)."""
-    try:
-        kills = json.loads((Path(run_dir) / KILLS).read_text()).get("signals")
-    except (OSError, ValueError, AttributeError):
-        return 0
-    return len(kills) if isinstance(kills, list) else 0
-
-
 def record_kill(run_dir: Path, signal_name: str) -> int:
     """Count one more kill of this cell's worker (``kills.json``); returns the count so far."""
     path = Path(run_dir) / KILLS
