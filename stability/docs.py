@@ -46,6 +46,8 @@ def sync(document: Path) -> int:
 
     def replace(match: re.Match[str]) -> str:
         nonlocal changed
+        if not (root / match["path"]).is_file():
+            return match.group(0)  # left as it is; stale_blocks reports it
         body = _body(root, match["path"])
         changed += body != match["body"]
         return match.group(1) + body + match.group(4)
