@@ -101,9 +101,6 @@ class RunSummary:
     max_log_z: float | None = None  # largest batch-mean log-partition of the output logits (Wortsman et al.)
     train_loss_history: list[float] | None = None  # mean training loss of each epoch
     val_acc_history: list[float] | None = None  # validation accuracy after each epoch
-    # torch intra-op threads the run used: float reductions are split by thread, so the last digits of every
-    # number depend on it (a sweep fixes it in its plan; it is not part of the run's identity)
-    threads: int | None = None
     # Lipschitz measurements (stability.lipschitz_callback), the model in evaluation mode, inputs in [0, 1]
     # pixel space, l2 norms. Upper bounds are None when unbounded (then lipschitz_unbounded says why) or not
     # measured; certified accuracies are on the test split, keyed by radius written with 4 significant digits
@@ -114,6 +111,9 @@ class RunSummary:
     lipschitz_lower: float | None = None  # empirical lower bound of the network's constant (<= upper)
     certified_acc: dict[str, float] | None = None  # radius -> certified robust accuracy, head-aware certificate
     certified_acc_sqrt2: dict[str, float] | None = None  # radius -> the same with the plain sqrt(2) L form
+    # torch intra-op threads the run used: float reductions are split by thread, so the last digits of every
+    # number depend on it (a sweep fixes it in its plan; it is not part of the run's identity)
+    threads: int | None = None
     versions: dict[str, str] | None = None  # stability, torch, lightning, timm, python
     extra: dict[str, Any] = field(default_factory=dict)
 

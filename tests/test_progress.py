@@ -76,12 +76,12 @@ def test_plain_lines_list_running_cells_with_an_eta_from_their_step_times(tmp_pa
     assert lines[1] == "  running b  epoch 2/3  step 25/30  loss 0.5  (10s left)"
     # a and b: 20 + 10 s left; c and d not running: each a whole run, 30 steps x the mean step time (30 and 60 s)
     assert display.eta_seconds() == pytest.approx((20 + 10 + 2 * 45) / 2)
-    assert lines[2] == f"  done 0 diverged 0 failed 0 left 4 | ETA {format_duration(60)}"
+    assert lines[2] == f"  done 0 diverged 0 collapsed 0 failed 0 left 4 | ETA {format_duration(60)}"
     # once runs have ended, a cell not started is estimated by their measured wall time (startup included)
     display.record(Outcome("id-a", "a", "completed", True, wall_s=40.0, final_val_acc=0.9))
     assert display.eta_seconds() == pytest.approx((10 + 2 * 40) / 2)
     ended = stream.getvalue().splitlines()[-1]
-    assert ended.startswith("[1/4] completed a  40.0s val_acc 0.900  | done 1 diverged 0 failed 0 left 3 | ETA 45s")
+    assert ended.startswith("[1/4] completed a  40.0s val_acc 0.900  | done 1 diverged 0 collapsed 0 failed 0 left 3 | ETA 45s")
     assert not display.live
 
 

@@ -98,7 +98,7 @@ def test_hparams_tab_has_toggles_and_real_metrics(baseline_run: tuple[Path, RunS
     hparams = SummaryReader(str(run_dir)).hparams
     values = dict(zip(hparams["tag"], hparams["value"]))
     assert values["toggle/norm"] == "layernorm" and values["toggle/warmup"] == "True"
-    assert values["lr"] == pytest.approx(0.003)
+    assert values["trial/lr"] == pytest.approx(0.003)
     assert "hp_metric" not in scalars(run_dir)  # no Lightning placeholder metric
 
 
