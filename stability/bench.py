@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stability.errors import ArgumentParser
+
 SIZES = {
     # the digits model (ViTConfig's defaults, as in ablations/base/digits.yaml): 8x8 greyscale, 10 classes
     "digits": dict(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=6, num_heads=4),
@@ -319,7 +321,7 @@ def measured_step_rate(config: dict, device: torch.device, threads: int, batch: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stability bench", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="stability bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("model", help="train-step time: our ViT vs timm's, and each toggle vs our baseline")
     p.add_argument("--size", choices=sorted(SIZES), default="digits",

@@ -21,7 +21,6 @@ Every error is one line on stderr, never a traceback:
 
 from __future__ import annotations
 
-import argparse
 import errno
 import importlib
 import sys
@@ -52,10 +51,13 @@ def version() -> str:
 
 def demo_main(argv: list[str]) -> int:
     """``stability demo [OUT]``: parsed here, so that ``--help`` is help and not a folder name."""
-    parser = argparse.ArgumentParser(
+    from stability.errors import ArgumentParser
+
+    parser = ArgumentParser(
         prog="stability demo",
-        description="Run the default grid (ablations/digits.yaml: 64 runs, about 5 min on 2 CPU cores) into OUT, "
-                    "then build its report into OUT/report. Re-running resumes: finished runs are kept.")
+        description="Run the default study (ablations/digits.yaml: 39 runs, about 10 min on 2 CPU cores) into OUT, "
+                    "then build its report into OUT/report and print each claim's verdict. Re-running resumes: "
+                    "finished runs are kept.")
     parser.add_argument("out", nargs="?", default="runs/digits", help="sweep folder (default: runs/digits)")
     args = parser.parse_args(argv)
     from stability import demo

@@ -6,7 +6,9 @@ disk or quota filled up: nothing is corrupt, re-running the same command resumes
 
 from __future__ import annotations
 
+import argparse
 import errno
+from typing import NoReturn
 
 # errno values meaning "the storage is full", not "this path is wrong"
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -14,6 +16,14 @@ FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 class ConfigError(ValueError):
     """A user-facing configuration error: the message is one line naming the key, the value and what is valid."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the subcommands: a bad option is a :class:`ConfigError` (one ``error:`` line, exit 2)
+    instead of argparse's usage block plus a message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 class OutOfSpace(RuntimeError):

@@ -188,3 +188,11 @@ def test_summary_json_values_are_typed(smoke_sweep: SweepResult) -> None:
         assert record["hparams"]["gradient_clip_val"] is None  # null, not "None"
         assert isinstance(record["hparams"]["lr"], float) and isinstance(record["hparams"]["seed"], int)
         assert record["toggles"]["warmup"] is True
+
+
+@pytest.mark.parametrize("argv", [["report", "--no-such-option", "x"], ["bench", "--nope"], ["demo", "a", "b"],
+                                  ["sweep", "--no-such-option"]])
+def test_a_bad_option_of_any_subcommand_is_one_error_line(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    rc, out, err = run_cli(argv, capsys)
+    lines = err.strip().splitlines()
+    assert rc == 2 and out == "" and len(lines) == 1 and lines[0].startswith(f"error: stability {argv[0]}: "), err

@@ -6,13 +6,12 @@ failed); 2 bad input (not a sweep folder, empty sweep, bad option).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from stability import metrics as M
-from stability.errors import ConfigError
+from stability.errors import ArgumentParser, ConfigError
 from stability.report.build import Report, build_report
 from stability.report.formatting import TITLES, render_markdown, to_latex, to_markdown
 from stability.report.tables import ReportOptions
@@ -23,7 +22,7 @@ FORMATS = ("md", "csv", "tex")
 
 def main(argv: list[str]) -> int:
     """``stability report SWEEP [--out DIR] [--format md,csv,tex] [--no-plots]``; returns the exit code."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="stability report",
         description="Tables and plots from a sweep folder's run records: per-configuration results, toggle "
                     "effects, LR sensitivity, divergence, error distributions.")

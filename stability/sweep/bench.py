@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stability.errors import ConfigError
+from stability.errors import ArgumentParser, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stability bench sweep", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="stability bench sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", type=Path, default=Path("ablations/digits.yaml"))
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to compare")
     parser.add_argument("--fraction", default="1/1", metavar="1/K", help="run every K-th run of the grid")

@@ -20,12 +20,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
 from stability.config_files import ConfigLoader, get_dotted, read_yaml
-from stability.errors import ConfigError
+from stability.errors import ArgumentParser, ConfigError
 from stability.identity import SEED_KEY, config_hash
 from stability.records import (
     COLLAPSED,
@@ -70,15 +70,8 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED = 0, 1, 2, 3
 CPU_THREADS_PER_WORKER = 1
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad option is a ConfigError (one ``error:`` line, exit 2) instead of usage + message."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="stability sweep",
         description="Run every cell of an ablation grid; re-running the command resumes the sweep.",
     )
