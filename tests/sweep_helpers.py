@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,3 +93,19 @@ def fabricate_cifar10(root: Path, per_file: int = 8) -> Path:
     meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_file, "num_vis": 3072}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return root
+
+
+@contextlib.contextmanager
+def lightning_logs_to_stderr() -> Iterator[None]:
+    """Point Lightning's log handlers, which hold the stderr of import time, at the current ``sys.stderr``
+    (the one ``capsys`` captures during the test's call), so a line Lightning prints is seen."""
+    handlers = [h for name in ("lightning", "lightning.pytorch", "lightning.fabric")
+                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.stream = sys.stderr
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.stream = stream

@@ -15,19 +15,17 @@ import and the sweep's worker processes are real.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import pickle
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from sweep_helpers import BASE, ROOT, TINY, fabricate_cifar10
+from sweep_helpers import BASE, ROOT, TINY, fabricate_cifar10, lightning_logs_to_stderr
 
 import stability.train  # noqa: F401 - loaded here, so sweeps validate their grids in this process
 from stability.cli import main
@@ -389,22 +387,6 @@ CASES = [
 def tree(folder: Path) -> dict[str, int]:
     """Every path under ``folder`` (files with their size, folders as -1)."""
     return {str(p.relative_to(folder)): (p.stat().st_size if p.is_file() else -1) for p in sorted(folder.rglob("*"))}
-
-
-@contextlib.contextmanager
-def lightning_logs_to_stderr() -> Iterator[None]:
-    """Point Lightning's log handlers, which hold the stderr of import time, at the current ``sys.stderr``
-    (the one ``capsys`` captures during the test's call), so a line Lightning prints is seen."""
-    handlers = [h for name in ("lightning", "lightning.pytorch", "lightning.fabric")
-                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
-    streams = [h.stream for h in handlers]
-    for handler in handlers:
-        handler.stream = sys.stderr
-    try:
-        yield
-    finally:
-        for handler, stream in zip(handlers, streams, strict=True):
-            handler.stream = stream
 
 
 def test_the_suite_is_large() -> None:

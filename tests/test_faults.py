@@ -11,16 +11,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
-import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from sweep_helpers import BASE, ROOT, TINY, TRAINED, run_sweep, summaries, write_grid
+from sweep_helpers import BASE, ROOT, TINY, TRAINED, lightning_logs_to_stderr, run_sweep, summaries, write_grid
 
 from stability import train
 from stability.cli import main
@@ -51,22 +48,6 @@ def without_timings(summary: dict[str, Any]) -> dict[str, Any]:
 def leftovers(folder: Path) -> list[str]:
     """Temporary files anywhere under ``folder`` (the atomic writers' ``.NAME.XXXX.tmp``)."""
     return [str(p) for p in folder.rglob("*") if p.name.endswith(".tmp")]
-
-
-@contextlib.contextmanager
-def lightning_logs_to_stderr() -> Iterator[None]:
-    """Point Lightning's log handlers, which hold the stderr of import time, at the current ``sys.stderr``
-    (the one ``capsys`` captures during the test's call), so a line Lightning prints is seen."""
-    handlers = [h for name in ("lightning", "lightning.pytorch", "lightning.fabric")
-                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
-    streams = [h.stream for h in handlers]
-    for handler in handlers:
-        handler.stream = sys.stderr
-    try:
-        yield
-    finally:
-        for handler, stream in zip(handlers, streams, strict=True):
-            handler.stream = stream
 
 
 # -- record files -------------------------------------------------------------------------------------------

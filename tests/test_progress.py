@@ -81,7 +81,8 @@ def test_plain_lines_list_running_cells_with_an_eta_from_their_step_times(tmp_pa
     display.record(Outcome("id-a", "a", "completed", True, wall_s=40.0, final_val_acc=0.9))
     assert display.eta_seconds() == pytest.approx((10 + 2 * 40) / 2)
     ended = stream.getvalue().splitlines()[-1]
-    assert ended.startswith("[1/4] completed a  40.0s val_acc 0.900  | done 1 diverged 0 collapsed 0 failed 0 left 3 | ETA 45s")
+    assert ended.startswith("[1/4] completed a  40.0s val_acc 0.900  "
+                            "| done 1 diverged 0 collapsed 0 failed 0 left 3 | ETA 45s")
     assert not display.live
 
 
