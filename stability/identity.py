@@ -72,6 +72,7 @@ HPARAM_KEYS: dict[str, str] = {
     "warmup_epochs": "model.warmup_epochs",
     "label_smoothing": "model.label_smoothing",
     "z_loss": "model.z_loss",
+    "margin_eps": "model.margin_eps",  # margin training (certified robustness): a different experiment
     "seed": SEED_KEY,
     "batch_size": "data.batch_size",
     "max_epochs": "trainer.max_epochs",
