@@ -131,7 +131,7 @@ def test_a_finished_sweep_says_what_to_run_next(smoke_sweep: SweepResult) -> Non
     summary = lines.index(next(line for line in lines if line.startswith("sweep smoke: 4 runs in ")))
     assert lines[summary - 2].startswith("next: stability report ")
     assert lines[summary - 1].strip().startswith("tensorboard --logdir ")
-    assert "#hparams" in lines[summary - 1] and "#custom_scalars" in lines[summary - 1]
+    assert all(page in lines[summary - 1] for page in ("#hparams", "#timeseries", "#custom_scalars"))
     assert next_steps(Path("runs/digits").resolve())[0].startswith("next: stability report runs/digits ")
     # every run left its last progress: 1 epoch of 2 steps
     files = list(smoke_sweep.out.glob(f"*/{PROGRESS}"))

@@ -317,8 +317,8 @@ def next_steps(out: Path) -> list[str]:
     """What to run once a sweep has finished: its report, and TensorBoard on the pages that answer."""
     shown = _shown(out)
     return [f"next: stability report {shown}        (tables and figures into {shown}/report)",
-            f"      tensorboard --logdir {shown}    (then open http://localhost:6006/#hparams for the runs' "
-            "table, #custom_scalars for loss, attention logits and gradient norms per layer)"]
+            f"      tensorboard --logdir {shown}    (then http://localhost:6006/#hparams: the runs' table; "
+            "#timeseries: loss and divergence first; #custom_scalars: per-layer attention logits, grad norms)"]
 
 
 def describe_todo(todo: list[PlannedRun], out: Path) -> str:
