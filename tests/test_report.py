@@ -439,3 +439,21 @@ def test_invariants(any_sweep: Path, tmp_path: Path) -> None:
     assert (tmp_path / "report.md") in written
     with pytest.raises(ConfigError, match="--format"):
         write_report(report, tmp_path, ["xlsx"])
+
+
+def test_effects_text_leaves_out_cells_without_pairs(tmp_path: Path) -> None:
+    # LaPE runs at one lr of two; CenterNorm only inside a bundle with post-norm: neither pairs everywhere.
+    for seed in range(3):
+        for lr in (1e-3, 1e-2):
+            fab.write_record(tmp_path, seed, lr=lr, best_val_acc=0.8, final_val_acc=0.8)
+        fab.write_record(tmp_path, seed, lr=1e-3, pos_embed="lape", best_val_acc=0.85, final_val_acc=0.85)
+        fab.write_record(tmp_path, seed, lr=1e-3, norm="centernorm", norm_placement="post", best_val_acc=0.7,
+                         final_val_acc=0.7)
+    report = build_report(tmp_path)
+    table = report.tables["effects"]
+    assert set(table.loc[table["n"] == 0, "toggle"]) == {"pos_embed", "norm", "norm_placement"}  # the CSV keeps all
+    text = report.text["effects"]
+    assert list(zip(text["toggle"], text["lr"])) == [("pos_embed", "0.001")]
+    assert text["best val acc"].iloc[0].startswith("+0.050")
+    gaps = [g for g in report.gaps if "not in the effects table" in g]
+    assert len(gaps) == 2 and all("bundle" in g for g in gaps)  # norm and norm_placement, never alone

@@ -126,7 +126,12 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_effects(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per toggle value and learning rate: the effect on each metric over seeds, and the failures."""
+    """One line per toggle value and learning rate: the effect on each metric over seeds, and the failures.
+
+    A (toggle value, lr) cell with no pair of runs is left out: a grid that runs a toggle at one learning rate,
+    or only inside a bundle, would otherwise fill the table with "no pairs" lines. The CSV keeps every cell
+    (``n`` = 0) and the report's gaps name each toggle that has no pair at all.
+    """
     rows = []
     labels = {m: (label, d) for m, label, d in EFFECT_METRICS}
     keys = table[["toggle", "value", "lr"]].map(key_text).agg("|".join, axis=1) if len(table) else []
@@ -137,16 +142,15 @@ def format_effects(table: pd.DataFrame) -> pd.DataFrame:
         if is_finite(first["lr"]):
             row["lr"] = format_value(first["lr"])
         fail = g[g["metric"] == "failed"].iloc[0]
+        if not (is_finite(fail["pairs"]) and fail["pairs"] > 0):
+            continue
         row["seeds"] = int(fail["n"])
         for _, r in g[g["metric"] != "failed"].iterrows():
             label, digits = labels[r["metric"]]
             row[label] = fmt_interval(r["mean"], r["low"], r["high"], int(r["n"]), digits) if r["n"] else "no pairs"
-        pairs = int(fail["pairs"]) if is_finite(fail["pairs"]) else 0
-        if pairs:
-            k_off, k_on = round(fail["rate_off"] * pairs), round(fail["rate_on"] * pairs)
-            row["failed off → on"] = f"{k_off}/{pairs} → {k_on}/{pairs}"
-        else:
-            row["failed off → on"] = "no pairs"
+        pairs = int(fail["pairs"])
+        k_off, k_on = round(fail["rate_off"] * pairs), round(fail["rate_on"] * pairs)
+        row["failed off → on"] = f"{k_off}/{pairs} → {k_on}/{pairs}"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -151,8 +151,9 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
                              "pairs": len(failed), "rate_off": failed["off"].mean() if len(failed) else np.nan,
                              "rate_on": failed["on"].mean() if len(failed) else np.nan})
             if not n_pairs:
-                gaps.append(f"effect of {toggle}={value} vs {baseline}: no two finished runs differ in {toggle} "
-                            f"alone (same seed and {', '.join(match_on) or 'nothing else'})")
+                gaps.append(f"effect of {toggle}={value} vs {baseline}: not in the effects table, no two finished "
+                            f"runs differ in {toggle} alone (same seed and {', '.join(match_on) or 'nothing else'}); "
+                            f"where it varies only inside a bundle, a claim can compare the bundle")
     return pd.DataFrame(rows, columns=cols)
 
 
