@@ -239,7 +239,7 @@ def _chart(title: str, *patterns: str) -> layout_pb2.Chart:
 def layout(blocks: int) -> layout_pb2.Layout:
     """The custom-scalars layout for a ViT with ``blocks`` transformer blocks (tag names are regexes)."""
     return layout_pb2.Layout(category=[
-        layout_pb2.Category(title="loss and divergence", chart=[
+        layout_pb2.Category(title="loss and failures", chart=[
             _chart("training loss (train/loss)", r"^train/loss$"),
             _chart("failure markers: 1 at the step the run diverged or was found collapsed (Stability/diverged, "
                    "Stability/collapsed)", r"^Stability/diverged$", r"^Stability/collapsed$"),

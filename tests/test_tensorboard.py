@@ -272,7 +272,7 @@ def test_each_run_writes_the_custom_scalars_layout(single_runs: dict) -> None:
         assert found, run_dir
         layout = layout_pb2.Layout.FromString(found[0][1].tensor.string_val[0])
         titles = [c.title for c in layout.category]
-        assert titles[0] == "loss and divergence"
+        assert titles[0] == "loss and failures"
         first = layout.category[0].chart
         assert first[0].title == "training loss (train/loss)" and first[1].title.startswith("failure markers")
         assert list(first[1].multiline.tag) == [r"^Stability/diverged$", r"^Stability/collapsed$"]
