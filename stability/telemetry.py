@@ -12,8 +12,10 @@
 Besides their own tags (``train/*``, ``grad_norm/*``, ``attn/*``), both write the ``Stability/`` group:
 ``loss`` and ``grad_norm`` every step, ``max_attn_logit`` (over layers) on probe steps, and the event
 markers: ``Stability/diverged`` is 1.0 at the step the run was stopped, with a text event
-(``Stability/events``) saying why. TensorBoard's Time Series sorts groups by name and opens the first two;
-capitals sort first, so this group is what it opens on, whatever else the run logs.
+(``Stability/events``) saying why. (Its sibling ``Stability/collapsed`` is decided after training, from the
+run's whole record, so the run's logger writes it with the results: :mod:`stability.tensorboard`.)
+TensorBoard's Time Series sorts groups by name and opens the first two; capitals sort first, so this group
+is what it opens on, whatever else the run logs.
 """
 
 from __future__ import annotations
@@ -26,24 +28,17 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.plugins.text.summary_v2 import text_pb
 
 from stability.errors import ConfigError
 from stability.sweep.progress import WRITE_EVERY_S, RunProgress, write_progress
-from stability.tensorboard import RunLogger
-
-LEAD = "Stability"  # the tag group TensorBoard's Time Series shows first (see the module docstring)
+from stability.tensorboard import LEAD, RunLogger, mark
 
 
 def mark_event(trainer: L.Trainer, step: int, kind: str, reason: str) -> None:
-    """Mark an event (``diverged``; a collapse detector would add its own kind) at the step it happened:
-    scalar ``Stability/<kind>`` = 1.0 in every logger, and a text event in the TensorBoard ones."""
+    """Mark an event (``diverged``) at the step it happened in every logger (:func:`stability.tensorboard.mark`:
+    scalar ``Stability/<kind>`` = 1.0, and a text event in the TensorBoard ones)."""
     for logger in trainer.loggers:
-        logger.log_metrics({f"{LEAD}/{kind}": 1.0}, step=step)
-        if isinstance(logger, TensorBoardLogger):  # TensorBoard's text summary, under the tag as given
-            text = text_pb(f"{LEAD}/events", f"**{kind}** at step {step}: {reason}")
-            logger.experiment._get_file_writer().add_summary(text, step)
+        mark(logger, step, kind, reason)
 
 
 class DivergenceDetector(Callback):

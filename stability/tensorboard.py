@@ -4,18 +4,33 @@ TensorBoard builds its views from the event files alone, by rules read in its so
 with a real server and browser (``tests/test_tensorboard_view.py``):
 
 - **HParams.** The table's columns come from one *experiment* summary; when several runs carry one,
-  an arbitrary one wins. The server orders the hyperparameters "those that differ first, then by name",
-  and the table shows the first five hyperparameters and the first five metrics without a click. So a
-  sweep writes one experiment at its folder's root (TensorBoard's run ``.``) whose columns are the keys
-  its cells vary (marked ``differs``), then lr and seed; the names sort in reading order (``toggle/<name>``
-  before ``trial/lr`` before ``trial/seed``; display names drop the prefixes); the metrics are listed
-  with divergence first. Each run writes only its session: its values at the start, its status at the end.
-  A run outside a sweep writes an experiment of its own, with its non-baseline toggles, lr and seed first.
+  an arbitrary one wins. Which columns it shows without a click is decided by two sorts and a count:
+  the server orders the experiment's hyperparameters by ``(not differs, name)``
+  (``plugins/hparams/backend_context.py``, ``_sort_and_reduce_to_hparams_limit``), the HParams
+  dashboard re-sorts them, stably, by ``differs`` alone and ticks the first ``min(5, n)``
+  (``_computeHParams`` in the bundled ``webfiles.zip``); the metrics are ticked in the experiment's order,
+  the first five (``_computeMetrics``). ``differs`` is the only lever (names are fixed: they key every
+  run's values); TensorBoard uses it for nothing else but a "differs" label in the column picker of the
+  Time Series runs table. So the experiment sets ``differs`` on the columns that should be shown (at most
+  :data:`VISIBLE_COLUMNS`), not on every column that varies: lr and seed first whenever they vary, then
+  the varied toggles that set the most runs apart from the baseline, then any other varied key; a varied
+  key beyond the fifth is written with ``differs`` unset and listed, unticked, in the filter panel. Within
+  the shown columns the server's name order reads well (``toggle/<name>`` before ``trial/lr`` before
+  ``trial/seed``; display names drop the prefixes). A sweep writes this experiment once, at its folder's
+  root (TensorBoard's run ``.``), with the keys its cells vary, and lr and seed even when constant; each
+  run writes only its session: its values at the start, its results and status at the end. A run outside
+  a sweep writes an experiment of its own, with its non-baseline toggles, lr and seed as the shown columns.
+  The metrics start with the failure flags: ``diverged``, ``collapsed``.
 - **Custom scalars.** Each run writes a layout (TensorBoard merges the runs' layouts and drops repeated
-  charts): loss and the divergence marker, then the max attention logit and the gradient norm per layer.
+  charts): loss and the failure markers, then the max attention logit and the gradient norm per layer.
 - **Time Series** shows groups of tags sorted by name and opens the first two: the ``Stability/`` group
-  (:mod:`stability.telemetry`: loss, gradient norm, max attention logit, divergence marker) sorts first
+  (:mod:`stability.telemetry`: loss, gradient norm, max attention logit, the failure markers) sorts first
   because capitals sort before lower case.
+- **Markers.** A failure is marked at the step it was decided: ``Stability/<kind>`` = 1.0 and a text event
+  (``Stability/events``) saying why. ``diverged`` is written by the divergence detector at the step the run
+  was stopped; ``collapsed`` (:mod:`stability.collapse`) by :class:`RunLogger` with the run's results, at
+  its last optimiser step: where its curves end, since the rule reads the last epoch's training loss and
+  the final validation accuracy.
 
 Only TensorBoard's summary protos are imported at module level: the sweep parent writes the sweep's
 experiment without importing Lightning (seconds); :class:`RunLogger` is built on first use.
@@ -40,12 +55,14 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2, summary_v2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from stability.identity import TOGGLES, hparams_of, toggles_of
-from stability.records import DIVERGED, FAILED, PLAN, RunSummary
+from stability.identity import HPARAM_KEYS, TOGGLES, hparams_of, toggles_of
+from stability.records import COLLAPSED, DIVERGED, FAILED, PLAN, RunSummary
 
 TOGGLE_PREFIX = "toggle/"
 TRIAL_PREFIX = "trial/"
+HEADLINE = (TRIAL_PREFIX + "lr", TRIAL_PREFIX + "seed")  # shown first whenever they vary
 VISIBLE_COLUMNS = 5  # TensorBoard's HParams table shows this many hyperparameters and metrics without a click
+LEAD = "Stability"  # the tag group TensorBoard's Time Series shows first (see the module docstring)
 # The sweep's experiment, at the sweep folder's root; a fixed name and fixed bytes, so that re-running a
 # sweep rewrites nothing (TensorBoard reads every file whose name contains "tfevents").
 SWEEP_EVENTS = "events.out.tfevents.0.stability-sweep"
@@ -64,6 +81,9 @@ class Metric:
 METRICS = (
     Metric("hp/diverged", "diverged", "1 if the run was stopped as diverged (training loss non-finite or above "
                                       "divergence.loss_factor x its initial loss), else 0"),
+    Metric("hp/collapsed", "collapsed", "1 if the run trained to the end but stayed near chance (last epoch's "
+                                        "training loss >= 0.9 x its initial loss, or validation accuracy "
+                                        "< 1.5 x chance), else 0"),
     Metric("hp/diverged_step", "diverged at step", "the optimiser step at which a diverged run was stopped"),
     Metric("hp/test_acc", "test acc", "accuracy of the final model on the test split (none for diverged runs)"),
     Metric("hp/best_val_acc", "best val acc", "best validation accuracy over epochs (optimistic)"),
@@ -103,6 +123,29 @@ def _order(names: Iterable[str], differs: set[str]) -> list[str]:
     return sorted(names, key=lambda name: (name not in differs, name))
 
 
+def _off_baseline(name: str, values: Sequence[Any]) -> int:
+    """How many runs a toggle column sets apart from the baseline (0 for other columns)."""
+    toggle = TOGGLES.get(name.removeprefix(TOGGLE_PREFIX)) if name.startswith(TOGGLE_PREFIX) else None
+    return 0 if toggle is None else sum(v not in (toggle.baseline, str(toggle.baseline)) for v in values)
+
+
+def _shown(columns: Mapping[str, Sequence[Any]], varied: Iterable[str]) -> set[str]:
+    """The columns to mark ``differs``, which TensorBoard shows without a click (module docstring): at most
+    VISIBLE_COLUMNS of ``varied``, lr and seed first, then toggles by how many runs they set apart from the
+    baseline (ties in TOGGLES order), then the other headline keys in HPARAM_KEYS order."""
+    toggle_rank = {TOGGLE_PREFIX + name: i for i, name in enumerate(TOGGLES)}
+    key_rank = {TRIAL_PREFIX + name: i for i, name in enumerate(HPARAM_KEYS)}
+
+    def priority(name: str) -> tuple[int, int, int]:
+        if name in HEADLINE:
+            return (0, 0, HEADLINE.index(name))
+        if name in toggle_rank:
+            return (1, -_off_baseline(name, columns[name]), toggle_rank[name])
+        return (2, 0, key_rank.get(name, len(key_rank)))
+
+    return set(sorted(varied, key=priority)[:VISIBLE_COLUMNS])
+
+
 def _data_type(values: Sequence[Any]) -> int:
     if all(isinstance(v, bool) for v in values):
         return api_pb2.DATA_TYPE_BOOL
@@ -138,28 +181,30 @@ def _experiment(infos: list[api_pb2.HParamInfo]) -> summary_pb2.Summary:
 def sweep_experiment(runs: Sequence[Mapping[str, Any]]) -> summary_pb2.Summary:
     """The experiment of a sweep whose runs have these HParams values (:func:`hparam_values`).
 
-    Its columns are the keys whose value differs between cells (the varied toggles, lr, seed and any other
+    Its columns are the keys whose value varies between cells (the varied toggles, lr, seed and any other
     key the grid varies), then lr and seed even when constant; keys every cell shares are left out, since
     the table would show them in the first five columns when fewer than five keys vary. (Every run's
-    session still holds all its values, for readers of the event files.)
+    session still holds all its values, for readers of the event files.) ``differs`` marks the varied
+    columns shown without a click: lr and seed first (see :func:`_shown` and the module docstring).
     """
     columns: dict[str, list[Any]] = {}
     for values in runs:
         for name, value in values.items():
             columns.setdefault(name, []).append(value)
-    differs = {name for name, values in columns.items() if len(set(values)) > 1}
-    shown = differs | ({TRIAL_PREFIX + "lr", TRIAL_PREFIX + "seed"} & set(columns))
-    return _experiment([_hparam_info(n, columns[n], n in differs, True) for n in _order(shown, differs)])
+    varied = [name for name, values in columns.items() if len(set(values)) > 1]
+    listed = set(varied) | (set(HEADLINE) & set(columns))
+    shown = _shown(columns, varied)
+    return _experiment([_hparam_info(n, columns[n], n in shown, True) for n in _order(listed, shown)])
 
 
 def run_experiment(values: Mapping[str, Any]) -> summary_pb2.Summary:
-    """The experiment of a run outside a sweep: its non-baseline toggles, lr and seed first; no value
-    domains, since other runs in the same TensorBoard may hold other values and must not be filtered out."""
-    headline = {TRIAL_PREFIX + "lr", TRIAL_PREFIX + "seed"}
-    headline |= {TOGGLE_PREFIX + name for name, toggle in TOGGLES.items()
-                 if TOGGLE_PREFIX + name in values and values[TOGGLE_PREFIX + name] not in
-                 (toggle.baseline, str(toggle.baseline))}
-    return _experiment([_hparam_info(n, [values[n]], n in headline, False) for n in _order(values, headline)])
+    """The experiment of a run outside a sweep: lr, seed and its non-baseline toggles shown first (at most
+    VISIBLE_COLUMNS of them, lr and seed always); no value domains, since other runs in the same
+    TensorBoard may hold other values and must not be filtered out."""
+    columns = {name: [value] for name, value in values.items()}
+    candidates = [n for n in columns if n in HEADLINE or _off_baseline(n, columns[n])]
+    shown = _shown(columns, candidates)
+    return _experiment([_hparam_info(n, columns[n], n in shown, False) for n in _order(values, shown)])
 
 
 def session_start(values: Mapping[str, Any], run_name: str) -> summary_pb2.Summary:
@@ -177,7 +222,8 @@ def session_end(status: str) -> summary_pb2.Summary:
 def result_metrics(summary: RunSummary) -> dict[str, float]:
     """The HParams metrics of a finished run, from its record; unknown values are left out (shown blank)."""
     values = {
-        "hp/diverged": float(summary.status == DIVERGED), "hp/diverged_step": summary.diverged_step,
+        "hp/diverged": float(summary.status == DIVERGED), "hp/collapsed": float(summary.status == COLLAPSED),
+        "hp/diverged_step": summary.diverged_step,
         "hp/test_acc": summary.test_acc, "hp/best_val_acc": summary.best_val_acc,
         "hp/final_val_acc": summary.final_val_acc, "hp/final_train_loss": summary.final_train_loss,
         "hp/max_attn_logit": summary.max_attn_logit, "hp/max_grad_norm": summary.max_grad_norm,
@@ -193,9 +239,10 @@ def _chart(title: str, *patterns: str) -> layout_pb2.Chart:
 def layout(blocks: int) -> layout_pb2.Layout:
     """The custom-scalars layout for a ViT with ``blocks`` transformer blocks (tag names are regexes)."""
     return layout_pb2.Layout(category=[
-        layout_pb2.Category(title="loss and divergence", chart=[
+        layout_pb2.Category(title="loss and failures", chart=[
             _chart("training loss (train/loss)", r"^train/loss$"),
-            _chart("diverged: 1 at the step the run was stopped (Stability/diverged)", r"^Stability/diverged$"),
+            _chart("failure markers: 1 at the step the run diverged or was found collapsed (Stability/diverged, "
+                   "Stability/collapsed)", r"^Stability/diverged$", r"^Stability/collapsed$"),
             _chart("validation loss (val/loss)", r"^val/loss$"),
             _chart("validation accuracy (val/acc)", r"^val/acc$"),
         ]),
@@ -245,6 +292,19 @@ def write_sweep_view(sweep_dir: Path, configs: Iterable[Mapping[str, Any]]) -> P
 def in_sweep(run_dir: Path) -> bool:
     """Whether a run folder belongs to a sweep (whose root holds the shared experiment): its parent has a plan."""
     return (Path(run_dir).parent / PLAN).is_file()
+
+
+# -- markers ------------------------------------------------------------------------------------------------
+def mark(logger: Any, step: int, kind: str, reason: str) -> None:
+    """Mark an event (``diverged``, ``collapsed``) in one Lightning logger at the step it was decided:
+    scalar ``Stability/<kind>`` = 1.0, and in a TensorBoard logger a text event saying why."""
+    from lightning.pytorch.loggers import TensorBoardLogger  # only training processes mark: Lightning is loaded
+    from tensorboard.plugins.text.summary_v2 import text_pb
+
+    logger.log_metrics({f"{LEAD}/{kind}": 1.0}, step=step)
+    if isinstance(logger, TensorBoardLogger):  # TensorBoard's text summary, under the tag as given
+        text = text_pb(f"{LEAD}/events", f"**{kind}** at step {step}: {reason}")
+        logger.experiment._get_file_writer().add_summary(text, step)
 
 
 # -- the user's loggers --------------------------------------------------------------------------------------
@@ -328,7 +388,10 @@ def _run_logger_class() -> type:
 
         @rank_zero_only
         def log_result(self, summary: RunSummary, step: int) -> None:
-            """The run's HParams metrics and the end of its session."""
+            """The run's HParams metrics and the end of its session; a collapse marker at its last optimiser
+            step (``step - 1``: where its curves end) when the run was found collapsed."""
+            if summary.status == COLLAPSED:
+                mark(self, max(step - 1, 0), COLLAPSED, summary.collapse_reason or "")
             self.log_metrics(result_metrics(summary), step)
             self.experiment._get_file_writer().add_summary(session_end(summary.status), step)
 

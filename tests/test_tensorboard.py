@@ -18,8 +18,16 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from stability import train
-from stability.records import RunSummary
-from stability.tensorboard import METRICS, SWEEP_EVENTS, VISIBLE_COLUMNS, hparam_values, sweep_experiment
+from stability.records import COLLAPSED, COMPLETED, DIVERGED, FAILED, RunSummary
+from stability.tensorboard import (
+    METRICS,
+    SWEEP_EVENTS,
+    VISIBLE_COLUMNS,
+    hparam_values,
+    result_metrics,
+    run_experiment,
+    sweep_experiment,
+)
 
 
 def events(folder: Path) -> list[Any]:
@@ -38,6 +46,15 @@ def summary_values(folder: Path, tag: str) -> list[tuple[int, Any]]:
 def experiment(folder: Path) -> api_pb2.Experiment | None:
     found = summary_values(folder, hp_metadata.EXPERIMENT_TAG)
     return hp_metadata.parse_experiment_plugin_data(found[-1][1].metadata.plugin_data.content) if found else None
+
+
+def shown_by_default(exp: api_pb2.Experiment) -> list[str]:
+    """The hyperparameter columns TensorBoard 2.21's HParams table ticks without a click, by its own rule:
+    the server sorts the experiment's hparams by (not differs, name) (``_sort_and_reduce_to_hparams_limit``),
+    the dashboard stably re-sorts them by differs and ticks the first min(5, n) (``_computeHParams``)."""
+    served = sorted(exp.hparam_infos, key=lambda h: (not h.differs, h.name))
+    dashboard = sorted(served, key=lambda h: not h.differs)
+    return [h.display_name for h in dashboard[:min(5, len(dashboard))]]
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -60,11 +77,15 @@ def tiny(**overrides: Any) -> dict:
 
 @pytest.fixture(scope="module")
 def single_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, RunSummary]]:
-    """Two runs outside any sweep: one that completes (conv stem), one that diverges (absurd lr, no warmup)."""
+    """Two runs outside any sweep: one that collapses (conv stem), one that diverges (absurd lr, no warmup).
+
+    The first trains to the end but cannot leave chance: its 8 steps all fall in the base config's 2-epoch
+    warmup, so the learning rate never gets above a small fraction of 3e-3 and the loss stays at ln 10.
+    """
     root = tmp_path_factory.mktemp("fit")
     runs = {}
-    for name, config in {"ok": tiny(), "boom": tiny(**{"model.lr": 1000.0, "model.warmup": False})}.items():
-        if name == "ok":
+    for name, config in {"flat": tiny(), "boom": tiny(**{"model.lr": 1000.0, "model.warmup": False})}.items():
+        if name == "flat":
             config["model"]["vit"]["stem"] = "conv"
         runs[name] = (root / name, train.run(config, root / name))
     return runs
@@ -111,8 +132,9 @@ def test_the_sweep_root_holds_the_one_experiment_in_reading_order(smoke_sweep: S
         ["centernorm", "layernorm"]
     # TensorBoard sorts columns "differing first, then by name": that is already our order.
     assert sorted(exp.hparam_infos, key=lambda h: (not h.differs, h.name)) == list(exp.hparam_infos)
+    assert shown_by_default(exp) == ["norm", "stem", "lr", "seed"]  # fewer than five: lr and seed too
     visible = [m.name.tag for m in exp.metric_infos][:VISIBLE_COLUMNS]
-    assert visible == ["hp/diverged", "hp/diverged_step", "hp/test_acc", "hp/best_val_acc", "hp/final_val_acc"]
+    assert visible == ["hp/diverged", "hp/collapsed", "hp/diverged_step", "hp/test_acc", "hp/best_val_acc"]
     # Runs of a sweep write no experiment of their own: TensorBoard would pick one of them arbitrarily.
     for run_dir in (p.parent for p in root.glob("*/summary.json")):
         assert experiment(run_dir) is None
@@ -138,6 +160,7 @@ def test_sweep_experiment_columns_follow_what_the_grid_varies() -> None:
     exp = experiment_of(sweep_experiment(cells))
     assert [h.display_name for h in exp.hparam_infos] == ["warmup", "lr", "seed"]
     assert all(h.differs for h in exp.hparam_infos)
+    assert shown_by_default(exp) == ["warmup", "lr", "seed"]
     lr = exp.hparam_infos[1]
     assert (lr.domain_interval.min_value, lr.domain_interval.max_value) == (1e-3, 1e-2)
     assert {v.string_value for v in exp.hparam_infos[0].domain_discrete.values} == {"True", "False"}
@@ -145,6 +168,45 @@ def test_sweep_experiment_columns_follow_what_the_grid_varies() -> None:
 
 def experiment_of(summary: Any) -> api_pb2.Experiment:
     return hp_metadata.parse_experiment_plugin_data(summary.value[0].metadata.plugin_data.content)
+
+
+def test_lr_and_seed_are_shown_whenever_they_vary_however_many_toggles_vary() -> None:
+    """A grid shaped like the digits study: the baseline and one-toggle cells at two learning rates, one cell
+    with five toggles changed at once, two seeds: seven toggles, lr and seed vary, and TensorBoard ticks five."""
+    base = tiny()
+    changes = [{}, {"model.vit.stem": "conv"}, {"model.vit.attention": "cosine"}, {"model.warmup": False},
+               {"model.vit.norm": "centernorm", "model.vit.norm_placement": "post", "model.vit.residual": "weighted",
+                "model.vit.init": "spectral", "model.vit.pos_embed": "lape"}]
+    cells = []
+    for change in changes:
+        for lr in (1e-3, 1e-2) if len(change) < 2 else (1e-3,):
+            for seed in (0, 1):
+                config = copy.deepcopy(base)
+                for key, value in {**change, "model.lr": lr}.items():
+                    section, rest = key.split(".", 1)
+                    target = config[section]["vit"] if rest.startswith("vit.") else config[section]
+                    target[rest.removeprefix("vit.")] = value
+                config["seed_everything"] = seed
+                cells.append(hparam_values(config))
+    exp = experiment_of(sweep_experiment(cells))
+    # lr, seed, then the toggles that set the most runs apart (4 runs each: stem, attention, warmup); the
+    # combination cell's five toggles (2 runs each) are listed, a tick away.
+    assert shown_by_default(exp) == ["attention", "stem", "warmup", "lr", "seed"]
+    listed = {h.display_name: h.differs for h in exp.hparam_infos}
+    assert listed == {"attention": True, "stem": True, "warmup": True, "lr": True, "seed": True, "init": False,
+                      "norm": False, "norm_placement": False, "pos_embed": False, "residual": False}
+    # TensorBoard serves them in the order written: what the table shows is the head of the experiment.
+    assert [h.display_name for h in exp.hparam_infos][:VISIBLE_COLUMNS] == shown_by_default(exp)
+
+
+def test_a_single_run_with_many_tricks_still_shows_lr_and_seed() -> None:
+    config = tiny(**{"model.warmup": False, "model.lr": 0.01})
+    config["model"]["vit"].update(norm="centernorm", norm_placement="post", attention="cosine", residual="weighted",
+                                  init="spectral")
+    exp = experiment_of(run_experiment(hparam_values(config)))
+    shown = shown_by_default(exp)
+    assert len(shown) == VISIBLE_COLUMNS and {"lr", "seed"} <= set(shown)
+    assert shown == ["attention", "norm", "norm_placement", "lr", "seed"]  # three of six tricks, in TOGGLES order
 
 
 # -- the Stability/ group, the divergence marker, the layout ----------------------------------------------------
@@ -160,12 +222,37 @@ def test_divergence_is_marked_at_its_step(single_runs: dict) -> None:
     # HParams: the step it diverged at, and no test accuracy (blank, not NaN)
     assert tags["hp/diverged"][-1][1] == 1.0 and tags["hp/diverged_step"][-1][1] == summary.diverged_step
     assert "hp/test_acc" not in tags
-    ok_dir, _ = single_runs["ok"]
-    assert "Stability/diverged" not in scalars(ok_dir)
+    assert tags["hp/collapsed"][-1][1] == 0.0 and "Stability/collapsed" not in tags
+    flat_dir, _ = single_runs["flat"]
+    assert "Stability/diverged" not in scalars(flat_dir)
+
+
+def test_collapse_is_marked_at_the_end_of_training(single_runs: dict) -> None:
+    run_dir, summary = single_runs["flat"]
+    assert summary.status == COLLAPSED and summary.collapse_reason
+    tags = scalars(run_dir)
+    last_step = summary.steps - 1  # the last optimiser step: where the loss and validation curves end
+    assert tags["train/loss"][-1][0] == last_step and tags["val/acc"][-1][0] == last_step
+    assert tags["Stability/collapsed"] == [(last_step, 1.0)]
+    text = summary_values(run_dir, "Stability/events")
+    assert [step for step, _ in text] == [last_step]
+    assert text[0][1].tensor.string_val[0].decode() == f"**collapsed** at step {last_step}: {summary.collapse_reason}"
+    assert tags["hp/collapsed"][-1][1] == 1.0 and tags["hp/diverged"][-1][1] == 0.0
+    assert "Stability/diverged" not in tags
+
+
+def test_result_metrics_flag_each_failure_once() -> None:
+    flags = {status: {tag: result_metrics(RunSummary(status=status, run_name="r", run_id="0"))[tag]
+                      for tag in ("hp/diverged", "hp/collapsed")}
+             for status in (COMPLETED, DIVERGED, COLLAPSED, FAILED)}
+    assert flags == {COMPLETED: {"hp/diverged": 0.0, "hp/collapsed": 0.0},
+                     DIVERGED: {"hp/diverged": 1.0, "hp/collapsed": 0.0},
+                     COLLAPSED: {"hp/diverged": 0.0, "hp/collapsed": 1.0},
+                     FAILED: {"hp/diverged": 0.0, "hp/collapsed": 0.0}}
 
 
 def test_the_stability_group_repeats_the_signals_that_come_first(single_runs: dict) -> None:
-    run_dir, summary = single_runs["ok"]
+    run_dir, summary = single_runs["flat"]
     tags = scalars(run_dir)
     assert tags["Stability/loss"] == tags["train/loss"] and len(tags["train/loss"]) == summary.steps
     assert tags["Stability/grad_norm"] == tags["train/grad_norm"]
@@ -179,26 +266,28 @@ def test_the_stability_group_repeats_the_signals_that_come_first(single_runs: di
 
 
 def test_each_run_writes_the_custom_scalars_layout(single_runs: dict) -> None:
-    for name, blocks in (("ok", 1), ("boom", 2)):  # the conv stem replaces one of the two blocks
+    for name, blocks in (("flat", 1), ("boom", 2)):  # the conv stem replaces one of the two blocks
         run_dir, _ = single_runs[name]
         found = summary_values(run_dir, "custom_scalars__config__")
         assert found, run_dir
         layout = layout_pb2.Layout.FromString(found[0][1].tensor.string_val[0])
         titles = [c.title for c in layout.category]
-        assert titles[0] == "loss and divergence"
-        assert [c.title for c in layout.category[0].chart][:2] == [
-            "training loss (train/loss)", "diverged: 1 at the step the run was stopped (Stability/diverged)"]
+        assert titles[0] == "loss and failures"
+        first = layout.category[0].chart
+        assert first[0].title == "training loss (train/loss)" and first[1].title.startswith("failure markers")
+        assert list(first[1].multiline.tag) == [r"^Stability/diverged$", r"^Stability/collapsed$"]
         attn = next(c for c in layout.category if c.title.startswith("max attention logit"))
         assert [c.multiline.tag[0] for c in attn.chart] == [rf"^attn/max_logit/layer_{i}$" for i in range(blocks)]
 
 
 def test_a_run_outside_a_sweep_writes_its_own_experiment(single_runs: dict) -> None:
-    run_dir, summary = single_runs["ok"]
+    run_dir, summary = single_runs["flat"]
     exp = experiment(run_dir)
     assert exp is not None
     # its non-baseline toggle (conv stem), lr and seed lead; no value domains (other runs may differ)
     names = [h.name for h in exp.hparam_infos]
     assert names[:3] == ["toggle/stem", "trial/lr", "trial/seed"]
     assert [h.differs for h in exp.hparam_infos[:4]] == [True, True, True, False]
+    assert shown_by_default(exp)[:3] == ["stem", "lr", "seed"]
     assert not any(h.HasField("domain_discrete") or h.HasField("domain_interval") for h in exp.hparam_infos)
     assert [m.name.tag for m in exp.metric_infos] == [m.tag for m in METRICS]

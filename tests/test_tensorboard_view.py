@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sweep_helpers import TINY, run_sweep, write_grid
+from sweep_helpers import TINY, run_sweep, summaries, write_grid
 
 pytestmark = pytest.mark.slow
 
@@ -118,17 +118,27 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-# -- fixtures: a sweep with a diverged run, TensorBoard on it ----------------------------------------------------
+# -- fixtures: a sweep with more varied keys than the table shows, a diverged run, TensorBoard on it ---------------
+RUNS = 10  # (2 norms + 3 included cells) x 2 seeds
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four toggles, lr and seed vary: one more than TensorBoard's HParams table shows without a click.
+
+    Most runs of two steps stay at chance: they are recorded as collapsed, which the views must mark too.
+    """
     folder = tmp_path_factory.mktemp("view")
     grid = write_grid(folder, "view", {
         "overrides": TINY | {"telemetry.every_n_steps": 1},
         "axes": {"model.vit.norm": ["layernorm", "centernorm"]},
-        "include": [{"model.lr": 1000.0, "model.warmup": False}],  # the loss explodes: a diverged run
+        "include": [{"model.lr": 1000.0, "model.warmup": False},  # the loss explodes: a diverged run
+                    {"model.vit.stem": "conv"}, {"model.vit.attention": "cosine"}],
+        "seeds": [0, 1],
     })
     result = run_sweep([str(grid)], folder / "out")
     assert result.rc == 0, result.stdout + result.stderr
+    assert len(summaries(result.out)) == RUNS
     return result.out
 
 
@@ -161,7 +171,7 @@ def tensorboard(sweep: Path) -> Iterator[str]:
         while True:  # up, and done reading the sweep (the experiment and every run's last metrics)
             try:
                 groups = _post(f"{url}/data/plugin/hparams/session_groups", SESSION_QUERY)["sessionGroups"]
-                if len(groups) == 3 and all(g["metricValues"] for g in groups):
+                if len(groups) == RUNS and all(g["metricValues"] for g in groups):
                     break
             except OSError:
                 pass
@@ -201,37 +211,59 @@ def keep(browser: Browser, name: str, tmp_path: Path) -> Path:
 # -- what the server says ------------------------------------------------------------------------------------------
 def test_the_server_takes_the_sweep_experiment_from_the_root(tensorboard: str, sweep: Path) -> None:
     experiment = _post(f"{tensorboard}/data/plugin/hparams/experiment", {"experimentName": ""})
-    # varied: norm (axis), warmup and lr (the include); then seed; in the server's own order
-    assert [h["displayName"] for h in experiment["hparamInfos"]] == ["norm", "warmup", "lr", "seed"]
+    # in the server's own order: the shown columns (lr, seed and three of the four varied toggles: one run
+    # apart from the baseline each, ties in TOGGLES order), then warmup, varied but a tick away
+    assert [h["displayName"] for h in experiment["hparamInfos"]] == ["attention", "norm", "stem", "lr", "seed",
+                                                                    "warmup"]
+    assert [h.get("differs", False) for h in experiment["hparamInfos"]] == [True] * 5 + [False]
     assert [m["displayName"] for m in experiment["metricInfos"]][:5] == [
-        "diverged", "diverged at step", "test acc", "best val acc", "final val acc"]
+        "diverged", "collapsed", "diverged at step", "test acc", "best val acc"]
     groups = _post(f"{tensorboard}/data/plugin/hparams/session_groups", SESSION_QUERY)["sessionGroups"]
-    diverged = {}
+    records = summaries(sweep)
+    flags = {}
     for group in groups:
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-        diverged[group["name"]] = values["hp/diverged"]
-    assert sorted(diverged.values()) == [0.0, 0.0, 1.0]
-    assert next(n for n, d in diverged.items() if d == 1.0).startswith("warmup=off,lr=1000,")
+        flags[group["name"]] = (values["hp/diverged"], values["hp/collapsed"])
+    assert flags == {name: (float(r["status"] == "diverged"), float(r["status"] == "collapsed"))
+                     for name, r in records.items()}
+    assert {n for n, (d, _) in flags.items() if d} == {n for n in records if n.startswith("warmup=off,lr=1000,")}
 
 
 def test_the_server_merges_the_runs_layouts(tensorboard: str) -> None:
     layout = _get(f"{tensorboard}/data/plugin/custom_scalars/layout")
     assert [c["title"] for c in layout["category"]] == [
-        "loss and divergence", "max attention logit per layer (attn/max_logit)",
+        "loss and failures", "max attention logit per layer (attn/max_logit)",
         "gradient norm per block, before clipping (grad_norm)"]
     charts = layout["category"][1]["chart"]
-    assert [c["title"] for c in charts] == ["layer 0", "layer 1"]  # once, though three runs wrote it
+    assert [c["title"] for c in charts] == ["layer 0", "layer 1"]  # once, though every run wrote it
+    markers = layout["category"][0]["chart"][1]
+    assert markers["multiline"]["tag"] == ["^Stability/diverged$", "^Stability/collapsed$"]
 
 
 # -- what the browser shows ----------------------------------------------------------------------------------------
+# The HParams filter panel's check boxes, in page order: (label, ticked). The panel is TensorBoard's Polymer
+# query pane; each hyperparameter and metric has a paper-checkbox whose text is its display name.
+CHECKBOXES = """(() => { const out = [];
+  const walk = (node) => {
+    if (node.nodeName === 'PAPER-CHECKBOX') out.push([node.textContent.trim(), !!node.checked]);
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.children || []) walk(child);
+  };
+  walk(document.body); return out; })()"""
+
+
 @needs_chromium
-def test_hparams_table_opens_on_the_varied_toggles_and_divergence(tensorboard: str, browser: Browser,
-                                                                  tmp_path: Path) -> None:
+def test_hparams_table_opens_on_lr_seed_and_the_failures(tensorboard: str, browser: Browser,
+                                                         tmp_path: Path) -> None:
     browser.open(f"{tensorboard}/#hparams")
     text = browser.wait_for(lambda t: "Trial ID" in t and any(s.startswith("warmup=off,lr=1000,") for s in t))
-    header = text[text.index("Trial ID"):text.index("Trial ID") + 11]
-    assert header == ["Trial ID", "Show Metrics", "norm", "warmup", "lr", "seed", "diverged", "diverged at step",
-                      "test acc", "best val acc", "final val acc"]
+    header = text[text.index("Trial ID"):text.index("Trial ID") + 12]
+    assert header == ["Trial ID", "Show Metrics", "attention", "norm", "stem", "lr", "seed", "diverged",
+                      "collapsed", "diverged at step", "test acc", "best val acc"]
+    boxes = dict(browser.call("Runtime.evaluate", page_call=True, expression=CHECKBOXES,
+                              returnByValue=True)["result"]["value"])
+    assert {name: boxes.get(name) for name in ("lr", "seed", "stem", "warmup", "collapsed")} == {
+        "lr": True, "seed": True, "stem": True, "warmup": False, "collapsed": True}
     keep(browser, "hparams", tmp_path)
 
 
@@ -242,19 +274,23 @@ def test_time_series_opens_on_the_stability_group(tensorboard: str, browser: Bro
     def cards(text: list[str]) -> list[str]:  # a card's title is drawn as its group, then the rest of the tag
         return [group + rest for group, rest in zip(text, text[1:]) if group == "Stability" and rest[:1] == "/"]
 
-    text = browser.wait_for(lambda t: len(cards(t)) >= 4)
+    text = browser.wait_for(lambda t: len(cards(t)) >= 5)
     groups = [t for t in text if t in ("Stability", "attn", "grad_norm", "hp", "train", "val")]
     assert groups[0] == "Stability"
-    assert cards(text)[:4] == ["Stability/diverged", "Stability/grad_norm", "Stability/loss",
-                               "Stability/max_attn_logit"]
+    assert cards(text)[:5] == ["Stability/collapsed", "Stability/diverged", "Stability/grad_norm",
+                               "Stability/loss", "Stability/max_attn_logit"]
     keep(browser, "timeseries", tmp_path)
 
 
 @needs_chromium
-def test_custom_scalars_open_on_loss_and_divergence(tensorboard: str, browser: Browser, tmp_path: Path) -> None:
+def test_custom_scalars_open_on_loss_and_failures(tensorboard: str, browser: Browser, sweep: Path,
+                                                  tmp_path: Path) -> None:
+    failed = sum(r["status"] in ("diverged", "collapsed") for r in summaries(sweep).values())
+    assert failed > 1  # the diverged run and at least one collapsed one
     browser.open(f"{tensorboard}/#custom_scalars")
-    # "Matches (3)": the training-loss chart found the three runs' series (the marker chart, the one that diverged)
-    text = browser.wait_for(lambda t: "loss and divergence" in t and "Matches (3)" in t and "Matches (1)" in t)
-    assert text.index("loss and divergence") < text.index("max attention logit per layer (attn/max_logit)")
+    # the training-loss chart finds every run's series, the failure-marker chart one per failed run
+    text = browser.wait_for(lambda t: "loss and failures" in t and f"Matches ({RUNS})" in t
+                            and f"Matches ({failed})" in t)
+    assert text.index("loss and failures") < text.index("max attention logit per layer (attn/max_logit)")
     assert "training loss (train/loss)" in text
     keep(browser, "custom_scalars", tmp_path)
