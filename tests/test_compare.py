@@ -242,3 +242,21 @@ def test_default_out_is_the_first_sweeps_report_compare(grid: Path, tmp_path: Pa
     assert main([str(a), str(grid), "--format", "csv,tex"]) == 0
     assert sorted(p.name for p in (a / "report" / "compare").iterdir()) == [
         "compare_claims.csv", "compare_claims.tex", "compare_configurations.csv", "compare_configurations.tex"]
+
+
+def test_three_sweeps_compare_each_with_the_first(grid: Path, tmp_path: Path) -> None:
+    same = _copy(grid, tmp_path / "same")
+    broke = _copy(grid, tmp_path / "broke")
+    path = _summaries(broke)["centernorm,0.01,0"]
+    data = json.loads(path.read_text())
+    data.update(status="diverged", diverged_step=20, divergence_reason="non-finite training loss (nan) at step 20")
+    path.write_text(json.dumps(data))
+    cmp = compare_reports([build_report(grid), build_report(same), build_report(broke)])
+    assert cmp.labels == ["A", "B", "C"]
+    text = cmp.text["configurations"].set_index(["norm", "lr"])
+    assert {"final val acc C − A", "same seeds B vs A", "same seeds C vs A", "n (A, B, C)"} <= set(text.columns)
+    row = text.loc[("centernorm", "0.01")]
+    assert row["same seeds B vs A"] == "identical (2 seeds)"
+    assert row["same seeds C vs A"].startswith("moved (1/2 seeds): seed 0: completed → diverged; ")
+    assert row["failed (A, B, C)"] == "0/2, 0/2, 1/2"
+    assert "C vs A, runs of the same cell and seed: 3 of 4 cells identical, 1 moved" in cmp.summary

@@ -34,6 +34,7 @@ from stability.report.build import Report
 from stability.report.formatting import to_latex, to_markdown
 from stability.report.tables import distinct_values, format_value, group_key, is_finite
 from stability.results import RECORD_COLUMNS, Sweep
+from stability.verdicts import sorted_values
 
 # (column, label, decimals): the numbers set side by side per cell (final_loss counts a diverged run at its
 # initial loss, as in the report's configuration table).
@@ -228,8 +229,10 @@ def _same_seeds(runs_a: pd.DataFrame, runs_b: pd.DataFrame, key: str, labels: tu
         seeds = cell["seed"].map(M.key_text) if "seed" in cell else pd.Series(dtype=object)
         twice = sorted(set(seeds[seeds.duplicated()]))
         if twice:
-            notes.append(f"{lab}: {cell['run'].iloc[0]} and others: seed(s) {', '.join(twice)} recorded more than "
-                         f"once in one cell; those seeds are not compared run by run")
+            shown = ", ".join(dict.fromkeys(format_value(s) for s, t in zip(cell["seed"], seeds, strict=True)
+                                            if t in twice))
+            notes.append(f"{lab}: seed(s) {shown} recorded more than once in the configuration of "
+                         f"{cell['run'].iloc[0]}; those seeds are not compared run by run")
         finished.append(cell[~seeds.isin(twice)].set_index(seeds[~seeds.isin(twice)]))
     a, b = finished
     shared = [s for s in a.index if s in b.index]
@@ -246,7 +249,7 @@ def _same_seeds(runs_a: pd.DataFrame, runs_b: pd.DataFrame, key: str, labels: tu
             continue
         moved.update(dict.fromkeys(differ))
         if ra["status"] != rb["status"]:
-            changes.append(f"seed {seed}: {ra['status']} → {rb['status']}")
+            changes.append(f"seed {format_value(ra['seed'])}: {ra['status']} → {rb['status']}")
         for col, _, _ in HEADLINE:
             va, vb = ra.get(col), rb.get(col)
             if is_finite(va) and is_finite(vb):
@@ -436,10 +439,10 @@ def legend(comparison: Comparison) -> pd.DataFrame:
     for lab, report in zip(comparison.labels, comparison.reports, strict=True):
         sweep = report.sweep
         counts = sweep.runs["status"].value_counts()
-        seeds = distinct_values(sweep.finished["seed"]) if "seed" in sweep.finished else []
+        seeds = sorted_values(sweep.finished["seed"]) if "seed" in sweep.finished else []
         rows.append({"sweep": lab, "folder": str(sweep.path),
                      "runs": f"{len(sweep.runs)} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
-                     "seeds": ", ".join(format_value(s) for s in sorted(seeds, key=M.key_text)) or "–",
+                     "seeds": ", ".join(format_value(s) for s in seeds) or "–",
                      "configurations": str(len(report.tables["configurations"])),
                      "claims": str(len(sweep.claims))})
     return pd.DataFrame(rows)
