@@ -222,22 +222,25 @@ def _same_seeds(runs_a: pd.DataFrame, runs_b: pd.DataFrame, key: str, labels: tu
                 fields: Sequence[str], notes: list[str]) -> dict[str, Any]:
     """One cell's runs of two sweeps that share a seed, compared: ``shared_seeds``, ``identical_seeds``, the
     largest ``|B − A|`` of each headline number (``<metric>_moved``), ``fields_moved`` (the summary fields that
-    differ anywhere) and ``status_changes``."""
-    finished = []
+    differ anywhere) and ``status_changes``. Every run with a summary counts (a failed one too), so a run that
+    completed before a change and failed after it shows as a status change."""
+    out: dict[str, Any] = {"shared_seeds": 0, "identical_seeds": 0, "fields_moved": "", "status_changes": ""}
+    if "seed" not in runs_a or "seed" not in runs_b:  # no seed recorded: nothing to pair runs by
+        return {**out, **{f"{col}_moved": np.nan for col, _, _ in HEADLINE}}
+    recorded = []
     for lab, runs in zip(labels, (runs_a, runs_b), strict=True):
         cell = runs[(runs["_key"] == key) & runs["has_summary"].astype(bool)]
-        seeds = cell["seed"].map(M.key_text) if "seed" in cell else pd.Series(dtype=object)
+        seeds = cell["seed"].map(M.key_text)
         twice = sorted(set(seeds[seeds.duplicated()]))
         if twice:
             shown = ", ".join(dict.fromkeys(format_value(s) for s, t in zip(cell["seed"], seeds, strict=True)
                                             if t in twice))
             notes.append(f"{lab}: seed(s) {shown} recorded more than once in the configuration of "
                          f"{cell['run'].iloc[0]}; those seeds are not compared run by run")
-        finished.append(cell[~seeds.isin(twice)].set_index(seeds[~seeds.isin(twice)]))
-    a, b = finished
+        recorded.append(cell[~seeds.isin(twice)].set_index(seeds[~seeds.isin(twice)]))
+    a, b = recorded
     shared = [s for s in a.index if s in b.index]
-    out: dict[str, Any] = {"shared_seeds": len(shared), "identical_seeds": 0, "fields_moved": "",
-                           "status_changes": ""}
+    out["shared_seeds"] = len(shared)
     moved: dict[str, None] = {}
     changes = []
     largest = {col: 0.0 for col, _, _ in HEADLINE}
