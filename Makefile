@@ -26,6 +26,7 @@ results: $(STAMP)
 	$(BIN)/stability report runs/digits --out notebooks/results/digits --format md,csv
 	$(BIN)/stability sweep ablations/digits.yaml --seeds 3,4,5 --out runs/digits-345
 	$(BIN)/stability report runs/digits-345 --out notebooks/results/digits-345 --format md,csv --no-plots
+	$(BIN)/stability report runs/digits runs/digits-345 --out notebooks/results/compare --format md,csv
 	$(BIN)/python -m stability.docs README.md
 
 test: $(STAMP)

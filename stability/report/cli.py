@@ -1,7 +1,10 @@
 """``stability report``: parse the options, build the report, write its files, print a summary and the gaps.
 
+With two or more sweep folders it compares them instead (:mod:`stability.report.compare`): one report per
+sweep, lined up cell by cell and claim by claim, written as ``compare.md`` (+ csv, tex).
+
 Exit codes: 0 a report (possibly partial) was written; 1 nothing to report (no run finished, e.g. all
-failed); 2 bad input (not a sweep folder, empty sweep, bad option).
+failed); 2 bad input (not a sweep folder, empty sweep, bad option, sweeps without a common configuration).
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ FORMATS = ("md", "csv", "tex")
 
 
 def main(argv: list[str]) -> int:
-    """``stability report SWEEP [--out DIR] [--format md,csv,tex] [--no-plots]``; returns the exit code."""
+    """``stability report SWEEP [SWEEP ...] [--out DIR] [--format md,csv,tex] [--no-plots]``; returns the exit
+    code. Two or more sweeps: their comparison (:func:`_compare`)."""
     parser = ArgumentParser(
         prog="stability report",
         description="Tables and plots from a sweep folder's run records: per-configuration results, toggle "
-                    "effects, LR sensitivity, divergence, error distributions.")
-    parser.add_argument("sweep", help="sweep folder (one sub-folder per run)")
-    parser.add_argument("--out", help="output folder (default: SWEEP/report)")
+                    "effects, LR sensitivity, divergence, error distributions. Given two or more sweep folders, "
+                    "compares them: claims and configurations side by side (compare.md).")
+    parser.add_argument("sweeps", nargs="+", metavar="SWEEP",
+                        help="sweep folder (one sub-folder per run); two or more: compare them, the first is A")
+    parser.add_argument("--out", help="output folder (default: SWEEP/report; comparing: FIRST/report/compare)")
     parser.add_argument("--format", default="md,csv,tex", help="comma-separated subset of md,csv,tex")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG/PDF plots")
     parser.add_argument("--target-loss", type=float, default=None,
@@ -46,6 +52,9 @@ def main(argv: list[str]) -> int:
         if bad:
             raise ConfigError(f"--format: got {args.format!r}; valid values: {', '.join(FORMATS)} "
                               f"(comma-separated)")
+        if len(args.sweeps) > 1:
+            return _compare(args.sweeps, args.out, formats, options)
+        args.sweep = args.sweeps[0]
         report = build_report(args.sweep, options)
         out = Path(args.out) if args.out else Path(args.sweep) / "report"
         written = write_report(report, out, formats, plots=not args.no_plots)
@@ -69,6 +78,57 @@ def main(argv: list[str]) -> int:
         print(f"warning: {gap}", file=sys.stderr)
     print(f"\nwrote {len(written)} files to {out} (main: {out / 'report.md'})" if "md" in formats
           else f"\nwrote {len(written)} files to {out}")
+    return 0
+
+
+def _compare(sweeps: Sequence[str], out_arg: str | None, formats: Sequence[str], options: ReportOptions) -> int:
+    """Two or more sweeps: every report is built (and every input checked) before anything is written; the
+    claims comparison is printed first, then the configurations. Raises ConfigError on bad input."""
+    from stability.report.compare import (
+        COMPARE_FORMATS,
+        TABLES,
+        compare_reports,
+        legend,
+        sweep_gaps,
+        write_comparison,
+    )
+
+    skipped = [f for f in formats if f not in COMPARE_FORMATS]
+    formats = [f for f in formats if f in COMPARE_FORMATS]
+    if not formats:
+        raise ConfigError(f"--format: a comparison writes {', '.join(COMPARE_FORMATS)}; got {','.join(skipped)}")
+    reports = []
+    for path in sweeps:
+        report = build_report(path, options)
+        if not report.has_results:
+            print(f"error: nothing to compare in {path}: {_why_nothing(report.sweep)}", file=sys.stderr)
+            return 1
+        reports.append(report)
+    comparison = compare_reports(reports)
+    out = Path(out_arg) if out_arg else Path(sweeps[0]) / "report" / "compare"
+    try:
+        written = write_comparison(comparison, out, formats)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write to {str(out)!r} ({exc.strerror or exc})") from exc
+    print(to_markdown(legend(comparison)))
+    print()
+    for name, title in TABLES.items():
+        table = comparison.text[name]
+        if table.empty and name != "claims":
+            continue
+        print(f"# {title}\n")
+        print(to_markdown(table) if not table.empty else "(no sweep states claims)")
+        print()
+    for line in comparison.summary:
+        print(line)
+    for note in comparison.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for gap in sweep_gaps(comparison):
+        print(f"warning: {gap}", file=sys.stderr)
+    if skipped:
+        print(f"note: --format {','.join(skipped)}: not written for a comparison", file=sys.stderr)
+    main_file = f" (main: {out / 'compare.md'})" if "md" in formats else ""
+    print(f"\nwrote {len(written)} files to {out}{main_file}")
     return 0
 
 
