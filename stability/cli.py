@@ -1,10 +1,10 @@
 """``stability``: the command-line entry point.
 
-    stability fit    [LightningCLI options]   train one configuration, write its run record
-    stability sweep  GRID [options]           run an ablation grid (resumable)
-    stability report SWEEP [options]          tables and plots from a sweep's run records
-    stability bench  model|sweep [options]    speed against timm and the machine's matmul rate
-    stability demo   [OUT]                    the default grid on digits, then its report
+    stability fit    [LightningCLI options]     train one configuration, write its run record
+    stability sweep  GRID [options]             run an ablation grid (resumable)
+    stability report SWEEP [SWEEP ...] [opts]   tables and plots from run records; 2+ sweeps: compared
+    stability bench  model|sweep [options]      speed against timm and the machine's matmul rate
+    stability demo   [OUT]                      the default grid on digits, then its report
     stability --version
 
 Each subcommand's module is imported only when used (``import lightning`` alone costs seconds), and each

@@ -59,7 +59,7 @@ from stability.records import (
     write_atomic,
 )
 from stability.telemetry import DivergenceDetector, StabilityTelemetry
-from stability.tensorboard import RunLogger, result_metrics, with_user_loggers
+from stability.tensorboard import RunLogger, mark, result_metrics, with_user_loggers
 
 # Defaults that differ from Lightning's: per-step curves need log_every_n_steps=1; ablation runs need no
 # model summary or sanity check; ``deterministic`` makes a seed reproduce its numbers.
@@ -714,6 +714,8 @@ def _log_final_hparams(trainer: L.Trainer, summary: RunSummary) -> None:
             logger.log_result(summary, trainer.global_step)
         else:
             logger.log_metrics(result_metrics(summary), step=trainer.global_step)
+            if summary.status == COLLAPSED:  # the run's own logger marks it in log_result
+                mark(logger, max(trainer.global_step - 1, 0), "collapsed", summary.collapse_reason or "")
         logger.finalize("failed" if summary.status == FAILED else "success")
 
 

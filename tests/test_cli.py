@@ -66,7 +66,10 @@ def test_a_csv_logger_writes_beside_the_tensorboard_events(tmp_path: Path, capsy
     final = [r for r in rows if r.get("hp/test_acc")]  # the run's result reaches every logger
     assert final and 0 <= float(final[-1]["hp/test_acc"]) <= 1
     assert list(run_dir.glob("events.out.tfevents.*"))  # the project's own TensorBoard logger is still there
-    assert RunSummary.from_dict(json.loads((run_dir / "summary.json").read_text())).status in (COMPLETED, COLLAPSED)
+    status = RunSummary.from_dict(json.loads((run_dir / "summary.json").read_text())).status
+    assert status in (COMPLETED, COLLAPSED)
+    marked = any(float(r.get("Stability/collapsed") or 0) == 1.0 for r in rows)
+    assert marked == (status == COLLAPSED)  # a collapse is marked in the user's loggers too, and only then
 
 
 def test_logger_false_means_no_logger_at_all(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

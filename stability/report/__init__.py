@@ -3,11 +3,13 @@
 ``stability report SWEEP [--out DIR] [--format md,csv,tex]`` reads the run records (through
 :mod:`stability.results`), computes the statistics of :mod:`stability.metrics`, and writes
 
+0. ``claims``: each claim of the grid (:mod:`stability.claims`) with its effect over seeds and its verdict
+   (:mod:`stability.verdicts`), first;
 1. ``configurations``: per configuration (toggle combination, and learning rate when the grid has several)
    mean +- std over seeds of best/final validation accuracy, final training loss and the loss-curve
    statistics, with n runs and "k/n diverged";
-2. ``effects``: for each toggle, "on minus off" over runs matched on every other axis (lr and seed
-   included), mean and 95% t-interval over the n pairs, and the change of the divergence rate;
+2. ``effects``: for each toggle and learning rate, "on minus off" over runs that differ in that toggle alone
+   (same seed), mean and 95% t-interval over the seeds, and the change of the failure rate;
 3. ``lr_sensitivity``: Wortsman et al. 2023's LR sensitivity per configuration, best LR, largest LR that
    did not diverge;
 4. ``divergence``: fraction of runs diverged by toggle x warmup x learning rate;
@@ -28,6 +30,8 @@ Modules, in the order data flows through them:
 - :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
 - :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.plots` (not imported
   here: it imports matplotlib, which only the plots need);
+- :mod:`~stability.report.compare`: ``stability report A B ...``: several sweeps' reports side by side, cell
+  by cell and claim by claim;
 - :mod:`~stability.report.cli`: ``stability report``: options, files written, exit codes.
 """
 

@@ -318,7 +318,7 @@ def next_steps(out: Path) -> list[str]:
     shown = _shown(out)
     return [f"next: stability report {shown}        (tables and figures into {shown}/report)",
             f"      tensorboard --logdir {shown}    (then http://localhost:6006/#hparams: the runs' table; "
-            "#timeseries: loss and divergence first; #custom_scalars: per-layer attention logits, grad norms)"]
+            "#timeseries: loss and failure markers first; #custom_scalars: per-layer attention logits, grad norms)"]
 
 
 def describe_todo(todo: list[PlannedRun], out: Path) -> str:
