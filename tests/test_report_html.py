@@ -134,6 +134,8 @@ def page(out: Path) -> Page:
 def test_the_page_parses_and_every_tag_closes(page: Page) -> None:
     assert page.errors == []
     assert page.tags[:3] == ["html", "head", "meta"]
+    # one <style>, in the head: the tables' own rules (right-aligned headers) are gathered there
+    assert page.tags.count("style") == 1 and page.tags.index("style") < page.tags.index("body")
     assert Page("<p><b>x</p></b>").errors and Page("<div><p>x</p>").errors  # the check can fail
 
 
@@ -181,6 +183,14 @@ def test_no_plots_no_figures_and_the_same_sweep_gives_the_same_bytes(sweep_dir: 
     page = Page(first.decode("utf-8"))
     assert page.errors == [] and page.images == [] and "plots" not in page.sections
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["report.html"]
+
+
+def test_a_sweep_with_nothing_finished_still_gets_its_run_list(tmp_path: Path) -> None:
+    sweep = fab.make_failed_sweep(tmp_path / "failed")
+    assert main([str(sweep), "--format", "html"]) == 1
+    page = Page((sweep / "report" / "report.html").read_text(encoding="utf-8"))
+    assert page.errors == [] and page.sections == ["runs", "gaps"] and page.images == []
+    assert len(page.table("runs").rows) == 3 and any("3 run(s) failed" in item for item in page.items)
 
 
 def test_verdicts_are_styled(tmp_path: Path) -> None:

@@ -59,21 +59,24 @@ def render_html(report: Report, figures: Sequence[Path] = ()) -> str:
     """
     sweep = report.sweep
     counts = sweep.runs["status"].value_counts()
-    sections = [{"id": name, "title": TITLES.get(name, name), "short": SHORT_TITLES.get(name, name),
-                 "table": table_html(table, name) if not table.empty else None}
-                for name, table in report.text.items()]
+    sections, styles = [], []
+    for name, table in report.text.items():
+        style, html = _split_style(table_html(table, name)) if not table.empty else ("", None)
+        styles.append(style)
+        sections.append({"id": name, "title": TITLES.get(name, name), "short": SHORT_TITLES.get(name, name),
+                         "table": html})
     pngs = [f for f in figures if f.suffix == ".png"]
-    page = _template().render(
+    return _template().render(
         title=f"Report: {sweep.path.name}",
         sweep_path=str(sweep.path),
         counts=f"{len(sweep.runs)} runs (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
         notes=report.notes,
         definitions=_inline_markdown(" ".join(_definitions())),
         sections=sections,
+        table_styles=Markup("\n".join(s for s in styles if s)),
         gaps=report.gaps,
         figures=[{"name": f.stem, "caption": figure_caption(f.stem), "uri": data_uri(f)} for f in pngs],
     )
-    return page
 
 
 def table_html(table: pd.DataFrame, name: str) -> Markup:
@@ -137,6 +140,15 @@ def _template() -> jinja2.Template:
     env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined)
     return env.from_string(source)
+
+
+def _split_style(table: Markup) -> tuple[str, Markup]:
+    """Styler's output, ``<style>rules</style><table>...``, as (rules, table): the page gathers the rules in
+    its ``<head>``, where a ``<style>`` element belongs."""
+    head, sep, rest = str(table).partition("</style>")
+    if not sep or not head.lstrip().startswith("<style"):
+        return "", table
+    return head.split(">", 1)[1].strip(), Markup(rest.strip())
 
 
 def _cell_text(v: Any) -> str:
