@@ -363,9 +363,9 @@ def test_main_default_out_and_format_subset(tmp_path: Path, capsys: pytest.Captu
     files = sorted(p.name for p in (sweep / "report").iterdir())
     assert files and all(f.endswith(".csv") for f in files)
     capsys.readouterr()
-    assert main([str(sweep), "--format", "md,html"]) == 2
+    assert main([str(sweep), "--format", "md,pdf"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --format") and "md, csv, tex" in err
+    assert err.startswith("error: --format") and "md, csv, tex, html" in err
 
 
 @pytest.mark.parametrize("case", ["not_a_sweep", "empty"])

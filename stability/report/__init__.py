@@ -1,6 +1,6 @@
 """Comparison tables from a sweep folder, and the ``stability report`` command.
 
-``stability report SWEEP [--out DIR] [--format md,csv,tex]`` reads the run records (through
+``stability report SWEEP [--out DIR] [--format md,csv,tex,html]`` reads the run records (through
 :mod:`stability.results`), computes the statistics of :mod:`stability.metrics`, and writes
 
 0. ``claims``: each claim of the grid (:mod:`stability.claims`) with its effect over seeds and its verdict

@@ -20,11 +20,11 @@ from stability.report.formatting import TITLES, render_markdown, to_latex, to_ma
 from stability.report.tables import ReportOptions
 from stability.results import Sweep
 
-FORMATS = ("md", "csv", "tex")
+FORMATS = ("md", "csv", "tex", "html")
 
 
 def main(argv: list[str]) -> int:
-    """``stability report SWEEP [SWEEP ...] [--out DIR] [--format md,csv,tex] [--no-plots]``; returns the exit
+    """``stability report SWEEP [SWEEP ...] [--out DIR] [--format md,csv,tex,html] [--no-plots]``; returns the exit
     code. Two or more sweeps: their comparison (:func:`_compare`)."""
     parser = ArgumentParser(
         prog="stability report",
@@ -34,7 +34,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("sweeps", nargs="+", metavar="SWEEP",
                         help="sweep folder (one sub-folder per run); two or more: compare them, the first is A")
     parser.add_argument("--out", help="output folder (default: SWEEP/report; comparing: FIRST/report/compare)")
-    parser.add_argument("--format", default="md,csv,tex", help="comma-separated subset of md,csv,tex")
+    parser.add_argument("--format", default="md,csv,tex,html", help="comma-separated subset of md,csv,tex,html "
+                        "(comparing sweeps: md,csv,tex)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG/PDF plots")
     parser.add_argument("--target-loss", type=float, default=None,
                         help="absolute loss for 'steps to target' (default: target-fraction x initial loss)")
@@ -150,7 +151,7 @@ def _why_nothing(sweep: Sweep) -> str:
 
 def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = FORMATS,
                  plots: bool = True) -> list[Path]:
-    """Write every table in every format (plus ``report.md`` and, with ``plots``, ``plots/``).
+    """Write every table in every format (plus ``report.md``, ``report.html`` and, with ``plots``, ``plots/``).
 
     Returns the paths written. CSVs hold the numeric tables (``Report.tables``); Markdown and LaTeX the
     formatted ones (``Report.text``).
@@ -178,6 +179,10 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
         written.extend(figures)
     if "md" in formats:
         written.append(_write(out / "report.md", render_markdown(report, figures, out)))
+    if "html" in formats:
+        from stability.report.html import render_html  # jinja2 only when HTML is asked for
+
+        written.append(_write(out / "report.html", render_html(report, figures)))
     return written
 
 

@@ -280,7 +280,7 @@ def render_markdown(report: Report, figures: Sequence[Path] = (), base: Path | N
              f"Sweep folder `{sweep.path}`: {len(sweep.runs)} runs ("
              + ", ".join(f"{n} {s}" for s, n in counts.items()) + ").", ""]
     lines += [f"- {n}" for n in report.notes]
-    lines += ["", *_definitions(), ""]
+    lines += ["", *definitions(), ""]
     for name, table in report.text.items():
         lines += [f"## {TITLES[name]}", "", to_markdown(table), ""]
     lines += ["## Gaps", ""]
@@ -294,7 +294,7 @@ def render_markdown(report: Report, figures: Sequence[Path] = (), base: Path | N
     return "\n".join(lines) + "\n"
 
 
-def _definitions() -> list[str]:
+def definitions() -> list[str]:
     return [
         "Definitions: accuracies are fractions; *final train loss* counts a diverged run at its initial "
         "loss; *loss AUC* = mean training loss over normalised steps (diverged runs at the initial loss "

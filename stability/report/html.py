@@ -1,0 +1,164 @@
+"""``report.html``: the whole report as one self-contained page, for a browser or a printer.
+
+The same content in the same order as ``report.md`` (:func:`stability.report.formatting.render_markdown`):
+the header with the sweep's counts, notes and definitions, then every formatted table of ``Report.text``
+(the claims first), the gaps and the plots. What the Markdown cannot do: verdicts styled as supported /
+contradicted / inconclusive, numbers right-aligned, tables sorted by clicking a header, and the PNGs that
+:func:`stability.report.figures.write_figures` drew embedded as ``data:`` URIs, so that the one file can be
+mailed or archived and still shows everything. Nothing is linked: the CSS and the sort script are inline,
+and there is no timestamp, so the same sweep gives the same bytes.
+
+The page is a jinja2 template (``report.html.jinja``, next to this module); each table is rendered by pandas'
+:class:`~pandas.io.formats.style.Styler`, which escapes the cells and puts the classes on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup, escape
+
+from stability.report.formatting import TITLES, definitions
+from stability.report.tables import format_value
+from stability.verdicts import VERDICTS
+
+if TYPE_CHECKING:
+    from stability.report.build import Report
+
+TEMPLATE = "report.html.jinja"
+# Navigation labels: the tables' titles are sentences, too long for a row of links.
+SHORT_TITLES = {
+    "claims": "Claims",
+    "configurations": "Configurations",
+    "effects": "Effects",
+    "lr_sensitivity": "LR sensitivity",
+    "divergence": "Divergence",
+    "edf": "EDF",
+    "spikes": "Spikes",
+    "runs": "Runs",
+}
+LONG_CELL = 40  # characters: a column with a longer cell wraps its text (class "long"); others stay on one line
+# A cell that reads as a number: once the parts in brackets are gone ("(n=1)", "[+0.01, +0.07]", "[2/3 reached]"),
+# only numbers, signs and "±", "/", "x", "%" are left: "0.912 ± 0.004", "2/3", "1.52x", "1e-3"; not "lr 0.003",
+# "3/3 at lr 0.003", "0a1b2c" or "lr=0.01".
+_BRACKETS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_NUMERIC = re.compile(r"^[\d.eE+\-−±/x%\s]*\d[\d.eE+\-−±/x%\s]*$")
+
+
+def render_html(report: Report, figures: Sequence[Path] = ()) -> str:
+    """The whole report as one HTML document (a string); ``figures``: the files ``write_figures`` wrote.
+
+    Only the PNGs among ``figures`` are shown (embedded); none, no "Plots" section.
+    """
+    sweep = report.sweep
+    counts = sweep.runs["status"].value_counts()
+    sections, styles = [], []
+    for name, table in report.text.items():
+        style, html = _split_style(table_html(table, name)) if not table.empty else ("", None)
+        styles.append(style)
+        sections.append({"id": name, "title": TITLES.get(name, name), "short": SHORT_TITLES.get(name, name),
+                         "table": html})
+    pngs = [f for f in figures if f.suffix == ".png"]
+    return _template().render(
+        title=f"Report: {sweep.path.name}",
+        sweep_path=str(sweep.path),
+        counts=f"{len(sweep.runs)} runs (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
+        notes=report.notes,
+        definitions=_inline_markdown(" ".join(definitions())),
+        sections=sections,
+        table_styles=Markup("\n".join(s for s in styles if s)),
+        gaps=report.gaps,
+        figures=[{"name": f.stem, "caption": figure_caption(f.stem), "uri": data_uri(f)} for f in pngs],
+    )
+
+
+def table_html(table: pd.DataFrame, name: str) -> Markup:
+    """One formatted table as an HTML ``<table>`` (with its scoped ``<style>``): cells escaped, no index.
+
+    Columns whose cells read as numbers are right-aligned (header included); columns of long text (a claim,
+    why, a run name, an error) get the class ``long`` and wrap, every other cell stays on one line, so that a
+    wide table scrolls rather than breaking "2 from 0.003 to 0.03" over three lines. The claims' verdict
+    cells get the classes ``verdict <verdict>``, which the page's CSS colours.
+    """
+    text = table.map(_cell_text)
+    text.columns = [str(c) for c in text.columns]
+    numeric = [is_numeric_column(text[c]) for c in text.columns]
+    classes = pd.DataFrame("", index=text.index, columns=text.columns)
+    for i, c in enumerate(text.columns):
+        if numeric[i]:
+            classes[c] = "num"
+        elif text[c].str.len().max() > LONG_CELL:
+            classes[c] = "long"
+    if name == "claims" and "verdict" in text:
+        classes["verdict"] = [f"verdict {v.lower()}" if v.lower() in VERDICTS else "verdict"
+                              for v in text["verdict"]]
+    styler = (text.style.hide(axis="index").set_uuid(name).set_td_classes(classes)
+              .format(escape="html").format_index(escape="html", axis=1)
+              .set_table_styles([{"selector": f"th.col{i}", "props": "text-align: right"}
+                                 for i, num in enumerate(numeric) if num]))
+    return Markup(styler.to_html(table_attributes='class="report-table"', cell_ids=False))
+
+
+def is_numeric_column(cells: pd.Series) -> bool:
+    """True when every cell of a column that holds a number reads as one (then the column is right-aligned).
+
+    Cells without a digit outside brackets ("–", "no pairs", "never", "too few runs (4)") hold no value and
+    do not decide: a column of effects with a few "no pairs" is still a column of numbers. A column with no
+    number at all is text.
+    """
+    values = [v for v in (_BRACKETS.sub("", c) for c in cells) if any(ch.isdigit() for ch in v)]
+    return bool(values) and all(_NUMERIC.match(v) for v in values)
+
+
+def data_uri(path: Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI: the image travels inside the page."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def figure_caption(stem: str) -> str:
+    """What a figure of :func:`stability.report.figures.write_figures` shows, from its file name."""
+    if stem == "lr_curves":
+        return "Metrics against the learning rate."
+    if stem == "edf":
+        return "Error distribution functions."
+    if stem == "curves_all":
+        return "Training loss of every run."
+    if stem.startswith("curves_"):
+        return f"Training loss by {stem.removeprefix('curves_')}."
+    return stem
+
+
+def _template() -> jinja2.Template:
+    source = resources.files("stability.report").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    return env.from_string(source)
+
+
+def _split_style(table: Markup) -> tuple[str, Markup]:
+    """Styler's output, ``<style>rules</style><table>...``, as (rules, table): the page gathers the rules in
+    its ``<head>``, where a ``<style>`` element belongs."""
+    head, sep, rest = str(table).partition("</style>")
+    if not sep or not head.lstrip().startswith("<style"):
+        return "", table
+    return head.split(">", 1)[1].strip(), Markup(rest.strip())
+
+
+def _cell_text(v: Any) -> str:
+    """A formatted table's cell as text: most are strings already; counts and steps are numbers."""
+    return v if isinstance(v, str) else format_value(v)
+
+
+def _inline_markdown(text: str) -> Markup:
+    """The definitions' Markdown emphasis (``*term*``) and code (```name```) as HTML, everything else escaped."""
+    html = str(escape(text))
+    html = re.sub(r"\*([^*]+)\*", r"<em>\1</em>", html)
+    html = re.sub(r"`([^`]+)`", r"<code>\1</code>", html)
+    return Markup(html)
