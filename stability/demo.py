@@ -22,11 +22,18 @@ def main(argv: list[str]) -> int:
     report_status = report.main([str(out), "--out", str(report_dir)])
     print()
     print_verdicts(report_dir / "claims.csv")
-    print(f"run records:  {out}/<run>/summary.json, config.yaml")
-    print(f"tables:       {report_dir}/*.md, *.csv, *.tex")
-    print(f"plots:        {report_dir}/*.png, *.pdf")
-    print(f"TensorBoard:  tensorboard --logdir {out}")
+    for line in where_to_look(out, report_dir):
+        print(line)
     return status or report_status
+
+
+def where_to_look(out: Path, report_dir: Path) -> list[str]:
+    """Where the demo's outputs are, one line each (every path exists once the demo has run)."""
+    return [f"report:       {report_dir / 'report.html'} (open it in a browser; {report_dir / 'report.md'} as text)",
+            f"tables:       {report_dir}/*.md, *.csv, *.tex",
+            f"plots:        {report_dir / 'plots'}/*.png, *.pdf",
+            f"run records:  {out}/<run>/summary.json, config.yaml",
+            f"TensorBoard:  tensorboard --logdir {out}"]
 
 
 def print_verdicts(claims_csv: Path) -> None:

@@ -4,6 +4,7 @@ without data and its cost estimate, and one stated cost per grid."""
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import re
 from pathlib import Path
@@ -199,3 +200,22 @@ def test_a_bad_option_of_any_subcommand_is_one_error_line(argv: list[str], capsy
     rc, out, err = run_cli(argv, capsys)
     lines = err.strip().splitlines()
     assert rc == 2 and out == "" and len(lines) == 1 and lines[0].startswith(f"error: stability {argv[0]}: "), err
+
+
+def test_the_demo_points_at_files_that_exist(smoke_sweep: SweepResult, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    from stability.demo import where_to_look
+
+    report_dir = tmp_path / "report"
+    rc, _, err = run_cli(["report", str(smoke_sweep.out), "--out", str(report_dir)], capsys)
+    assert rc == 0, err
+    for line in where_to_look(smoke_sweep.out, report_dir):
+        label, _, rest = line.partition(":")
+        # "a/b/*.md, *.csv" -> a/b/*.md and a/b/*.csv; "--logdir a/b" -> a/b; "<run>" -> any run folder
+        words = [w.strip("(),;") for w in rest.replace("<run>", "*").split()]
+        paths = [w for w in words if "/" in w]
+        folder = Path(paths[0]).parent
+        paths += [str(folder / w) for w in words if w.startswith("*.")]
+        assert paths, line
+        for text in paths:
+            assert glob.glob(text), f"{label}: {text} does not exist"
