@@ -424,9 +424,9 @@ def _spans_decades(values: np.ndarray) -> bool:
 
 
 def _fit_range(ax: Axes, column: str, values: np.ndarray) -> None:
-    """Log scale for values spanning decades; y limits inside the metric's range."""
+    """Log scale for unbounded values spanning decades (losses, not accuracies); y limits inside the range."""
     lo, hi = metric_range(column)
-    if _spans_decades(values):
+    if hi is None and _spans_decades(values):
         ax.set_yscale("log")
         return
     bottom, top = ax.get_ylim()
