@@ -38,6 +38,14 @@ def curves(sweep: Sweep) -> pd.DataFrame:
     return load_curves(sweep)
 
 
+@pytest.fixture(scope="module")
+def lr32() -> Figure:
+    """lr_curves of the 32 configurations, accuracies spread wide enough that unclipped bands leave [0, 1]
+    (drawn once: the slowest figure here)."""
+    labels, runs = factorial_runs(accuracy_spread=0.9)
+    return plots.lr_curves(labels, runs, ACC)
+
+
 def factorial_runs(accuracy_spread: float = 0.3) -> tuple[pd.Series, pd.DataFrame]:
     """32 configurations x lr {1e-3, 1e-2, 1e-1} x 3 seeds: (labels, runs); accuracies near 1 with a wide
     spread, so an unclipped band would leave [0, 1]."""
@@ -160,10 +168,8 @@ def test_quartiles_count_a_diverged_run_as_infinite_after_it_diverged() -> None:
     assert q.loc[8, "q25"] == pytest.approx(1.75) and math.isnan(q.loc[8, "q50"])  # half diverged: no median
 
 
-def test_accuracy_bands_and_limits_stay_in_0_1_and_lines_are_faceted() -> None:
-    labels, runs = factorial_runs(accuracy_spread=0.9)
-    fig = plots.lr_curves(labels, runs, ACC)
-    panels = data_axes(fig)
+def test_accuracy_bands_and_limits_stay_in_0_1_and_lines_are_faceted(lr32: Figure) -> None:
+    panels = data_axes(lr32)
     assert len(panels) == 4 * len(ACC)  # 32 configurations: 4 facets (two toggles) of 8
     for ax in panels:
         assert sum(line.get_gid() == "median" for line in ax.lines) <= plots.MAX_LINES
@@ -193,13 +199,13 @@ def test_facets_split_evenly_and_keep_small_figures_whole() -> None:
 
 # ------------------------------------------------------------------------------------------------ legends
 @pytest.mark.parametrize("kind", ["curves", "lr_curves", "edf", "telemetry"])
-def test_legends_sit_outside_the_panels_and_do_not_shrink_them(kind: str, sweep: Sweep,
-                                                               curves: pd.DataFrame) -> None:
+def test_legends_sit_outside_the_panels_and_do_not_shrink_them(kind: str, sweep: Sweep, curves: pd.DataFrame,
+                                                               lr32: Figure) -> None:
     labels, runs = factorial_runs()
     if kind == "curves":
         fig = plots.divergence_curves(sweep.runs.loc[sweep.finished.index], curves, "norm")
     elif kind == "lr_curves":
-        fig = plots.lr_curves(labels, runs, ACC)
+        fig = lr32
     elif kind == "edf":
         errors = {k: 1.0 - runs.loc[labels == k, "best_val_acc"].to_numpy() for k in dict.fromkeys(labels)}
         configs = runs.groupby(labels, sort=False).head(1)[list(FACTORIAL)].set_axis(list(errors))
