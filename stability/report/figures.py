@@ -23,7 +23,7 @@ from stability.report.tables import MIN_EDF_RUNS, MIN_LR_POINTS, config_label, d
 LR_METRICS: tuple[tuple[str, str], ...] = (
     ("best_val_acc", "best val accuracy"),
     ("final_val_acc", "final val accuracy"),
-    ("final_loss", "final train loss (diverged: initial)"),
+    ("final_loss", "final train loss\n(diverged: initial)"),
 )
 
 
