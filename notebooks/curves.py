@@ -16,12 +16,18 @@
 # Which runs diverged, when, and what the telemetry did just before: training loss per toggle and
 # learning rate, then loss, gradient norm and maximum attention logit around each divergence step
 # (Wortsman et al. 2023 saw attention-logit growth precede divergence). All loading and plotting is in
-# `stability.results` and `stability.plots`; this notebook only chooses what to look at.
+# `stability.results` and `stability.plots`; this notebook only chooses what to look at. The README has
+# the papermill command that runs it on a sweep and keeps the executed notebook next to its figures.
+
+#
+# Figures are `matplotlib.figure.Figure` objects built without pyplot, which Jupyter does not display by
+# itself: each cell shows the PNG it saved (`show`), so the executed notebook holds the same images as
+# `out_dir`.
 
 # %%
 from pathlib import Path
 
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 from stability import plots
 from stability.report import build_report, to_markdown
@@ -29,13 +35,21 @@ from stability.results import load_curves
 
 # %% tags=["parameters"]
 sweep_dir = "runs/smoke"  # the folder `stability sweep` wrote
-out_dir = "reports/smoke/curves"  # figures and the diverged-runs table go here
+out_dir = "runs/smoke/report/notebooks/curves"  # figures and the diverged-runs table go here
 tags = ["train/loss", "train/grad_norm", "attn/max_logit/*"]  # tag names or shell patterns
 window = 200  # steps shown before (and after) a divergence
 
 # %%
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
+
+
+def show(fig, name: str) -> None:
+    """Save ``fig`` as ``out/name.png`` and ``.pdf`` and display the PNG."""
+    png, _ = plots.save(fig, out / name)
+    display(Image(filename=str(png)))
+
+
 report = build_report(sweep_dir)
 sweep = report.sweep
 curves = load_curves(sweep, tags=tags)
@@ -59,19 +73,19 @@ display(Markdown(to_markdown(diverged.astype(str)) if len(diverged) else "No run
 finished = report.runs.loc[sweep.finished.index]
 varying = [t for t in sweep.toggles if finished[t].astype(str).nunique() > 1] or [None]
 for toggle in varying:
-    fig = plots.divergence_curves(finished, curves, toggle, title=sweep.path.name)
-    plots.save(fig, out / f"loss_by_{toggle or 'run'}")
-    display(fig)
+    show(plots.divergence_curves(finished, curves, toggle, title=sweep.path.name), f"loss_by_{toggle or 'run'}")
 
 # %% [markdown]
 # ## Telemetry around each divergence (dashed line: the divergence step)
+# At most `plots.MAX_LINES` runs per figure: `telemetry_diverged.png`, then `telemetry_diverged_2.png`, ...
 
 # %%
-if len(diverged):
-    marks = {name: float(step) for name, step in diverged["diverged_step"].items()}
-    fig = plots.run_telemetry(curves, list(diverged.index), mark=marks, window=window)
-    plots.save(fig, out / "telemetry_diverged")
-    display(fig)
+marks = {name: float(step) for name, step in diverged["diverged_step"].items()}
+names = list(diverged.index)
+for i in range(0, len(names), plots.MAX_LINES):
+    chunk = names[i:i + plots.MAX_LINES]
+    part = f"_{i // plots.MAX_LINES + 1}" if i else ""
+    show(plots.run_telemetry(curves, chunk, mark=marks, window=window), f"telemetry_diverged{part}")
 
 # %% [markdown]
 # ## Loss spikes (the steps behind the spike counts of the tables)

@@ -16,11 +16,11 @@
 # Regenerates every table of `stability report` from the run records of one sweep (`summary.json`,
 # `config.yaml`, TensorBoard events) and writes them to `out_dir` (Markdown for reading, CSV for the
 # numbers). Nothing is computed here: the notebook calls `stability.report`, so the numbers are the ones
-# the CLI prints and the unit tests check. Run it with papermill to point it at another sweep:
+# the CLI prints and the unit tests check. Run it with papermill to point it at another sweep (the README
+# has the commands; jupytext turns this file into the notebook papermill reads):
 #
-#     papermill notebooks/tables.py out.ipynb -p sweep_dir runs/smoke -p out_dir reports/smoke
-#
-# (`jupytext --to ipynb notebooks/tables.py` first if your papermill does not read `.py`.)
+#     jupytext --to ipynb -o - notebooks/tables.py | papermill - runs/digits/report/notebooks/tables.ipynb \
+#         -p sweep_dir runs/digits -p out_dir runs/digits/report/notebooks/tables
 
 # %%
 from IPython.display import Markdown, display
@@ -29,7 +29,7 @@ from stability.report import TITLES, build_report, render_markdown, to_markdown,
 
 # %% tags=["parameters"]
 sweep_dir = "runs/smoke"  # the folder `stability sweep` wrote (one sub-folder per run)
-out_dir = "reports/smoke/tables"  # where the tables go
+out_dir = "runs/smoke/report/notebooks/tables"  # where the tables go
 formats = "md,csv"  # any of md, csv, tex
 
 # %%

@@ -30,12 +30,17 @@ def sweep_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return fab.make_sweep(tmp_path_factory.mktemp("sweep"))
 
 
-def _execute(notebook: Path, sweep_dir: Path, out_dir: Path) -> None:
+def _execute(notebook: Path, sweep_dir: Path, out_dir: Path):  # -> the executed NotebookNode
     nb = jupytext.read(notebook)
     assert any("parameters" in cell.metadata.get("tags", []) for cell in nb.cells), notebook.name
-    papermill.execute_notebook(nb, str(out_dir / f"{notebook.stem}.ipynb"),
-                               parameters={"sweep_dir": str(sweep_dir), "out_dir": str(out_dir)},
-                               kernel_name="python3", progress_bar=False, cwd=str(out_dir))
+    return papermill.execute_notebook(nb, str(out_dir / f"{notebook.stem}.ipynb"),
+                                      parameters={"sweep_dir": str(sweep_dir), "out_dir": str(out_dir)},
+                                      kernel_name="python3", progress_bar=False, cwd=str(out_dir))
+
+
+def _images(cell) -> int:
+    """How many PNG images a code cell's outputs hold (what a reader of the executed notebook sees)."""
+    return sum("image/png" in output.get("data", {}) for output in cell.get("outputs", []))
 
 
 def test_every_notebook_is_tested() -> None:
@@ -59,7 +64,7 @@ def test_tables_notebook_writes_the_report_tables(sweep_dir: Path, tmp_path: Pat
 def test_curves_notebook_finds_the_divergences(sweep_dir: Path, tmp_path: Path) -> None:
     from stability.results import load_sweep
 
-    _execute(Path(__file__).parent.parent / "notebooks" / "curves.py", sweep_dir, tmp_path)
+    executed = _execute(Path(__file__).parent.parent / "notebooks" / "curves.py", sweep_dir, tmp_path)
     sweep = load_sweep(sweep_dir)
     expected = sweep.runs[sweep.runs["diverged"]]
     diverged = pd.read_csv(tmp_path / "diverged_runs.csv")
@@ -69,3 +74,12 @@ def test_curves_notebook_finds_the_divergences(sweep_dir: Path, tmp_path: Path) 
     for toggle in varying:
         assert (tmp_path / f"loss_by_{toggle}.png").stat().st_size > 1000
     assert (tmp_path / "telemetry_diverged.png").exists() == bool(len(expected))
+    # Every figure the notebook saved is displayed in it: Figures built without pyplot show as
+    # "<Figure size ...>" text unless the notebook displays their image.
+    figure_cells = [c for c in executed.cells if c.cell_type == "code" and "show(plots." in c.source]
+    assert len(figure_cells) == 2  # loss curves per toggle, telemetry of the diverged runs
+    assert _images(figure_cells[0]) == len(varying)
+    assert _images(figure_cells[1]) == (1 if len(expected) else 0)
+    assert sum(_images(c) for c in executed.cells) == len(list(tmp_path.glob("*.png")))
+    assert not any("<Figure size" in str(o.get("data", {}).get("text/plain", "")) for c in executed.cells
+                   if c.cell_type == "code" for o in c.outputs)

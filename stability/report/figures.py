@@ -3,9 +3,10 @@
 :mod:`stability.plots` draws DataFrames and knows nothing of the report; this module decides what a sweep
 supports (training loss per varying toggle when there are curves, metrics against the learning rate when
 it varies, error distributions when the report has an EDF table), names the configurations the way the
-tables do (:func:`~stability.report.tables.config_label`) and writes each figure as PNG and PDF. Importing
-it imports matplotlib, which is why :func:`stability.report.cli.write_report` imports it only when plots are
-asked for.
+tables do (:func:`~stability.report.tables.config_label`), hands each plot the configurations' toggle
+values (which give the colours of :mod:`stability.palette` and the facets) and writes each figure as PNG and
+PDF. Importing it imports matplotlib, which is why :func:`stability.report.cli.write_report` imports it only
+when plots are asked for.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from stability.report.tables import MIN_EDF_RUNS, MIN_LR_POINTS, config_label, d
 LR_METRICS: tuple[tuple[str, str], ...] = (
     ("best_val_acc", "best val accuracy"),
     ("final_val_acc", "final val accuracy"),
-    ("final_loss", "final train loss (diverged: initial)"),
+    ("final_loss", "final train loss\n(diverged: initial)"),
 )
 
 
@@ -55,5 +56,11 @@ def write_figures(report: Report, out_dir: Path) -> list[Path]:
         all_finished = report.runs.loc[sweep.finished.index]
         errors = {k: e for k, e in edf_curves(sweep, all_finished, metric).items() if len(e) >= MIN_EDF_RUNS}
         if errors:  # configurations with too few runs are left out (the EDF table says "too few runs")
-            written += P.save(P.edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}"), out_dir / "edf")
+            toggles = [t for t in sweep.toggles if t in all_finished]
+            labels = pd.Series({name: config_label(sweep, row, columns=sweep.toggles)
+                                for name, row in all_finished.iterrows()}, dtype=object)
+            first = all_finished.groupby(labels, sort=False).head(1)
+            configs = first[toggles].set_axis(labels.loc[first.index].to_list())  # label -> toggle values
+            fig = P.edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}", configs=configs)
+            written += P.save(fig, out_dir / "edf")
     return written
