@@ -188,3 +188,41 @@ def _values(runs: pd.DataFrame, toggle: str | None) -> list:
     for v in runs[toggle]:
         seen.setdefault(repr(v), v)
     return list(seen.values())
+
+
+def certified_accuracy(data: pd.DataFrame, title: str = "") -> Figure:
+    """Certified robust accuracy against the l2 radius, one line per configuration (LipShiFT, Menon et al. 2025,
+    report it at one radius; the curve shows how fast certification falls off around it).
+
+    Args:
+        data: long format, one row per run and radius: ``configuration`` (label), ``radius`` (l2, pixels in
+            [0, 1]), ``accuracy`` (:func:`stability.report.tables.certified_long`).
+        title: the figure's title.
+    Each line is the median over the configuration's runs with a band from their minimum to their maximum
+    (seeds are few: quantiles between would be one run's value); x is in grey levels (radius x 255, how
+    radii are stated), y is clipped to [0, 1]. Lines at 0 (nothing certified) are drawn over the axis; lines
+    drawn later are thinner with smaller markers, so configurations with the same numbers stay visible.
+    """
+    fig = Figure(figsize=(5.6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    markers = "osD^v<>p"
+    labels = list(dict.fromkeys(data["configuration"]))
+    for i, label in enumerate(labels):
+        size = 3.0 + 4.0 * (len(labels) - 1 - i) / max(len(labels) - 1, 1)  # 7 for the first, 3 for the last
+        g = data[data["configuration"] == label]
+        stats = g.groupby("radius")["accuracy"].agg(["median", "min", "max", "count"]).sort_index()
+        x = stats.index.to_numpy(dtype=float) * 255
+        lo, mid, hi = (np.clip(stats[c].to_numpy(dtype=float), 0.0, 1.0) for c in ("min", "median", "max"))
+        n = int(g["run"].nunique()) if "run" in g else int(stats["count"].max())
+        ax.fill_between(x, lo, hi, color=f"C{i}", alpha=0.2, lw=0, clip_on=False)
+        ax.plot(x, mid, color=f"C{i}", marker=markers[i % len(markers)], ms=size, lw=size / 3, clip_on=False,
+                label=f"{label} (n={n})")
+    radii = sorted(data["radius"].unique() * 255) if len(data) else []
+    ax.set_xticks(radii, [f"{r:.0f}" for r in radii])
+    ax.set_xlabel("l2 radius (/255, pixels in [0, 1])")
+    ax.set_ylabel("certified robust accuracy")
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=1, fontsize=7, frameon=False)
+    ax.set_title(title or "certified accuracy (median, band: min–max over seeds)", fontsize=9)
+    return fig

@@ -56,4 +56,11 @@ def write_figures(report: Report, out_dir: Path) -> list[Path]:
         errors = {k: e for k, e in edf_curves(sweep, all_finished, metric).items() if len(e) >= MIN_EDF_RUNS}
         if errors:  # configurations with too few runs are left out (the EDF table says "too few runs")
             written += P.save(P.edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}"), out_dir / "edf")
+    # Certified robust accuracy against the radius, per configuration (when the runs certified anything).
+    from stability.report.tables import certified_long  # here: this block is kept apart from the plots above
+
+    certified = certified_long(sweep, report.runs.loc[sweep.finished.index])
+    if len(certified):
+        title = f"{sweep.path.name}: certified accuracy (median, band min–max over seeds)"
+        written += P.save(P.certified_accuracy(certified, title), out_dir / "certified_accuracy")
     return written
