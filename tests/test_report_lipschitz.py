@@ -37,7 +37,7 @@ RUNS = {
         [(0.95, 3e36, 1e36, 90.0, (0.95, 0, 0, 0), (0.95, 0, 0, 0)),
          (0.96, 1.1e37, 8e36, 100.0, (0.96, 0, 0, 0), (0.96, 0, 0, 0)),
          (0.97, 2.2e37, 9e36, 110.0, (0.97, 0, 0, 0), (0.97, 0, 0, 0))],
-    (("norm", "centernorm"), ("attention", "shift")):
+    (("norm", "centernorm"), ("attention", "shift"), ("weight_decay", 0.01)):  # its own recipe
         [(0.84, 44.7, 24.0, 17.0, (0.84, 0.70, 0.50, 0.06), (0.84, 0.2, 0.01, 0)),
          (0.82, 45.8, 24.5, 17.5, (0.82, 0.72, 0.49, 0.05), (0.82, 0.2, 0.00, 0)),
          (0.86, 45.2, 24.3, 18.0, (0.86, 0.74, 0.51, 0.07), (0.86, 0.2, 0.02, 0))],
@@ -88,8 +88,11 @@ def test_lipschitz_numbers_per_configuration(lip_report) -> None:
     table = lip_report.tables["lipschitz"]
     assert len(table) == 3 and list(table["n_runs"]) == [3, 3, 3]
     base, lips, shift = (table.iloc[i] for i in range(3))
-    # rows in the configuration table's order (baseline first) and labelled like it
-    assert base["configuration"] == "baseline"
+    # rows in the configuration table's order (baseline first), named by their toggles: the weight decay
+    # comes with attention=shift, so it names nothing the toggles do not (the CSV has it)
+    assert list(table["configuration"]) == ["baseline", "norm=centernorm,attention=cosine_paper",
+                                            "norm=centernorm,attention=shift"]
+    assert list(table["weight_decay"]) == [0.05, 0.05, 0.01]
     assert list(lip_report.tables["configurations"]["attention"]) == list(table["attention"])
     assert base["test_acc_mean"] == pytest.approx(0.92) and base["test_acc_std"] == pytest.approx(0.02)
     assert base["upper_n"] == 0 and base["n_unbounded"] == 3 and base["unbounded"] == UNBOUNDED
@@ -103,6 +106,18 @@ def test_lipschitz_numbers_per_configuration(lip_report) -> None:
     assert shift["certified_acc.0.2824_mean"] == pytest.approx(0.06)
     assert shift["upper_median"] == pytest.approx(45.2) and shift["lower_mean"] == pytest.approx(17.5)
     assert list(table["n_both"]) == [0, 3, 3] and list(table["n_upper_below_lower"]) == [0, 0, 0]
+
+
+def test_short_labels_keep_a_hyperparameter_that_varies_within_a_toggle_combination(tmp_path: Path) -> None:
+    from stability.report.tables import configuration_groups, short_labels
+
+    for seed in range(2):
+        for lr in (1e-3, 1e-2):
+            fab.write_record(tmp_path, seed, lr=lr, test_acc=0.9)
+        fab.write_record(tmp_path, seed, lr=1e-2, attention="shift", weight_decay=0.01, test_acc=0.9)
+    sweep = build_report(tmp_path).sweep
+    rows = [done.iloc[0] for _, done in configuration_groups(sweep, sweep.runs)]
+    assert short_labels(sweep, rows) == ["lr=0.001", "lr=0.01", "attention=shift,lr=0.01"]
 
 
 def test_lipschitz_text(lip_report) -> None:

@@ -45,6 +45,13 @@ from stability.report.tables import (
 from stability.results import Sweep, load_curves, load_sweep
 from stability.verdicts import claims_table
 
+LIPSCHITZ_NOTE = (
+    "Lipschitz: bounds are l2 constants from pixels in [0, 1] to the logits (backbone: to the head's input); the "
+    "lower bound is a slope the network was seen to reach. Certified = correct and provably unchanged within "
+    "the l2 radius (LipShiFT's head-aware certificate with the backbone bound; sqrt(2) L form: top-two logit "
+    "margin > sqrt(2) x upper bound x radius). Certified accuracies are fractions of the test images; test acc "
+    "is the class-averaged (macro) accuracy, so it differs slightly from certified accuracy at radius 0 (CSV).")
+
 
 @dataclass
 class Report:
@@ -99,7 +106,7 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
     tables["configurations"] = configuration_table(sweep, runs)
     if has_lipschitz(finished):
         tables["lipschitz"] = lipschitz_table(sweep, runs)
-        notes.append(_bound_check(finished, gaps))
+        notes += [LIPSCHITZ_NOTE, _bound_check(finished, gaps)]
     tables["effects"] = effects_table(sweep, finished, options, gaps)
     if "lr" in sweep.varying_hparams:
         tables["lr_sensitivity"] = lr_sensitivity_table(sweep, finished, options, gaps)

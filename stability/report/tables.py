@@ -338,10 +338,12 @@ def lipschitz_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
     them violating upper >= lower (which a correct bound never does).
     """
     certified = [*radius_columns(runs.columns), *radius_columns(runs.columns, CERTIFIED_SQRT2)]
+    groups = configuration_groups(sweep, runs)
+    labels = short_labels(sweep, [done.iloc[0] for _, done in groups])
     rows = []
-    for _members, done in configuration_groups(sweep, runs):
+    for (_members, done), label in zip(groups, labels, strict=True):
         row: dict[str, Any] = {c: done[c].iloc[0] for c in sweep.config_columns}
-        row["configuration"] = config_label(sweep, done.iloc[0])
+        row["configuration"] = label
         row["n_runs"] = len(done)
         for col in ("test_acc", *certified):
             values = _finite(done, col)
@@ -403,8 +405,8 @@ def certified_long(sweep: Sweep, finished: pd.DataFrame, prefix: str = CERTIFIED
     """
     rows = []
     cols = radius_columns(finished.columns, prefix)
-    for _members, done in configuration_groups(sweep, finished):
-        label = config_label(sweep, done.iloc[0])
+    groups = configuration_groups(sweep, finished)
+    for (_members, done), label in zip(groups, short_labels(sweep, [d.iloc[0] for _, d in groups]), strict=True):
         for name, run in done.iterrows():
             for col, radius in cols.items():
                 if is_finite(run[col]):
@@ -495,6 +497,23 @@ def config_label(sweep: Sweep, row: pd.Series, columns: Sequence[str] | None = N
             continue
         parts.append(f"{c}={format_value(row[c])}")
     return ",".join(parts) or "baseline"
+
+
+def short_labels(sweep: Sweep, rows: Sequence[pd.Series]) -> list[str]:
+    """Names for configurations (one row each): :func:`config_label` without the hyperparameters the toggles
+    determine.
+
+    A grid whose cells differ in recipe as well as in toggles (a LipShiFT cell with its own weight decay,
+    drop-path rate...) would name every setting of that recipe; a hyperparameter that takes one value per
+    toggle combination says nothing the toggles do not, so it is left out of the name (the table row still
+    holds it). One that varies within a toggle combination (the learning rate of a grid over lr, a margin)
+    stays in every name.
+    """
+    frame = pd.DataFrame(list(rows))
+    toggles = group_key(frame, sweep.toggles)
+    keep = [c for c in display_columns(sweep) if c in sweep.toggles
+            or frame.groupby(toggles)[c].agg(lambda v: len(distinct_values(v))).max() > 1]
+    return [config_label(sweep, r, columns=keep) for r in rows]
 
 
 def distinct_values(series: pd.Series) -> list[Any]:
