@@ -13,6 +13,7 @@ of runs the same way.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -203,7 +204,7 @@ def certified_accuracy(data: pd.DataFrame, title: str = "") -> Figure:
     radii are stated), y is clipped to [0, 1]. Lines at 0 (nothing certified) are drawn over the axis; lines
     drawn later are thinner with smaller markers, so configurations with the same numbers stay visible.
     """
-    fig = Figure(figsize=(5.6, 3.6), layout="constrained")
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.subplots()
     markers = "osD^v<>p"
     labels = list(dict.fromkeys(data["configuration"]))
@@ -215,8 +216,9 @@ def certified_accuracy(data: pd.DataFrame, title: str = "") -> Figure:
         lo, mid, hi = (np.clip(stats[c].to_numpy(dtype=float), 0.0, 1.0) for c in ("min", "median", "max"))
         n = int(g["run"].nunique()) if "run" in g else int(stats["count"].max())
         ax.fill_between(x, lo, hi, color=f"C{i}", alpha=0.2, lw=0, clip_on=False)
+        name = textwrap.fill(f"{label.replace(',', ', ')} (n={n})", 80, subsequent_indent="  ")  # long names wrap
         ax.plot(x, mid, color=f"C{i}", marker=markers[i % len(markers)], ms=size, lw=size / 3, clip_on=False,
-                label=f"{label} (n={n})")
+                label=name)
     radii = sorted(data["radius"].unique() * 255) if len(data) else []
     ax.set_xticks(radii, [f"{r:.0f}" for r in radii])
     ax.set_xlabel("l2 radius (/255, pixels in [0, 1])")

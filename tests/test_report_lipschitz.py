@@ -117,7 +117,7 @@ def test_short_labels_keep_a_hyperparameter_that_varies_within_a_toggle_combinat
         fab.write_record(tmp_path, seed, lr=1e-2, attention="shift", weight_decay=0.01, test_acc=0.9)
     sweep = build_report(tmp_path).sweep
     rows = [done.iloc[0] for _, done in configuration_groups(sweep, sweep.runs)]
-    assert short_labels(sweep, rows) == ["lr=0.001", "lr=0.01", "attention=shift,lr=0.01"]
+    assert short_labels(sweep, rows) == ["baseline,lr=0.001", "baseline,lr=0.01", "attention=shift,lr=0.01"]
 
 
 def test_lipschitz_text(lip_report) -> None:

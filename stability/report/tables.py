@@ -507,13 +507,18 @@ def short_labels(sweep: Sweep, rows: Sequence[pd.Series]) -> list[str]:
     drop-path rate...) would name every setting of that recipe; a hyperparameter that takes one value per
     toggle combination says nothing the toggles do not, so it is left out of the name (the table row still
     holds it). One that varies within a toggle combination (the learning rate of a grid over lr, a margin)
-    stays in every name.
+    stays in every name; the toggles' baseline is named "baseline" even then (``"baseline,lr=0.01"``).
     """
     frame = pd.DataFrame(list(rows))
     toggles = group_key(frame, sweep.toggles)
     keep = [c for c in display_columns(sweep) if c in sweep.toggles
             or frame.groupby(toggles)[c].agg(lambda v: len(distinct_values(v))).max() > 1]
-    return [config_label(sweep, r, columns=keep) for r in rows]
+    labels = []
+    for r in rows:
+        label = config_label(sweep, r, columns=keep)
+        at_baseline = config_label(sweep, r, columns=sweep.toggles) == "baseline"
+        labels.append(f"baseline,{label}" if at_baseline and label != "baseline" else label)  # not "lr=0.01"
+    return labels
 
 
 def distinct_values(series: pd.Series) -> list[Any]:
