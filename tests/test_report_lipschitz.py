@@ -200,3 +200,34 @@ def test_cli_report_shows_the_table(tmp_path: Path) -> None:
     assert main([str(sweep), "--out", str(tmp_path / "out"), "--format", "md", "--no-plots"]) == 0
     md = (tmp_path / "out" / "lipschitz.md").read_text()
     assert "unbounded (attention=dot, norm=layernorm)" in md and "45.2 (44.7–45.8)" in md
+
+
+# ------------------------------------------------------------------ the README's Lipschitz section
+def test_readme_lipschitz_prose_matches_the_committed_study() -> None:
+    """The prose under the README's Lipschitz table says what notebooks/results/lipschitz/lipschitz.csv holds
+    (``make results`` regenerates it; test_docs checks the table itself)."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Lipschitz bounds and certified accuracy", 1)[1].split("\n## ", 1)[0]
+    prose = " ".join(section.split("<!-- end table -->", 1)[1].split())
+    assert "<!-- table: notebooks/results/lipschitz/lipschitz.md -->" in section
+    table = pd.read_csv(root / "notebooks" / "results" / "lipschitz" / "lipschitz.csv")
+    at36 = f"certified_acc.{DEFAULT_RADIUS_KEY}_mean"
+    positive = [c for c, r in radius_columns(table.columns.str.removesuffix("_mean")).items() if r > 0]
+    certifies = table[(table[[f"{c}_mean" for c in positive]] > 0).any(axis=1)]
+    # "Only the margin-trained LipShiFT certifies anything"
+    assert "Only the margin-trained LipShiFT certifies anything" in prose
+    assert len(certifies) == 1 and certifies["attention"].iloc[0] == "shift" and certifies["margin_eps"].iloc[0] > 0
+    margin = certifies.iloc[0]
+    plain = table[(table["attention"] == "shift") & (table["margin_eps"] == 0)].iloc[0]
+    lipsformer = table[table["attention"] == "cosine_paper"].iloc[0]
+    assert margin["upper_median"] / margin["lower_mean"] < 3 and "within a factor of 3" in prose
+    assert 0.45 <= margin[at36] <= 0.55 and "half the test digits are certified at 36/255" in prose
+    cost = round(100 * (plain["test_acc_mean"] - margin["test_acc_mean"]))
+    assert f"cost of {cost} points of clean accuracy" in prose
+    assert 100 <= plain["upper_median"] / margin["upper_median"] < 1000 and "two orders of magnitude" in prose
+    assert lipsformer["upper_min"] > 1e30 and "finite but vacuous" in prose
+    assert table["n_upper_below_lower"].sum() == 0
+    assert f"Upper >= lower holds in all {int(table['n_both'].sum())} runs that have both bounds" in prose
+    assert (table["test_acc_mean"] - table["certified_acc.0_mean"]).abs().max() < 0.002
+    assert "differ by less than 0.002" in prose
