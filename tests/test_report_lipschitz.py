@@ -139,6 +139,22 @@ def test_lipschitz_text(lip_report) -> None:
     assert "≥" not in tex and "–" not in tex and r"$\geq$" in tex
 
 
+def test_seeds_that_disagree_on_boundedness_are_both_shown() -> None:
+    from stability.report.formatting import format_lipschitz
+
+    row = {"configuration": "x", "n_runs": 3, "test_acc_mean": 0.9, "test_acc_std": 0.01, "test_acc_n": 3,
+           "certified_acc.0.1412_mean": 0.0, "certified_acc.0.1412_std": np.nan, "certified_acc.0.1412_n": 1,
+           "upper_median": 50.0, "upper_min": 40.0, "upper_max": 60.0, "upper_n": 2,
+           "backbone_median": 20.0, "backbone_min": 20.0, "backbone_max": 20.0, "backbone_n": 1,
+           "n_unbounded": 1, "unbounded": "blocks.0.norm1: ... (norm='rmsnorm')",
+           "lower_mean": 0.52, "lower_std": np.nan, "lower_n": 1, "n_both": 1, "n_upper_below_lower": 0}
+    text = format_lipschitz(pd.DataFrame([row])).iloc[0]
+    assert text["upper bound (network)"] == "50 (40–60); unbounded (norm=rmsnorm) in 1/3"
+    assert text["backbone bound"] == "20; unbounded in 1/3"
+    assert text["certified @ 36/255"] == "0 (n=1)" and text["lower bound"] == "0.52 (n=1)"
+    assert "certified @ 36/255, sqrt(2) L form" not in text  # the runs recorded no sqrt(2)-form accuracy
+
+
 def test_report_files_put_the_table_after_the_configurations(lip_report, tmp_path: Path) -> None:
     written = write_report(lip_report, tmp_path, plots=False)
     assert {p.name for p in written} >= {"lipschitz.csv", "lipschitz.md", "lipschitz.tex"}
