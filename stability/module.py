@@ -151,8 +151,10 @@ class ViTClassifier(L.LightningModule):
             if unbounded:
                 raise ConfigError(f"model.margin_eps={margin_eps} needs a model with a global Lipschitz bound; this "
                                   f"one has none at {unbounded[0].name}: {unbounded[0].why}")
-        self.val_acc = MulticlassAccuracy(num_classes=vit.num_classes)
-        self.test_acc = MulticlassAccuracy(num_classes=vit.num_classes)
+        # Top-1 accuracy, the fraction of images classified right, as the papers report it. torchmetrics
+        # averages per class by default ("macro"), which differs from it whenever classes are unbalanced.
+        self.val_acc = MulticlassAccuracy(num_classes=vit.num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=vit.num_classes, average="micro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -493,3 +494,47 @@ def _make_room(fig: Figure, legend: Legend) -> None:
     renderer = FigureCanvasAgg(fig).get_renderer()  # a legend's size does not depend on where it goes
     fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + legend.get_window_extent(renderer).height
                         / fig.dpi + 0.1)
+
+
+def certified_accuracy(data: pd.DataFrame, title: str = "", configs: pd.DataFrame | None = None) -> Figure:
+    """Certified robust accuracy against the l2 radius, one line per configuration (LipShiFT, Menon et al. 2025,
+    report it at one radius; the curve shows how fast certification falls off around it).
+
+    Args:
+        data: long format, one row per run and radius: ``configuration`` (label), ``radius`` (l2, pixels in
+            [0, 1]), ``accuracy`` (:func:`stability.report.tables.certified_long`).
+        title: the figure's title.
+        configs: label -> toggle values (index: the configuration labels; columns: toggles), which give the
+            colours (:func:`stability.palette.config_styles`); without it, one colour per line in order.
+    Each line is the median over the configuration's runs with a band from their minimum to their maximum
+    (seeds are few: quantiles between would be one run's value); x is in grey levels (radius x 255, how
+    radii are stated), y is clipped to [0, 1]. Lines at 0 (nothing certified) are drawn over the axis; lines
+    drawn later are thinner with smaller markers, so configurations with the same numbers stay visible.
+    """
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.subplots()
+    markers = "osD^v<>p"
+    labels = list(dict.fromkeys(data["configuration"]))
+    styles = palette.config_styles(configs.loc[labels].to_dict("index"), varying_toggles(configs.loc[labels])) \
+        if configs is not None else {}
+    for i, label in enumerate(labels):
+        colour = styles[label].colour if label in styles else f"C{i}"
+        size = 3.0 + 4.0 * (len(labels) - 1 - i) / max(len(labels) - 1, 1)  # 7 for the first, 3 for the last
+        g = data[data["configuration"] == label]
+        stats = g.groupby("radius")["accuracy"].agg(["median", "min", "max", "count"]).sort_index()
+        x = stats.index.to_numpy(dtype=float) * 255
+        lo, mid, hi = (np.clip(stats[c].to_numpy(dtype=float), 0.0, 1.0) for c in ("min", "median", "max"))
+        n = int(g["run"].nunique()) if "run" in g else int(stats["count"].max())
+        ax.fill_between(x, lo, hi, color=colour, alpha=0.2, lw=0, clip_on=False)
+        name = textwrap.fill(f"{label.replace(',', ', ')} (n={n})", 80, subsequent_indent="  ")  # long names wrap
+        ax.plot(x, mid, color=colour, marker=markers[i % len(markers)], ms=size, lw=size / 3, clip_on=False,
+                label=name)
+    radii = sorted(data["radius"].unique() * 255) if len(data) else []
+    ax.set_xticks(radii, [f"{r:.0f}" for r in radii])
+    ax.set_xlabel("l2 radius (/255, pixels in [0, 1])")
+    ax.set_ylabel("certified robust accuracy")
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=1, fontsize=7, frameon=False)
+    ax.set_title(title or "certified accuracy (median, band: min–max over seeds)", fontsize=9)
+    return fig

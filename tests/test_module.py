@@ -37,6 +37,17 @@ def test_no_weight_decay_on_norms_biases_and_embeddings() -> None:
     assert decayed.isdisjoint(exempt) and len(decayed | exempt) == len(list(model.parameters()))
 
 
+def test_accuracy_is_the_fraction_of_images_right() -> None:
+    # Unbalanced labels: 9 of class 0 (all right), 1 of class 1 (wrong). Top-1 accuracy is 0.9; a per-class
+    # average ("macro", torchmetrics' default) would say 0.5.
+    module = ViTClassifier(ViTConfig(embed_dim=16, depth=1, num_heads=2, num_classes=2))
+    target = torch.tensor([0] * 9 + [1])
+    logits = torch.tensor([[1.0, 0.0]] * 10)
+    for metric in (module.val_acc, module.test_acc):
+        metric.update(logits, target)
+        assert float(metric.compute()) == pytest.approx(0.9)
+
+
 def test_z_loss_is_the_mean_squared_log_partition_function() -> None:
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
     # log Z = log 2 and log 4 (Wortsman et al. 2023, sec. 3.2: z-loss = log^2 Z)

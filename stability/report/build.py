@@ -16,6 +16,7 @@ from stability.report.formatting import (
     format_divergence,
     format_edf,
     format_effects,
+    format_lipschitz,
     format_lr_sensitivity,
     format_runs,
     format_spikes,
@@ -25,6 +26,7 @@ from stability.report.tables import (
     MIN_EDF_RUNS,
     MIN_LR_POINTS,
     ReportOptions,
+    bound_violations,
     configuration_table,
     display_columns,
     distinct_values,
@@ -33,13 +35,22 @@ from stability.report.tables import (
     effects_table,
     format_value,
     group_key,
+    has_lipschitz,
     is_finite,
+    lipschitz_table,
     lr_sensitivity_table,
     runs_table,
     spikes_table,
 )
 from stability.results import Sweep, load_curves, load_sweep
 from stability.verdicts import claims_table
+
+LIPSCHITZ_NOTE = (
+    "Lipschitz: bounds are l2 constants from pixels in [0, 1] to the logits (backbone: to the head's input); the "
+    "lower bound is a slope the network was seen to reach. Certified = correct and provably unchanged within "
+    "the l2 radius (LipShiFT's head-aware certificate with the backbone bound; sqrt(2) L form: top-two logit "
+    "margin > sqrt(2) x upper bound x radius). Certified accuracies are fractions of the test images, as test acc "
+    "is, so certified accuracy at radius 0 is test acc (in the CSV).")
 
 
 @dataclass
@@ -93,6 +104,9 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
     if sweep.claims:
         tables["claims"] = claims_table(sweep.claims, finished, sweep.config_columns, options.confidence)
     tables["configurations"] = configuration_table(sweep, runs)
+    if has_lipschitz(finished):
+        tables["lipschitz"] = lipschitz_table(sweep, runs)
+        notes += [LIPSCHITZ_NOTE, _bound_check(finished, gaps)]
     tables["effects"] = effects_table(sweep, finished, options, gaps)
     if "lr" in sweep.varying_hparams:
         tables["lr_sensitivity"] = lr_sensitivity_table(sweep, finished, options, gaps)
@@ -123,11 +137,14 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
         "divergence": format_divergence(tables["divergence"]),
         "spikes": format_spikes(tables["spikes"]),
     }
+    if "lipschitz" in tables:
+        text["lipschitz"] = format_lipschitz(tables["lipschitz"])
     if "lr_sensitivity" in tables:
         text["lr_sensitivity"] = format_lr_sensitivity(sweep, tables["lr_sensitivity"])
     if "edf" in tables:
         text["edf"] = format_edf(sweep, tables["edf"], options)
-    order = ["claims", "configurations", "effects", "lr_sensitivity", "divergence", "edf", "spikes", "runs"]
+    order = ["claims", "configurations", "lipschitz", "effects", "lr_sensitivity", "divergence", "edf", "spikes",
+             "runs"]
     tables = {k: tables[k] for k in order if k in tables}
     text = {k: text[k] for k in order if k in text}
     return Report(sweep, runs, curves, tables, text, gaps, notes, options)
@@ -229,6 +246,22 @@ def _fixed_settings(sweep: Sweep, finished: pd.DataFrame) -> list[str]:
     if fixed:
         notes.append("Fixed: " + ", ".join(fixed))
     return notes
+
+
+def _bound_check(finished: pd.DataFrame, gaps: list[str]) -> str:
+    """The note "upper >= lower in every run" over the runs with both bounds; a gap naming each run without."""
+    checked = bound_violations(finished, everything=True)
+    bad = checked[checked["violated"]]
+    if len(bad):
+        runs = "; ".join(f"{r.run} (upper {r.upper:.4g} < lower {r.lower:.4g})" for r in bad.itertuples())
+        gaps.append(f"Lipschitz: upper bound < lower bound in {len(bad)} of {len(checked)} run(s), so a bound "
+                    f"is wrong there: {runs}")
+    unchecked = len(finished) - len(checked)
+    rest = f"; {unchecked} run(s) without both (unbounded or not measured)" if unchecked else ""
+    if not len(checked):
+        return f"Lipschitz check upper ≥ lower: no run has both bounds{rest}"
+    verdict = "holds in every one" if not len(bad) else f"FAILS in {len(bad)}"
+    return f"Lipschitz check upper ≥ lower: {verdict} of the {len(checked)} run(s) with both bounds{rest}"
 
 
 def _names(names: Sequence[str], limit: int = 8) -> str:

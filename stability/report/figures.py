@@ -17,7 +17,14 @@ import pandas as pd
 
 from stability import plots as P
 from stability.report.build import Report
-from stability.report.tables import MIN_EDF_RUNS, MIN_LR_POINTS, config_label, display_columns, edf_curves
+from stability.report.tables import (
+    MIN_EDF_RUNS,
+    MIN_LR_POINTS,
+    certified_long,
+    config_label,
+    display_columns,
+    edf_curves,
+)
 
 # (column, axis label): the per-run numbers drawn against the learning rate, those the runs have.
 LR_METRICS: tuple[tuple[str, str], ...] = (
@@ -63,4 +70,13 @@ def write_figures(report: Report, out_dir: Path) -> list[Path]:
             configs = first[toggles].set_axis(labels.loc[first.index].to_list())  # label -> toggle values
             fig = P.edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}", configs=configs)
             written += P.save(fig, out_dir / "edf")
+    # Certified robust accuracy against the radius, per configuration (when the runs certified anything).
+    finished = report.runs.loc[sweep.finished.index]
+    certified = certified_long(sweep, finished)
+    if len(certified):
+        toggles = [t for t in sweep.toggles if t in finished]
+        first = certified.drop_duplicates("configuration")
+        configs = finished.loc[first["run"], toggles].set_axis(first["configuration"].to_list())
+        title = f"{sweep.path.name}: certified accuracy (median, band min–max over seeds)"
+        written += P.save(P.certified_accuracy(certified, title, configs=configs), out_dir / "certified_accuracy")
     return written

@@ -15,13 +15,17 @@ import pandas as pd
 
 from stability.metrics import key_text
 from stability.report.tables import (
+    CERTIFIED_SQRT2,
     EFFECT_METRICS,
     MIN_EDF_RUNS,
     RUN_METRICS,
     ReportOptions,
+    default_radius_column,
     display_columns,
     format_value,
     is_finite,
+    radius_columns,
+    unbounded_cause,
 )
 from stability.results import Sweep
 
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 TITLES = {
     "claims": "Claims and verdicts (effect = treatment − control, mean [95% t-interval] over seeds)",
     "configurations": "Per-configuration results (mean ± std over seeds)",
+    "lipschitz": "Lipschitz bounds and certified robust accuracy (test split, l2 radius in [0, 1] pixel space; "
+                 "accuracies mean ± std over seeds, bounds median (min–max))",
     "effects": "Effect of each toggle per learning rate (on − off, mean [95% t-interval] over seeds)",
     "lr_sensitivity": "Learning-rate sensitivity (Wortsman et al. 2023)",
     "divergence": "Runs diverged (and collapsed), by toggle × warmup × learning rate",
@@ -103,6 +109,94 @@ def _fmt_reached(r: pd.Series) -> str:
             f"{r['steps_to_target_mean']:.0f} ± {r['steps_to_target_std']:.0f}"
         return f"{text} [{reached}/{n} reached]"
     return fmt_mean_std(r["steps_to_target_mean"], r["steps_to_target_std"], reached, 0)
+
+
+def format_lipschitz(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per configuration: test accuracy, certified accuracy per radius > 0 (and in the sqrt(2) L form
+    at the default radius), the network and backbone upper bounds, the lower bound, the upper >= lower check.
+
+    Radius 0 (plain accuracy on the certification pass) stays in the CSV only; bounds are in scientific
+    notation from 1000 on (:func:`fmt_bound`); an unbounded configuration names the toggles responsible.
+    """
+    measured = [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+    certified = {c: r for c, r in radius_columns(measured).items() if r > 0}
+    sqrt2 = default_radius_column(measured, CERTIFIED_SQRT2)
+    out = pd.DataFrame(index=table.index)
+    out["configuration"] = table["configuration"]
+    out["test acc"] = _mean_std_cells(table, "test_acc", 3)
+    for col, radius in certified.items():
+        out[f"certified @ {radius_label(radius)}"] = _mean_std_cells(table, col, 3)
+    if sqrt2 is not None:
+        out[f"certified @ {radius_label(float(sqrt2.partition('.')[2]))}, sqrt(2) L form"] = \
+            _mean_std_cells(table, sqrt2, 3)
+    out["upper bound (network)"] = [_bound_cell(r, "upper") for _, r in table.iterrows()]
+    out["backbone bound"] = [_bound_cell(r, "backbone") for _, r in table.iterrows()]
+    out["lower bound"] = [fmt_mean_std(r["lower_mean"], r["lower_std"], int(r["lower_n"]),
+                                       _decimals(r["lower_mean"]), int(r["n_runs"])) for _, r in table.iterrows()]
+    out["upper ≥ lower"] = [f"{int(r['n_both'] - r['n_upper_below_lower'])}/{int(r['n_both'])}" if r["n_both"]
+                            else "–" for _, r in table.iterrows()]
+    out["n"] = table["n_runs"].astype(int)
+    return out.reset_index(drop=True)
+
+
+def radius_label(radius: float) -> str:
+    """``"36/255"`` for a radius that is a whole number of grey levels (how LipShiFT states radii), else ``"0.05"``.
+
+    summary.json keys have 4 significant digits (36/255 = ``0.1412``), so up to ~0.013 grey levels off.
+    """
+    levels = radius * 255
+    if abs(levels - round(levels)) < 0.02:
+        return f"{round(levels)}/255"
+    return f"{radius:g}"
+
+
+def fmt_bound(value: float) -> str:
+    """A Lipschitz bound: 3 significant digits below 1000 (``"45.2"``), else 2 in scientific notation
+    (``"5.3e3"``, ``"1.1e37"``): bounds span decades, and past the first two digits the slack dominates."""
+    if not is_finite(value):
+        return "–"
+    if value == 0 or 1e-2 <= abs(value) < 1e3:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _bound_cell(r: pd.Series, name: str) -> str:
+    """``"45.2 (44.7–45.8)"`` over seeds, ``"unbounded (norm=layernorm)"``, or both when seeds disagree."""
+    n, n_runs = int(r[f"{name}_n"]), int(r["n_runs"])
+    text = ""
+    if n:
+        text = fmt_bound(r[f"{name}_median"])
+        if n > 1:
+            text += f" ({fmt_bound(r[f'{name}_min'])}–{fmt_bound(r[f'{name}_max'])})"
+        if n < n_runs and not r["n_unbounded"]:
+            text += f" (n={n})"
+    k = int(r["n_unbounded"])
+    if not k:
+        return text or "–"
+    cause = f"unbounded ({unbounded_cause(str(r['unbounded']))})" if name == "upper" else "unbounded"
+    if k == n_runs:
+        return cause
+    return f"{text}; {cause} in {k}/{n_runs}" if text else f"{cause} in {k}/{n_runs}"
+
+
+def _mean_std_cells(table: pd.DataFrame, col: str, digits: int) -> list[str]:
+    """Accuracies as mean ± std; ``"0"`` when every seed's is exactly 0 (what an uncertified model gets)."""
+    cells = []
+    for _, r in table.iterrows():
+        n = int(r[f"{col}_n"])
+        if n and r[f"{col}_mean"] == 0 and (n == 1 or r[f"{col}_std"] == 0):
+            cells.append("0" if n == r["n_runs"] else f"0 (n={n})")
+        else:
+            cells.append(fmt_mean_std(r[f"{col}_mean"], r[f"{col}_std"], n, digits, int(r["n_runs"])))
+    return cells
+
+
+def _decimals(value: float) -> int:
+    """Decimals that show 3 significant digits of ``value`` (none past 100): a lower bound of 91 or 0.52."""
+    if not is_finite(value) or value == 0:
+        return 3
+    return max(0, 2 - math.floor(math.log10(abs(value))))
 
 
 def format_claims(table: pd.DataFrame) -> pd.DataFrame:
@@ -256,7 +350,7 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
     if table.empty:
         return "% (empty table)\n"
     body = table.astype(str).to_latex(index=False, escape=True)
-    for plain, tex in (("±", r"$\pm$"), ("−", "--"), ("→", r"$\to$"), ("–", "--")):
+    for plain, tex in (("±", r"$\pm$"), ("−", "--"), ("→", r"$\to$"), ("–", "--"), ("≥", r"$\geq$")):
         body = body.replace(plain, tex)
     if caption is None:
         return body
@@ -267,7 +361,7 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
 
 def _tex_escape(text: str) -> str:
     for plain, tex in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                       ("±", r"$\pm$"), ("−", "--"), ("×", r"$\times$")):
+                       ("±", r"$\pm$"), ("−", "--"), ("–", "--"), ("×", r"$\times$"), ("≥", r"$\geq$")):
         text = text.replace(plain, tex)
     return text
 
