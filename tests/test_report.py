@@ -368,6 +368,20 @@ def test_main_default_out_and_format_subset(tmp_path: Path, capsys: pytest.Captu
     assert err.startswith("error: --format") and "md, csv, tex, html" in err
 
 
+def test_a_report_removes_what_an_earlier_report_left_and_only_that(tmp_path: Path) -> None:
+    sweep = fab.make_sweep(tmp_path / "s", unfinished=False)
+    out = tmp_path / "out"
+    (out / "plots").mkdir(parents=True)
+    stale = [out / "plots" / "lr_curves.png", out / "lipschitz.md", out / "claims.csv", out / "report.html"]
+    mine = [out / "notes.txt", out / "plots" / "sketch.svg"]
+    for path in stale + mine:
+        path.write_text("from before")
+    assert main([str(sweep), "--out", str(out), "--format", "md,csv", "--no-plots"]) == 0
+    assert not any(p.exists() for p in stale)  # this sweep has no claims, no Lipschitz fields; no plots asked
+    assert all(p.read_text() == "from before" for p in mine)
+    assert (out / "report.md").is_file() and (out / "configurations.csv").is_file()
+
+
 @pytest.mark.parametrize("case", ["not_a_sweep", "empty"])
 def test_main_bad_folder_exits_2(tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "x"

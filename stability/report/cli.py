@@ -183,7 +183,22 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
         from stability.report.html import render_html  # jinja2 only when HTML is asked for
 
         written.append(_write(out / "report.html", render_html(report, figures)))
+    _remove_stale(out, written)
     return written
+
+
+def _remove_stale(out: Path, written: Sequence[Path]) -> None:
+    """Delete what an earlier report left in ``out`` and this one did not write: a table this sweep no
+    longer has, a figure it no longer draws (a stale ``lr_curves.png`` beside a fresh report would show old
+    runs). Only files a report writes are touched: the tables' names and formats, ``plots/*.png|pdf``."""
+    keep = {p.resolve() for p in written}
+    ours = [out / f"{name}.{fmt}" for name in TITLES for fmt in ("csv", "md", "tex")]
+    ours += [out / "report.md", out / "report.html"]
+    plots = out / "plots"
+    ours += [p for p in plots.glob("*") if p.suffix in (".png", ".pdf")] if plots.is_dir() else []
+    for path in ours:
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
 
 
 def _write(path: Path, text: str) -> Path:
