@@ -16,7 +16,7 @@ from pathlib import Path
 from stability import metrics as M
 from stability.errors import ArgumentParser, ConfigError
 from stability.report.build import Report, build_report
-from stability.report.formatting import TITLES, render_markdown, to_latex, to_markdown
+from stability.report.formatting import TITLES, render_markdown, to_markdown, write_tables, write_text
 from stability.report.tables import ReportOptions
 from stability.results import Sweep
 
@@ -162,15 +162,7 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
                           f"(comma-separated)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for name, table in report.tables.items():
-        if "csv" in formats:
-            written.append(_write(out / f"{name}.csv", table.to_csv(index=False)))
-        if "md" in formats and name in report.text:
-            written.append(_write(out / f"{name}.md", to_markdown(report.text[name]) + "\n"))
-        if "tex" in formats and name in report.text:
-            written.append(_write(out / f"{name}.tex", to_latex(report.text[name], TITLES[name],
-                                                                 f"tab:{name}")))
+    written = write_tables(out, report.tables, report.text, formats, TITLES)
     figures: list[Path] = []
     if plots and report.has_results:
         from stability.report.figures import write_figures  # matplotlib only when plots are asked for
@@ -178,11 +170,11 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
         figures = write_figures(report, out / "plots")
         written.extend(figures)
     if "md" in formats:
-        written.append(_write(out / "report.md", render_markdown(report, figures, out)))
+        written.append(write_text(out / "report.md", render_markdown(report, figures, out)))
     if "html" in formats:
         from stability.report.html import render_html  # jinja2 only when HTML is asked for
 
-        written.append(_write(out / "report.html", render_html(report, figures)))
+        written.append(write_text(out / "report.html", render_html(report, figures)))
     _remove_stale(out, written)
     return written
 
@@ -199,8 +191,3 @@ def _remove_stale(out: Path, written: Sequence[Path]) -> None:
     for path in ours:
         if path.is_file() and path.resolve() not in keep:
             path.unlink()
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path

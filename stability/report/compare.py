@@ -31,7 +31,7 @@ import pandas as pd
 from stability import metrics as M
 from stability.errors import ConfigError
 from stability.report.build import Report
-from stability.report.formatting import to_latex, to_markdown
+from stability.report.formatting import to_markdown, write_tables, write_text
 from stability.report.tables import distinct_values, format_value, group_key, is_finite
 from stability.results import RECORD_COLUMNS, Sweep
 from stability.verdicts import sorted_values
@@ -490,23 +490,12 @@ def write_comparison(comparison: Comparison, out_dir: str | Path, formats: Seque
                           f"{', '.join(COMPARE_FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in ("claims", "configurations"):
-        if "csv" in formats:
-            written.append(_write(out / f"compare_{name}.csv", comparison.tables[name].to_csv(index=False)))
-        if "md" in formats:
-            written.append(_write(out / f"compare_{name}.md", to_markdown(comparison.text[name]) + "\n"))
-        if "tex" in formats:
-            written.append(_write(out / f"compare_{name}.tex", to_latex(comparison.text[name], TABLES[name],
-                                                                        f"tab:compare_{name}")))
+    names = ("claims", "configurations")
+    written = write_tables(out, {n: comparison.tables[n] for n in names}, {n: comparison.text[n] for n in names},
+                           formats, TABLES, prefix="compare_")
     if "md" in formats:
-        written.append(_write(out / "compare.md", render_markdown(comparison)))
+        written.append(write_text(out / "compare.md", render_markdown(comparison)))
     return written
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
 
 
 __all__ = ["HEADLINE", "TABLES", "Comparison", "compare_reports", "legend", "outcome_columns", "render_markdown",

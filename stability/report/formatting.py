@@ -359,6 +359,30 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
             f"\\end{{table}}\n")
 
 
+
+def write_tables(out: Path, tables: dict[str, pd.DataFrame], text: dict[str, pd.DataFrame], formats: Sequence[str],
+                 titles: dict[str, str], prefix: str = "") -> list[Path]:
+    """Each table as ``{prefix}{name}.csv`` (the numbers), ``.md`` and ``.tex`` (the text), in ``formats``;
+    returns the paths written. A table without text gets its CSV only."""
+    written = []
+    for name, table in tables.items():
+        stem = out / f"{prefix}{name}"
+        if "csv" in formats:
+            written.append(write_text(stem.with_suffix(".csv"), table.to_csv(index=False)))
+        if "md" in formats and name in text:
+            written.append(write_text(stem.with_suffix(".md"), to_markdown(text[name]) + "\n"))
+        if "tex" in formats and name in text:
+            written.append(write_text(stem.with_suffix(".tex"), to_latex(text[name], titles[name],
+                                                                         f"tab:{prefix}{name}")))
+    return written
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path``; returns the path."""
+    path.write_text(text)
+    return path
+
+
 def _tex_escape(text: str) -> str:
     for plain, tex in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                        ("±", r"$\pm$"), ("−", "--"), ("–", "--"), ("×", r"$\times$"), ("≥", r"$\geq$")):
