@@ -211,6 +211,19 @@ def test_certified_accuracy_figure(lip_report, tmp_path: Path) -> None:
     assert shift[1] == pytest.approx(0.72) and shift[2] == pytest.approx(0.50) and shift[0] == 1.0
 
 
+def test_no_certified_accuracy_figure_when_nothing_certifies_beyond_radius_0(lip_report, tmp_path: Path) -> None:
+    import dataclasses
+
+    from stability.report.figures import write_figures
+
+    runs = lip_report.runs.copy()
+    beyond_0 = [c for c in runs.columns if c.startswith("certified_acc") and not c.endswith(".0")]
+    assert beyond_0
+    runs[beyond_0] = 0.0  # unbounded models: clean accuracy at radius 0, nothing beyond
+    written = write_figures(dataclasses.replace(lip_report, runs=runs), tmp_path)
+    assert not any("certified" in p.name for p in written)
+
+
 def test_cli_report_shows_the_table(tmp_path: Path) -> None:
     sweep = write_runs(tmp_path / "sweep")
     assert main([str(sweep), "--out", str(tmp_path / "out"), "--format", "md", "--no-plots"]) == 0

@@ -70,10 +70,11 @@ def write_figures(report: Report, out_dir: Path) -> list[Path]:
             configs = first[toggles].set_axis(labels.loc[first.index].to_list())  # label -> toggle values
             fig = P.edf_plot(errors, f"{sweep.path.name}: EDF of 1 − {metric}", configs=configs)
             written += P.save(fig, out_dir / "edf")
-    # Certified robust accuracy against the radius, per configuration (when the runs certified anything).
+    # Certified robust accuracy against the radius, per configuration, when some run certified anything at a
+    # radius above 0 (at 0 it is the clean accuracy; a sweep of unbounded models draws only zeros beyond it).
     finished = report.runs.loc[sweep.finished.index]
     certified = certified_long(sweep, finished)
-    if len(certified):
+    if ((certified["radius"] > 0) & (certified["accuracy"] > 0)).any():
         toggles = [t for t in sweep.toggles if t in finished]
         first = certified.drop_duplicates("configuration")
         configs = finished.loc[first["run"], toggles].set_axis(first["configuration"].to_list())
