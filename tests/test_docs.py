@@ -192,3 +192,35 @@ def test_stale_blocks_sees_a_changed_table(tmp_path: Path) -> None:
     doc.write_text("x\n<!-- table: t.md -->\n| a |\n|---|\n| 2 |\n<!-- end table -->\ny\n")
     assert stale_blocks(doc) == ["t.md"]
     assert sync(doc) == 1 and stale_blocks(doc) == [] and doc.read_text().endswith("| 1 |\n<!-- end table -->\ny\n")
+
+
+def test_the_readme_words_on_the_default_study_match_its_committed_tables() -> None:
+    """The "In words" paragraph under the verdicts restates numbers of notebooks/results/digits: each is
+    recomputed from the committed configurations table and must read the same at the paragraph's precision."""
+    import pandas as pd
+
+    text = README.read_text(encoding="utf-8")
+    words = text[text.index("In words: at convergence LaPE"):text.index("How a verdict is reached")]
+    words = " ".join(words.split())
+    c = pd.read_csv(ROOT / "notebooks" / "results" / "digits" / "configurations.csv")
+    base = (c["stem"] == "patchify") & (c["norm"] == "layernorm") & (c["pos_embed"] == "default")
+
+    def one(mask: pd.Series, column: str) -> float:
+        rows = c.loc[mask, column]
+        assert len(rows) == 1, (column, len(rows))
+        return float(rows.iloc[0])
+
+    dot = base & (c["attention"] == "dot") & c["warmup"]
+    lipsformer = (c["norm"] == "centernorm") & ~c["warmup"] & (c["lr"] == 0.03)
+    no_warmup = base & (c["attention"] == "dot") & ~c["warmup"] & (c["lr"] == 0.03)
+    said = re.search(r"LipsFormer parts keep ([\d.]+) validation accuracy where the baseline falls to ([\d.]+)", words)
+    assert said and float(said[1]) == round(one(lipsformer, "final_val_acc_mean"), 2)
+    assert float(said[2]) == round(one(no_warmup, "final_val_acc_mean"), 2)
+    said = re.search(r"grows from about ([\d,]+) at lr 0.003 to about ([\d,]+) at lr 0.03", words)
+    assert said and int(said[1]) == round(one(dot & (c["lr"] == 0.003), "max_attn_logit_mean"))
+    assert int(said[2].replace(",", "")) == round(one(dot & (c["lr"] == 0.03), "max_attn_logit_mean"), -1)
+    for kind in ("cosine", "qknorm"):  # "keep it near 10"
+        assert 5 <= one(base & (c["attention"] == kind), "max_attn_logit_mean") <= 15
+    claims = pd.read_csv(ROOT / "notebooks" / "results" / "digits" / "claims.csv").set_index("claim")
+    said = re.search(r"LaPE raises validation accuracy by about (\d+) points", words)
+    assert said and int(said[1]) == round(100 * claims.loc["LaPE raises accuracy at convergence", "effect"])
