@@ -303,3 +303,10 @@ def test_in_chromium_the_page_renders(out: Path, tmp_path: Path) -> None:
                     f"--screenshot={shot}", "--window-size=1400,3000", (out / "report.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_every_table_has_a_navigation_label() -> None:
+    from stability.report.formatting import TITLES
+    from stability.report.html import SHORT_TITLES
+
+    assert set(SHORT_TITLES) == set(TITLES)

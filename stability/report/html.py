@@ -37,6 +37,7 @@ TEMPLATE = "report.html.jinja"
 SHORT_TITLES = {
     "claims": "Claims",
     "configurations": "Configurations",
+    "lipschitz": "Lipschitz",
     "effects": "Effects",
     "lr_sensitivity": "LR sensitivity",
     "divergence": "Divergence",
