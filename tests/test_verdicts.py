@@ -184,3 +184,24 @@ def test_a_grid_seed_draws_the_training_seed_and_the_data_split_together(tmp_pat
     grid = write_grid(tmp_path, "g", {"seeds": [0, 3]})
     cells = expand(load_grid(grid))
     assert [(c.config["seed_everything"], c.config["data"]["init_args"]["seed"]) for c in cells] == [(0, 0), (3, 3)]
+
+
+@pytest.mark.parametrize("grid", ["digits.yaml", "digits_full.yaml"])
+def test_the_logit_growth_claim_pairs_dot_product_runs_only(grid: str, tmp_path: Path) -> None:
+    """Each cell of the shipped grid, fabricated: dot-product logits grow one decade per 10x lr, cosine and
+    qk-norm logits stay at 10. The claim is about dot-product attention, so its effect is exactly one decade;
+    a ``where`` that let cosine or qk-norm pairs in would average their zero growth into it."""
+    from stability.identity import toggles_of
+    from stability.sweep.grid import expand, load_grid
+
+    spec = load_grid(Path(__file__).parents[1] / "ablations" / grid)
+    for cell in expand(spec):
+        toggles, hp = toggles_of(cell.config), cell.config["model"]
+        lr, seed = float(hp["lr"]), int(cell.config["seed_everything"])
+        logit = 10.0 if toggles["attention"] in ("cosine", "qknorm") else 10.0 * lr / 3e-3
+        fab.write_record(tmp_path, seed, lr=lr, max_attn_logit=logit,
+                         **{k: v for k, v in toggles.items() if k in fab.BASE_TOGGLES})
+    claim = next(c for c in spec.claims if c["claim"] == "dot-product attention logits grow with the learning rate")
+    [verdict] = _verdicts(tmp_path, [claim])
+    assert verdict["n_seeds"] >= 3
+    assert verdict["effect"] == pytest.approx(1.0)
