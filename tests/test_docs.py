@@ -224,3 +224,40 @@ def test_the_readme_words_on_the_default_study_match_its_committed_tables() -> N
     claims = pd.read_csv(ROOT / "notebooks" / "results" / "digits" / "claims.csv").set_index("claim")
     said = re.search(r"LaPE raises validation accuracy by about (\d+) points", words)
     assert said and int(said[1]) == round(100 * claims.loc["LaPE raises accuracy at convergence", "effect"])
+
+
+def test_the_readme_words_on_the_fuller_study_match_its_committed_tables() -> None:
+    """The paragraph under the fuller study's claims table (ablations/digits_full.yaml, seeds 0-4): which
+    verdicts differ from the default study, and every interval it quotes, recomputed from the committed CSVs."""
+    import pandas as pd
+
+    results = ROOT / "notebooks" / "results"
+    text = README.read_text(encoding="utf-8")
+    default, full = (pd.read_csv(results / name / "claims.csv") for name in ("digits", "digits_full"))
+    assert list(default["claim"]) == list(full["claim"]) and list(default["setting"]) == list(full["setting"])
+    differ = {c for c, a, b in zip(default["claim"], default["verdict"], full["verdict"], strict=True) if a != b}
+    said = re.search(r"<!-- verdicts that differ from the default study: (.*?) -->", text)
+    assert said, "README.md does not say which verdicts of the fuller study differ from the default study's"
+    assert {c.strip() for c in said[1].split(";") if c.strip() and c.strip() != "none"} == differ
+
+    words = " ".join(text[said.end():text.index("### The full factorial")].split())
+    agree = len(full) - len(differ)
+    assert f"{['No', 'One', 'Two', 'Three', 'Four', 'Five', 'Six', 'Seven'][agree]} of the seven" in words
+
+    def interval(mean: float, low: float, high: float) -> str:
+        return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    claims = full.set_index("claim")
+    lape = claims.loc[[c for c in claims.index if c.startswith("LaPE")]]
+    assert round(100 * lape["effect"].mean()) == int(re.search(r"about (\d+) points at lr 3e-3", words)[1])
+    span = re.search(r"intervals span \+([\d.]+) to \+([\d.]+) points", words)
+    assert float(span[1]) == round(100 * lape["low"].min(), 1) and float(span[2]) == round(100 * lape["high"].max(), 1)
+    conv = claims.loc["the conv stem makes optimisation less sensitive to the learning rate"]
+    assert f"{interval(conv['effect'], conv['low'], conv['high'])} nats" in words
+
+    effects = pd.read_csv(results / "digits_full" / "effects.csv")
+    effects = effects[effects["metric"] == "final_val_acc"].set_index(["value", "lr"])
+    for value, lr, where in [("lape", 3e-3, "at lr 3e-3"), ("lape", 1e-2, "at 1e-2"), ("lape", 3e-2, "at 3e-2"),
+                             ("cosine", 3e-3, "at lr 3e-3"), ("cosine", 3e-2, "at 3e-2")]:
+        row = effects.loc[(value, lr)]
+        assert f"{interval(row['mean'], row['low'], row['high'])} {where}" in words, (value, lr)
