@@ -51,13 +51,16 @@ def version() -> str:
 
 def demo_main(argv: list[str]) -> int:
     """``stability demo [OUT]``: parsed here, so that ``--help`` is help and not a folder name."""
+    from stability.demo import GRID
     from stability.errors import ArgumentParser
+    from stability.sweep.grid import header_facts
 
+    facts = header_facts(GRID) if GRID.is_file() else None
+    size = f": {facts[0]} runs, {facts[1]}" if facts else ""
     parser = ArgumentParser(
         prog="stability demo",
-        description="Run the default study (ablations/digits.yaml: 39 runs, about 10 min on 2 CPU cores) into OUT, "
-                    "then build its report into OUT/report and print each claim's verdict. Re-running resumes: "
-                    "finished runs are kept.")
+        description=f"Run the default study (ablations/digits.yaml{size}) into OUT, then build its report into "
+                    "OUT/report and print each claim's verdict. Re-running resumes: finished runs are kept.")
     parser.add_argument("out", nargs="?", default="runs/digits", help="sweep folder (default: runs/digits)")
     args = parser.parse_args(argv)
     from stability import demo

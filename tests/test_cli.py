@@ -14,7 +14,7 @@ from sweep_helpers import BASE, ROOT, TINY, SweepResult, fabricate_cifar10, writ
 
 from stability.cli import COMMANDS, main
 from stability.records import COLLAPSED, COMPLETED, RunSummary
-from stability.sweep.grid import expand, leading_comment, load_grid
+from stability.sweep.grid import expand, header_facts, load_grid
 from stability.sweep.plan import make_plan
 
 TINY_FIT = ["--config", str(BASE), "--model.vit.embed_dim", "16", "--model.vit.depth", "1", "--model.vit.num_heads",
@@ -51,7 +51,9 @@ def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture, 
 
 def test_demo_help_describes_the_demo(capsys: pytest.CaptureFixture) -> None:
     _, out, _ = run_cli(["demo", "--help"], capsys)
+    runs, cost = readme_grids()["digits.yaml"]
     assert "ablations/digits.yaml" in out and "[out]" in out
+    assert f"{runs} runs, {cost}" in " ".join(out.split())  # the grid header's figures, as the README quotes them
 
 
 # -- loggers the Lightning way -----------------------------------------------------------------------------------
@@ -178,12 +180,11 @@ def readme_grids() -> dict[str, tuple[str, str]]:
 
 @pytest.mark.parametrize("grid", sorted(p.name for p in (ROOT / "ablations").glob("*.yaml")))
 def test_each_grid_states_one_cost_and_the_readme_table_agrees(grid: str) -> None:
-    header = leading_comment(ROOT / "ablations" / grid)
-    runs = re.search(r"^Runs: (\d+)", header, re.M)
-    cost = re.search(r"^Cost: (?P<headline>[^(;\n]+?) \((?P<how>measured|estimated)", header, re.M)
-    assert runs and cost, f"{grid}: the header needs 'Runs: N' and 'Cost: <figure> (measured|estimated ...'"
-    assert int(runs[1]) == len(expand(load_grid(ROOT / "ablations" / grid)))
-    assert readme_grids()[grid] == (runs[1], cost["headline"])
+    facts = header_facts(ROOT / "ablations" / grid)
+    assert facts, f"{grid}: the header needs 'Runs: N' and 'Cost: <figure> (measured|estimated ...'"
+    runs, cost = facts
+    assert runs == len(expand(load_grid(ROOT / "ablations" / grid)))
+    assert readme_grids()[grid] == (str(runs), cost)
 
 
 def test_summary_json_values_are_typed(smoke_sweep: SweepResult) -> None:

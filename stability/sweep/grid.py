@@ -16,6 +16,7 @@ import copy
 import itertools
 import math
 import random
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,16 @@ def leading_comment(path: Path) -> str:
             break
         lines.append(line[2:] if line.startswith("# ") else line[1:])
     return "\n".join(lines).strip()
+
+
+def header_facts(path: Path) -> tuple[int, str] | None:
+    """(runs, cost headline) from a grid header's ``Runs: N`` and ``Cost: <figure> (measured|estimated ...``
+    lines, e.g. ``(30, "8 min on 2 CPU cores")``; None when the header lacks either. The README's table of
+    grids and ``stability demo --help`` quote these, so a grid's cost is written in one place."""
+    header = leading_comment(path)
+    runs = re.search(r"^Runs: (\d+)", header, re.M)
+    cost = re.search(r"^Cost: (?P<headline>[^(;\n]+?) \((?:measured|estimated)", header, re.M)
+    return (int(runs[1]), cost["headline"]) if runs and cost else None
 
 
 # -- the spec --------------------------------------------------------------------------------------------
