@@ -212,6 +212,15 @@ def test_a_folder_that_is_not_a_sweep_is_one_error_line(grid: Path, tmp_path: Pa
     assert _out_is_empty(out)
 
 
+def test_only_formats_a_comparison_does_not_write_is_one_error_line(grid: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main([str(grid), str(_copy(grid, tmp_path / "b")), "--out", str(out), "--format", "html"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == "error: --format: a comparison writes md, csv, tex; got html"
+    assert _out_is_empty(out)
+
+
 def test_sweeps_without_a_common_configuration_is_one_error_line(grid: Path, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     other = tmp_path / "longer"

@@ -16,7 +16,7 @@ from pathlib import Path
 from stability import metrics as M
 from stability.errors import ArgumentParser, ConfigError
 from stability.report.build import Report, build_report
-from stability.report.formatting import TITLES, render_markdown, to_markdown, write_tables, write_text
+from stability.report.formatting import TITLES, check_formats, render_markdown, to_markdown, write_tables, write_text
 from stability.report.tables import ReportOptions
 from stability.results import Sweep
 
@@ -156,10 +156,7 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
     Returns the paths written. CSVs hold the numeric tables (``Report.tables``); Markdown and LaTeX the
     formatted ones (``Report.text``).
     """
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ConfigError(f"--format: got {','.join(bad)!r}; valid values: {', '.join(FORMATS)} "
-                          f"(comma-separated)")
+    check_formats(formats, FORMATS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = write_tables(out, report.tables, report.text, formats, TITLES)

@@ -31,7 +31,7 @@ import pandas as pd
 from stability import metrics as M
 from stability.errors import ConfigError
 from stability.report.build import Report
-from stability.report.formatting import to_markdown, write_tables, write_text
+from stability.report.formatting import check_formats, to_markdown, write_tables, write_text
 from stability.report.tables import distinct_values, format_value, group_key, is_finite
 from stability.results import RECORD_COLUMNS, Sweep
 from stability.verdicts import sorted_values
@@ -484,10 +484,7 @@ def write_comparison(comparison: Comparison, out_dir: str | Path, formats: Seque
                      ) -> list[Path]:
     """``compare.md`` (with md), ``compare_claims`` and ``compare_configurations`` as .md, .csv (every row,
     numeric) and .tex; returns the paths written."""
-    bad = [f for f in formats if f not in COMPARE_FORMATS]
-    if bad:
-        raise ConfigError(f"--format: {','.join(bad)} is not written for a comparison; valid: "
-                          f"{', '.join(COMPARE_FORMATS)}")
+    check_formats(formats, COMPARE_FORMATS, " for a comparison")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = ("claims", "configurations")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from stability.errors import ConfigError
 from stability.metrics import key_text
 from stability.report.tables import (
     CERTIFIED_SQRT2,
@@ -358,6 +359,14 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
     return (f"\\begin{{table}}[t]\n\\centering\n\\caption{{{_tex_escape(caption)}}}\n{label_line}{body}"
             f"\\end{{table}}\n")
 
+
+
+def check_formats(formats: Sequence[str], valid: Sequence[str], what: str = "") -> None:
+    """One ConfigError line for ``--format`` values outside ``valid`` (``what``: e.g. " for a comparison")."""
+    bad = [f for f in formats if f not in valid]
+    if bad:
+        raise ConfigError(f"--format: got {','.join(bad)!r}; valid values{what}: {', '.join(valid)} "
+                          f"(comma-separated)")
 
 
 def write_tables(out: Path, tables: dict[str, pd.DataFrame], text: dict[str, pd.DataFrame], formats: Sequence[str],
