@@ -237,6 +237,7 @@ def test_cells_and_headers_are_escaped() -> None:
     assert page.errors == [] and page.tables[0].header == ["a<b", "n"]
     assert page.tables[0].rows == [[("x & <script>y</script>", "data row0 col0"), ("3", "data row0 col1 num")]]
     assert figure_caption("curves_norm") == "Training loss by norm." and figure_caption("other") == "other"
+    assert figure_caption("certified_accuracy") == "Certified accuracy against the l2 radius."
 
 
 def test_bad_format_is_one_error_line_and_nothing_is_written(sweep_dir: Path, tmp_path: Path,

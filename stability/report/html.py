@@ -45,6 +45,12 @@ SHORT_TITLES = {
     "spikes": "Spikes",
     "runs": "Runs",
 }
+CAPTIONS = {
+    "lr_curves": "Metrics against the learning rate.",
+    "edf": "Error distribution functions.",
+    "curves_all": "Training loss of every run.",
+    "certified_accuracy": "Certified accuracy against the l2 radius.",
+}
 LONG_CELL = 40  # characters: a column with a longer cell wraps its text (class "long"); others stay on one line
 # A cell that reads as a number: once the parts in brackets are gone ("(n=1)", "[+0.01, +0.07]", "[2/3 reached]"),
 # only numbers, signs and "±", "/", "x", "%" are left: "0.912 ± 0.004", "2/3", "1.52x", "1e-3"; not "lr 0.003",
@@ -125,12 +131,8 @@ def data_uri(path: Path) -> str:
 
 def figure_caption(stem: str) -> str:
     """What a figure of :func:`stability.report.figures.write_figures` shows, from its file name."""
-    if stem == "lr_curves":
-        return "Metrics against the learning rate."
-    if stem == "edf":
-        return "Error distribution functions."
-    if stem == "curves_all":
-        return "Training loss of every run."
+    if stem in CAPTIONS:
+        return CAPTIONS[stem]
     if stem.startswith("curves_"):
         return f"Training loss by {stem.removeprefix('curves_')}."
     return stem
