@@ -16,7 +16,7 @@
 # Which runs diverged, when, and what the telemetry did just before: training loss per toggle and
 # learning rate, then loss, gradient norm and maximum attention logit around each divergence step
 # (Wortsman et al. 2023 saw attention-logit growth precede divergence). All loading and plotting is in
-# `stability.results` and `stability.plots`; this notebook only chooses what to look at. The README has
+# `stability.analysis.results` and `stability.report.plots`; this notebook only chooses what to look at. The README has
 # the papermill command that runs it on a sweep and keeps the executed notebook next to its figures.
 
 #
@@ -29,9 +29,8 @@ from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
-from stability import plots
-from stability.report import build_report, to_markdown
-from stability.results import load_curves
+from stability.analysis.results import load_curves
+from stability.report import build_report, plots, to_markdown
 
 # %% tags=["parameters"]
 sweep_dir = "runs/smoke"  # the folder `stability sweep` wrote

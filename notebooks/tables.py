@@ -44,7 +44,7 @@ print(f"wrote {len(written)} files to {out_dir}")
 # ## Claims and verdicts
 # Each claim the grid file states, checked over independent seeds: the effect (treatment − control) is the
 # mean over seeds of each seed's paired difference, with a 95% t-interval; the verdict says whether the whole
-# interval clears the claim's minimal effect (stability.verdicts has the rules).
+# interval clears the claim's minimal effect (stability.analysis.verdicts has the rules).
 
 # %%
 if "claims" in report.text:

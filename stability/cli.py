@@ -28,10 +28,10 @@ from collections.abc import Callable
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, function, one-line help)
-    "fit": ("stability.train", "fit_main", "train one configuration and write its run record"),
+    "fit": ("stability.training.run", "fit_main", "train one configuration and write its run record"),
     "sweep": ("stability.sweep.cli", "main", "run an ablation grid; re-running resumes it"),
     "report": ("stability.report", "main", "tables and plots from a sweep folder"),
-    "bench": ("stability.bench", "main", "speed benchmarks: `bench model`, `bench telemetry`, `bench sweep`"),
+    "bench": ("stability.bench.model", "main", "speed benchmarks: `bench model`, `bench telemetry`, `bench sweep`"),
     "demo": ("stability.cli", "demo_main", "the default digits grid, then its report"),
 }
 
@@ -87,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     module, function, _ = COMMANDS[name]
     command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
 
-    from stability.errors import ConfigError, OutOfSpace, full_disk_error
+    from stability.errors import ConfigError, OutOfSpace, RunFailed, full_disk_error
 
     try:
         return int(command(rest) or 0)
     except (ConfigError, ValueError) as error:
         # jsonargparse reports a `--trainer.logger` it cannot build as a long (sometimes multi-line) error
-        from stability.tensorboard import logger_error
+        from stability.training.tensorboard import logger_error
 
         line = logger_error(error)
         if line is None and not isinstance(error, ConfigError):
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
-    except _run_failed() as error:
+    except RunFailed as error:
         print(f"failed: {error}", file=sys.stderr)
         return 1
     except OSError as error:
@@ -128,12 +128,6 @@ def _os_error(error: OSError) -> str:
     if error.errno in (errno.EEXIST, errno.ENOTDIR):
         return f"{path}: a file is in the way where a folder is needed"
     return f"{path}: {error.strerror or type(error).__name__}"
-
-
-def _run_failed() -> type[Exception]:
-    from stability.train import RunFailed
-
-    return RunFailed
 
 
 if __name__ == "__main__":

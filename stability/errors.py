@@ -54,3 +54,7 @@ def full_disk_error(error: BaseException | None) -> OSError | None:
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+class RunFailed(RuntimeError):
+    """A run raised inside training; its record says ``failed`` with the error message."""

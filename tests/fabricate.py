@@ -1,6 +1,6 @@
 """Fabricated sweep folders in the real run-record format, for the results/report/notebook tests.
 
-Each run folder gets what ``stability.train.run`` writes: ``config.yaml`` (nested LightningCLI form),
+Each run folder gets what ``stability.training.run.run`` writes: ``config.yaml`` (nested LightningCLI form),
 TensorBoard event files written by ``torch.utils.tensorboard.SummaryWriter`` (scalars per step, per-epoch
 validation scalars and an HParams session, as Lightning's TensorBoardLogger writes them) and, last,
 ``summary.json``. The numbers are chosen so the tables can be checked by hand (``EXPECTED``).
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from stability import records
-from stability.identity import baselines, hparams_of, run_name, toggles_of
+from stability.record import files as records
+from stability.record.identity import baselines, hparams_of, run_name, toggles_of
 
 L0 = math.log(10)  # initial loss of a 10-class model (cross-entropy of the uniform prediction)
 STEPS = 40

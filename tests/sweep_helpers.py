@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "ablations" / "base" / "digits.yaml"
 SMOKE = ROOT / "ablations" / "smoke.yaml"
 # A finished run that did not diverge. Runs of a few steps rarely leave chance accuracy, and the collapse rule
-# (stability.collapse) rightly records them as collapsed; the sweep's mechanics treat both alike.
+# (stability.training.collapse) rightly records them as collapsed; the sweep's mechanics treat both alike.
 TRAINED = ("completed", "collapsed")
 
 # A ViT small enough that a run of a few steps takes about a second on one core.

@@ -4,7 +4,7 @@
 
 The config (:mod:`stability.model.config`) is plain Python; the network needs torch. The package loads the
 torch-backed names on first use (PEP 562 ``__getattr__``), so code that only names runs and reads records
-(:mod:`stability.identity`, the sweep parent, the report) can import the config without importing torch.
+(:mod:`stability.record.identity`, the sweep parent, the report) can import the config without importing torch.
 """
 
 from __future__ import annotations

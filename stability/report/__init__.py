@@ -1,10 +1,10 @@
 """Comparison tables from a sweep folder, and the ``stability report`` command.
 
 ``stability report SWEEP [--out DIR] [--format md,csv,tex,html]`` reads the run records (through
-:mod:`stability.results`), computes the statistics of :mod:`stability.metrics`, and writes
+:mod:`stability.analysis.results`), computes the statistics of :mod:`stability.analysis.metrics`, and writes
 
-0. ``claims``: each claim of the grid (:mod:`stability.claims`) with its effect over seeds and its verdict
-   (:mod:`stability.verdicts`), first;
+0. ``claims``: each claim of the grid (:mod:`stability.analysis.claims`) with its effect over seeds and its verdict
+   (:mod:`stability.analysis.verdicts`), first;
 1. ``configurations``: per configuration (toggle combination, and learning rate when the grid has several)
    mean +- std over seeds of best/final validation accuracy, final training loss and the loss-curve
    statistics, with n runs and "k/n diverged";
@@ -28,7 +28,7 @@ Modules, in the order data flows through them:
 - :mod:`~stability.report.tables`: each table as a numeric DataFrame, and how configurations are named;
 - :mod:`~stability.report.formatting`: text for people: cells, formatted tables, Markdown, LaTeX, ``report.md``;
 - :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
-- :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.plots` (not imported
+- :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.report.plots` (not imported
   here: it imports matplotlib, which only the plots need);
 - :mod:`~stability.report.compare`: ``stability report A B ...``: several sweeps' reports side by side, cell
   by cell and claim by claim;

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stability import metrics as M
+from stability.analysis import metrics as M
+from stability.analysis.results import Sweep, load_curves, load_sweep
+from stability.analysis.verdicts import claims_table
 from stability.report.formatting import (
     format_claims,
     format_configurations,
@@ -42,8 +44,6 @@ from stability.report.tables import (
     runs_table,
     spikes_table,
 )
-from stability.results import Sweep, load_curves, load_sweep
-from stability.verdicts import claims_table
 
 LIPSCHITZ_NOTE = (
     "Lipschitz: bounds are l2 constants from pixels in [0, 1] to the logits (backbone: to the head's input); the "
@@ -77,12 +77,12 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
     """Load a sweep and compute every table.
 
     Args:
-        sweep: a sweep folder or a loaded :class:`~stability.results.Sweep`.
-        options: definitions and thresholds (defaults documented in :mod:`stability.metrics`).
+        sweep: a sweep folder or a loaded :class:`~stability.analysis.results.Sweep`.
+        options: definitions and thresholds (defaults documented in :mod:`stability.analysis.metrics`).
         curves: ``train/loss`` curves already loaded (default: read from the events).
 
     Raises:
-        ConfigError: not a sweep folder / empty sweep (from :func:`~stability.results.load_sweep`).
+        ConfigError: not a sweep folder / empty sweep (from :func:`~stability.analysis.results.load_sweep`).
     """
     options = options or ReportOptions()
     if not isinstance(sweep, Sweep):

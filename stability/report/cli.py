@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stability import metrics as M
+from stability.analysis import metrics as M
+from stability.analysis.results import Sweep
 from stability.errors import ArgumentParser, ConfigError
 from stability.report.build import Report, build_report
 from stability.report.formatting import TITLES, check_formats, render_markdown, to_markdown, write_tables, write_text
 from stability.report.tables import ReportOptions
-from stability.results import Sweep
 
 FORMATS = ("md", "csv", "tex", "html")
 

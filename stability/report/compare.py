@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stability import metrics as M
+from stability.analysis import metrics as M
+from stability.analysis.results import RECORD_COLUMNS, Sweep
+from stability.analysis.verdicts import sorted_values
 from stability.errors import ConfigError
 from stability.report.build import Report
 from stability.report.formatting import check_formats, to_markdown, write_tables, write_text
 from stability.report.tables import distinct_values, format_value, group_key, is_finite
-from stability.results import RECORD_COLUMNS, Sweep
-from stability.verdicts import sorted_values
 
 # (column, label, decimals): the numbers set side by side per cell (final_loss counts a diverged run at its
 # initial loss, as in the report's configuration table).

@@ -1,10 +1,10 @@
 """The figures of ``stability report``: which plots a report has, their inputs, their files.
 
-:mod:`stability.plots` draws DataFrames and knows nothing of the report; this module decides what a sweep
+:mod:`stability.report.plots` draws DataFrames and knows nothing of the report; this module decides what a sweep
 supports (training loss per varying toggle when there are curves, metrics against the learning rate when
 it varies, error distributions when the report has an EDF table), names the configurations the way the
 tables do (:func:`~stability.report.tables.config_label`), hands each plot the configurations' toggle
-values (which give the colours of :mod:`stability.palette` and the facets) and writes each figure as PNG and
+values (which give the colours of :mod:`stability.report.palette` and the facets) and writes each figure as PNG and
 PDF. Importing it imports matplotlib, which is why :func:`stability.report.cli.write_report` imports it only
 when plots are asked for.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stability import plots as P
+from stability.report import plots as P
 from stability.report.build import Report
 from stability.report.tables import (
     MIN_EDF_RUNS,

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from stability.analysis.metrics import key_text
+from stability.analysis.results import Sweep
 from stability.errors import ConfigError
-from stability.metrics import key_text
 from stability.report.tables import (
     CERTIFIED_SQRT2,
     EFFECT_METRICS,
@@ -28,7 +29,6 @@ from stability.report.tables import (
     radius_columns,
     unbounded_cause,
 )
-from stability.results import Sweep
 
 if TYPE_CHECKING:
     from stability.report.build import Report
@@ -428,7 +428,7 @@ def definitions() -> list[str]:
         "after divergence); *steps to target* = first step where the smoothed loss ≤ the target; *spikes* = "
         "runs of steps where the loss exceeds its smoothed history by the spike factor, *max spike* = "
         "largest ratio; "
-        "*final-min gap* = last minus minimum smoothed loss (stability.metrics has the formulas). "
+        "*final-min gap* = last minus minimum smoothed loss (stability.analysis.metrics has the formulas). "
         "A cell with one value says (n=1); effects are mean [95% t-interval] over seeds, each seed the mean of "
         "its pairs of runs that differ in that toggle alone; *failed* = diverged or collapsed.",
     ]

@@ -25,9 +25,9 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
+from stability.analysis.verdicts import VERDICTS
 from stability.report.formatting import TITLES, definitions
 from stability.report.tables import format_value
-from stability.verdicts import VERDICTS
 
 if TYPE_CHECKING:
     from stability.report.build import Report

@@ -1,6 +1,6 @@
 """The report's numbers: each table as a numeric DataFrame (what the CSVs hold), from a loaded sweep.
 
-The statistics are those of :mod:`stability.metrics`; :mod:`stability.report.formatting` turns the tables into
+The statistics are those of :mod:`stability.analysis.metrics`; :mod:`stability.report.formatting` turns the tables into
 text. The helpers at the end (configuration keys, order and names; value checks and text) are shared with
 the formatting, :mod:`stability.report.build` and :mod:`stability.report.figures`.
 """
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stability import metrics as M
-from stability.records import COLLAPSED, DIVERGED, FINISHED
-from stability.results import Sweep
+from stability.analysis import metrics as M
+from stability.analysis.results import Sweep
+from stability.record.files import COLLAPSED, DIVERGED, FINISHED
 
 LOSS_TAG = "train/loss"
 # Below these, a distribution or a curve over the grid is noise: tables say "too few runs (n)", plots skip it.
@@ -49,7 +49,7 @@ EFFECT_METRICS: tuple[tuple[str, str, int], ...] = (
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """What the report computes; the curve definitions are in :class:`stability.metrics.CurveOptions`."""
+    """What the report computes; the curve definitions are in :class:`stability.analysis.metrics.CurveOptions`."""
 
     curve: M.CurveOptions = field(default_factory=M.CurveOptions)
     lr_loss: str = "final_val_loss"  # LR sensitivity uses the final validation loss, as Wortsman et al.
@@ -104,7 +104,7 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
     every other configuration column, except hyperparameters the toggle determines (a warmup length that is 0
     exactly when warmup is off). Never another toggle: toggles that always move together (a bundle) give no
     pairs, and the gap is named, rather than charging the bundle to one of them. Each row is the mean ``on -
-    off`` over the seeds (pairs of one seed averaged first) with its interval (:func:`stability.metrics.seed_effect`):
+    off`` over the seeds (pairs of one seed averaged first) with its interval (:func:`stability.analysis.metrics.seed_effect`):
     ``mean, low, high, n`` (n = seeds); the ``failed`` row (diverged or collapsed) holds ``rate_off, rate_on``
     over the paired cells and ``pairs``, their count.
     """
@@ -164,7 +164,7 @@ def _determined_by(frame: pd.DataFrame, toggle: str, column: str) -> bool:
 
 def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
                          gaps: list[str]) -> pd.DataFrame:
-    """LR sensitivity per configuration-without-lr (:func:`stability.metrics.lr_sensitivity`)."""
+    """LR sensitivity per configuration-without-lr (:func:`stability.analysis.metrics.lr_sensitivity`)."""
     cfg = [c for c in sweep.config_columns if c != "lr"]
     key = group_key(finished, cfg)
     rows = []
@@ -242,7 +242,7 @@ def spikes_table(report_runs: pd.DataFrame, curves: pd.DataFrame, finished: Sequ
                  options: ReportOptions) -> pd.DataFrame:
     """Every loss spike of every finished run: run, step, peak_step, size (ratio), length (logged steps).
 
-    Same definition as the per-configuration counts (:func:`stability.metrics.loss_spikes`), so a count
+    Same definition as the per-configuration counts (:func:`stability.analysis.metrics.loss_spikes`), so a count
     in the table can be traced to its steps here.
     """
     rows = []
@@ -282,13 +282,13 @@ def _errors(g: pd.DataFrame, metric: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------ Lipschitz bounds, certificates
 
-# summary.json's Lipschitz fields (stability.records.RunSummary); certified accuracies are dicts radius ->
+# summary.json's Lipschitz fields (stability.record.files.RunSummary); certified accuracies are dicts radius ->
 # accuracy that the run table flattens to columns "certified_acc.<radius>" (split on the first dot).
 LIPSCHITZ_FIELDS = ("lipschitz_upper", "lipschitz_backbone", "lipschitz_unbounded", "lipschitz_lower")
 CERTIFIED = "certified_acc"  # head-aware certificate (LipShiFT's pairwise margin, Menon et al. 2025)
 CERTIFIED_SQRT2 = "certified_acc_sqrt2"  # the plain f_y - max f_i > sqrt(2) L r form (Tsuzuku et al. 2018)
 # LipShiFT's evaluation radius 36/255 as summary.json writes it (4 significant digits, the key
-# stability.lipschitz.DEFAULT_RADIUS gets; not imported from there: that module imports torch).
+# stability.model.lipschitz.bounds.DEFAULT_RADIUS gets; not imported from there: that module imports torch).
 DEFAULT_RADIUS_KEY = "0.1412"
 _TOGGLE_IN_REASON = re.compile(r"\((\w+)='([^']*)'")  # "(norm='layernorm')": the toggle value responsible
 
@@ -391,7 +391,7 @@ def bound_violations(runs: pd.DataFrame, everything: bool = False) -> pd.DataFra
 def unbounded_cause(reason: str) -> str:
     """The toggle values a ``lipschitz_unbounded`` reason names, ``"attention=dot, norm=layernorm"``.
 
-    stability.lipschitz ends each reason with the toggle value that builds the unbounded layer in brackets
+    stability.model.lipschitz.bounds ends each reason with the toggle value that builds the unbounded layer in brackets
     (``(norm='layernorm')``); a reason without one is returned whole.
     """
     causes = list(dict.fromkeys(f"{k}={v}" for k, v in _TOGGLE_IN_REASON.findall(reason)))
@@ -439,7 +439,7 @@ def display_columns(sweep: Sweep) -> list[str]:
 def group_key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """Per row, one string from its values in ``columns`` (those present): the key to group runs by.
 
-    Text (:func:`stability.metrics.key_text`) rather than the values themselves, so that missing values
+    Text (:func:`stability.analysis.metrics.key_text`) rather than the values themselves, so that missing values
     group together and ``1`` and ``1.0`` are one configuration; all rows share ``""`` without columns.
     """
     cols = [c for c in columns if c in frame]
@@ -526,7 +526,7 @@ def distinct_values(series: pd.Series) -> list[Any]:
     """The different values of ``series`` in order of first appearance, NaN and None counted as one value.
 
     ``Series.unique`` would keep every NaN apart and fail on unhashable values; this compares the values as
-    :func:`stability.metrics.key_text` does, so "does this column vary?" has the same answer as the grouping.
+    :func:`stability.analysis.metrics.key_text` does, so "does this column vary?" has the same answer as the grouping.
     """
     seen: dict[str, Any] = {}
     for v in series:

@@ -24,10 +24,9 @@ from typing import Any
 
 import yaml
 
-from stability.config_files import ConfigLoader, get_dotted, read_yaml
 from stability.errors import ArgumentParser, ConfigError
-from stability.identity import SEED_KEY, config_hash
-from stability.records import (
+from stability.record.config_files import ConfigLoader, get_dotted, read_yaml
+from stability.record.files import (
     COLLAPSED,
     COMPLETED,
     CONFIG,
@@ -42,7 +41,8 @@ from stability.records import (
     RecordError,
     read_summary,
 )
-from stability.status import run_status
+from stability.record.identity import SEED_KEY, config_hash
+from stability.record.status import run_status
 from stability.sweep.grid import MAX_CELLS, GridSpec, expand, load_grid
 from stability.sweep.local import LocalExecutor, usable_cores
 from stability.sweep.plan import (
@@ -59,7 +59,7 @@ from stability.sweep.plan import (
 from stability.sweep.progress import Progress, format_duration
 from stability.sweep.runner import KILLED, OUT_OF_SPACE, Outcome, Task
 from stability.sweep.store import MAX_KILLS, planned_threads, read_plan, write_plan
-from stability.tensorboard import write_sweep_view
+from stability.training.tensorboard import write_sweep_view
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED = 0, 1, 2, 3
 # Measured with `stability bench sweep --workers 1,2 --fraction 1/4` on the project's 2-core machine (16 runs of
@@ -367,7 +367,7 @@ def _run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int
     # From a fresh interpreter, start the workers first when there is likely work: they import lightning
     # (~5 s) once, then validate the cells in parallel and run them; a malformed grid kills them before any
     # run starts. A process that has loaded the training code already (tests, a notebook) validates here.
-    early = bool(expected) and "stability.train" not in sys.modules
+    early = bool(expected) and "stability.training.run" not in sys.modules
     if early:
         pool.start()
         import stability.model  # noqa: F401 - naming runs needs it (torch): load it while the workers start
@@ -442,7 +442,7 @@ def _run_slurm(args: argparse.Namespace, spec: GridSpec, out: Path) -> int:
 # -- the dry run -----------------------------------------------------------------------------------------------
 def _parse_only(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved config without building the model or the data module (whose folder may be missing)."""
-    from stability.train import StabilityCLI, user_errors
+    from stability.training.run import StabilityCLI, user_errors
 
     class ParseOnly(StabilityCLI):
         def instantiate_classes(self) -> None:
@@ -467,7 +467,7 @@ def _resolve_without_data(configs: list[dict[str, Any]], missing: list[str]) -> 
 
 def estimate_cost(runs: list[PlannedRun], out: Path, workers: int, threads: int, gpus: list[int]) -> str:
     """One line: what the runs left will cost, from the runs that completed earlier in ``out`` if any, else
-    from the model's FLOPs and the rate a training step reaches on this machine (:mod:`stability.bench`)."""
+    from the model's FLOPs and the rate a training step reaches on this machine (:mod:`stability.bench.model`)."""
     todo = [r for r in runs if run_status(out / r.run_name) not in FINISHED]
     if not todo:
         return "cost: nothing left to run"
@@ -480,7 +480,7 @@ def estimate_cost(runs: list[PlannedRun], out: Path, workers: int, threads: int,
                 f"{on} (measured: the {len(walls)} runs completed here took {each:.1f} s each)")
     import torch
 
-    from stability.bench import SWEEP_STARTUP_S, measured_step_rate, run_work
+    from stability.bench.model import SWEEP_STARTUP_S, measured_step_rate, run_work
 
     device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
     rate = measured_step_rate(todo[0].config, device, threads)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stability.claims import parse_claims
-from stability.config_files import deep_merge, get_dotted, load_config_files, read_yaml, set_dotted
+from stability.analysis.claims import parse_claims
 from stability.errors import ConfigError
-from stability.identity import SEED_KEY
+from stability.record.config_files import deep_merge, get_dotted, load_config_files, read_yaml, set_dotted
+from stability.record.identity import SEED_KEY
 
 GRID_KEYS = ("base", "overrides", "axes", "seeds", "exclude", "include", "samples", "smoke", "claims")
 DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
@@ -110,7 +110,7 @@ class GridSpec:
     samples: Samples | None = None
     smoke: dict[str, Any] | None = None
     description: str = ""
-    claims: list[Any] = field(default_factory=list)  # the claims the grid tests, as written (stability.claims)
+    claims: list[Any] = field(default_factory=list)  # the claims the grid tests, as written (stability.analysis.claims)
 
     @property
     def name(self) -> str:
@@ -291,7 +291,7 @@ def load_grid(path: str | Path, max_cells: int = MAX_CELLS) -> GridSpec:
 
 def _canonical(key: str) -> str:
     """A dotted key without LightningCLI's ``init_args`` level: ``data.init_args.batch_size`` and
-    ``data.batch_size`` address the same value (see :func:`stability.config_files.set_dotted`)."""
+    ``data.batch_size`` address the same value (see :func:`stability.record.config_files.set_dotted`)."""
     return ".".join(part for part in key.split(".") if part != "init_args")
 
 

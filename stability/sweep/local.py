@@ -11,7 +11,7 @@ recorded failed. A worker that exits with an error code is recorded failed at on
 Each worker:
 - validates a share of the grid's cells while the parent plans (so the parent never imports lightning);
 - is started with the ``spawn`` context (no forked copies of the parent's threads or CUDA state);
-- imports :mod:`stability.train` once (``import lightning`` is ~5 s) and then runs many cells;
+- imports :mod:`stability.training.run` once (``import lightning`` is ~5 s) and then runs many cells;
 - uses ``threads`` torch threads, the plan's count (a run's numbers depend on it, not on the pool size);
 - on a GPU machine gets its own ``CUDA_VISIBLE_DEVICES``;
 - asks the kernel to SIGKILL it when the parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so a killed
@@ -82,7 +82,7 @@ def _worker_main(conn: Connection, parent_pid: int, threads: int, env: dict[str,
     import torch
 
     torch.set_num_threads(threads)
-    import stability.train  # noqa: F401 - the one-off ~5 s import, paid before the first cell
+    import stability.training.run  # noqa: F401 - the one-off ~5 s import, paid before the first cell
 
     conn.send(("ready", os.getpid()))
     while True:
@@ -250,7 +250,7 @@ class LocalExecutor:
             if self._failed_starts > 2 * self.workers:
                 self.kill()
                 raise RuntimeError(f"sweep workers keep dying on start-up (last exit code {code}); "
-                                   "run `python -c 'import stability.train'` to see why")
+                                   "run `python -c 'import stability.training.run'` to see why")
         index = self._pool.index(worker)
         worker.conn.close()
         if needed:

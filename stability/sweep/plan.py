@@ -1,6 +1,6 @@
 """From a checked grid to the plan: every cell validated, resolved, named, and written down.
 
-Validation parses each cell exactly as the run will (:func:`stability.train.parse`, ~70 ms a cell), so a
+Validation parses each cell exactly as the run will (:func:`stability.training.run.parse`, ~70 ms a cell), so a
 value the model rejects in cell 27 stops the sweep before cell 1 starts. The plan stores each cell's
 *resolved* config (every default filled in by the parser): that is what the workers run, what the run id
 hashes, and what makes ``plan.json`` enough to reproduce any cell.
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stability.config_files import get_dotted
 from stability.errors import ConfigError
-from stability.identity import config_hash, run_name
+from stability.record.config_files import get_dotted
+from stability.record.identity import config_hash, run_name
 from stability.sweep.grid import GridSpec, base_config, expand
 from stability.sweep.store import PLAN_FORMAT
 
@@ -61,7 +61,7 @@ def _describe(params: dict[str, Any]) -> str:
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """Parse ``config`` like the run will and return it with every default filled in (raises ConfigError)."""
-    from stability.train import parse  # lazy: imports lightning
+    from stability.training.run import parse  # lazy: imports lightning
 
     with quiet_parsing():
         return parse(config).config_dump_dict()
@@ -74,7 +74,7 @@ Resolved = tuple[dict[str, Any] | None, str | None, str | None]
 def resolve_batch(configs: list[dict[str, Any]]) -> list[Resolved]:
     """Resolve many cells; errors are returned, not raised, so a batch can cross a process boundary.
 
-    The run id is :func:`stability.identity.config_hash` of the resolved config: the same hash the run
+    The run id is :func:`stability.record.identity.config_hash` of the resolved config: the same hash the run
     records in ``summary.json``, so the folder suffix, the plan and the record agree.
     """
 

@@ -1,7 +1,7 @@
 """A sweep you can watch: every running cell's epoch, step and loss, and an ETA from measured step times.
 
-Each run writes ``<run>/progress.json`` about once a second (:func:`write_progress`, called by
-:class:`stability.telemetry.StabilityTelemetry`): step, total steps, epoch, loss and its mean training
+Each run writes ``<run>/progress.json`` about once a second (:func:`stability.record.progress.write_progress`, called by
+:class:`stability.training.telemetry.StabilityTelemetry`): step, total steps, epoch, loss and its mean training
 time per step so far. The sweep's process reads those files (worker processes and SLURM jobs alike write
 to the shared run folders, so one mechanism serves both executors) and shows:
 
@@ -17,24 +17,21 @@ time; divided by the number of workers.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stability.records import FAILED, RECORDED, write_atomic
+from stability.record.files import FAILED, RECORDED
+from stability.record.progress import RunProgress, read_progress
 
-if TYPE_CHECKING:  # runs write progress files (stability.telemetry); the sweep runner runs runs: no cycle
+if TYPE_CHECKING:  # runs write progress files (stability.training.telemetry); the sweep runner runs runs: no cycle
     from stability.sweep.runner import Outcome
 
-PROGRESS = "progress.json"  # in the run folder, beside summary.json
-WRITE_EVERY_S = 1.0  # how often a run rewrites its progress file (a few hundred bytes)
 
 
 def format_duration(seconds: float) -> str:
@@ -49,49 +46,6 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
-
-
-# -- one run's progress file -----------------------------------------------------------------------------------
-@dataclass
-class RunProgress:
-    """Where a run is: its optimiser ``step`` of ``total_steps``, ``epoch`` (from 0) of ``max_epochs``, the
-    last training ``loss``, its mean training time per step so far (validation excluded) and when this was
-    written (``time.time()``)."""
-
-    step: int
-    total_steps: int | None
-    epoch: int
-    max_epochs: int | None
-    loss: float | None
-    step_time_s: float | None
-    updated: float
-
-    def remaining_s(self) -> float | None:
-        """Training time left at the run's measured rate; None while either is unknown."""
-        if self.total_steps is None or self.step_time_s is None:
-            return None
-        return max(0, self.total_steps - self.step) * self.step_time_s
-
-    def describe(self) -> str:
-        """``epoch 3/10  step 120/200  loss 0.412``"""
-        epochs = f"{self.epoch + 1}/{self.max_epochs}" if self.max_epochs else f"{self.epoch + 1}"
-        steps = f"{self.step}/{self.total_steps}" if self.total_steps else f"{self.step}"
-        loss = f"{self.loss:.4g}" if self.loss is not None else "?"
-        return f"epoch {epochs}  step {steps}  loss {loss}"
-
-
-def write_progress(run_dir: str | Path, progress: RunProgress) -> None:
-    """Replace ``<run_dir>/progress.json`` (atomically: readers never see half a file)."""
-    write_atomic(Path(run_dir) / PROGRESS, json.dumps(asdict(progress)) + "\n")
-
-
-def read_progress(run_dir: str | Path) -> RunProgress | None:
-    """The run's last progress, or None if it has not written one (or it cannot be read)."""
-    try:
-        data = json.loads((Path(run_dir) / PROGRESS).read_text())
-        return RunProgress(**{k: data[k] for k in RunProgress.__dataclass_fields__})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _finite(value: float | None) -> float | None:

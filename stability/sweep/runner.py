@@ -2,7 +2,7 @@
 
 It is idempotent, so any executor may hand it any cell at any time: a finished cell is left untouched, a
 cell another process holds is left to that process, a cut-off cell resumes from its last checkpoint (that
-is :func:`stability.train.run`'s job given the same folder), and a failed cell is retried only on request.
+is :func:`stability.training.run.run`'s job given the same folder), and a failed cell is retried only on request.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stability.errors import OutOfSpace, full_disk_error
-from stability.records import FAILED, FINISHED, KILLS, OUTPUT, TRACEBACK, RunSummary, read_summary
-from stability.status import RunLock, run_status
+from stability.errors import OutOfSpace, RunFailed, full_disk_error
+from stability.record.files import FAILED, FINISHED, KILLS, OUTPUT, TRACEBACK, RunSummary, read_summary
+from stability.record.status import RunLock, run_status
 from stability.sweep.store import write_failure
 
 KILLED = "killed"  # an outcome, not a record: the worker died of a signal; a re-run retries the cell
@@ -115,8 +115,8 @@ def run_task(task: Task, extra_config: dict[str, Any] | None = None, use_lock: b
         if status == FAILED:  # a retry: the old traceback and kill count would outlive the record they explained
             (run_dir / TRACEBACK).unlink(missing_ok=True)
             (run_dir / KILLS).unlink(missing_ok=True)
-        from stability.config_files import deep_merge
-        from stability.train import RunFailed, run  # lazy: lightning is imported once per worker
+        from stability.record.config_files import deep_merge
+        from stability.training.run import run  # lazy: lightning is imported once per worker
 
         config = deep_merge(copy.deepcopy(task.config), extra_config) if extra_config else task.config
         try:

@@ -27,8 +27,8 @@ from typing import Any
 
 import submitit
 
-from stability.records import RECORDED, SUMMARY, read_summary
-from stability.status import run_status
+from stability.record.files import RECORDED, SUMMARY, read_summary
+from stability.record.status import run_status
 from stability.sweep.runner import Outcome, Task, run_task
 from stability.sweep.store import read_plan
 

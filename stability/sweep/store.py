@@ -1,8 +1,8 @@
 """What the sweep writes besides the runs' own records: ``plan.json``, the record of a run that died, and
 the count of signals that killed a cell's worker.
 
-The run folders and their files are described in :mod:`stability.records`; a run's status and lock are in
-:mod:`stability.status`. For the sweep, ``completed``/``diverged`` are finished, ``failed`` waits for
+The run folders and their files are described in :mod:`stability.record.files`; a run's status and lock are in
+:mod:`stability.record.status`. For the sweep, ``completed``/``diverged`` are finished, ``failed`` waits for
 ``--retry-failed``, anything else is still to run, resuming from its last checkpoint if it has one.
 """
 
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stability.records import FAILED, KILLS, PLAN, TRACEBACK, RecordError, RunSummary, read_summary, write_atomic
+from stability.record.files import FAILED, KILLS, PLAN, TRACEBACK, RecordError, RunSummary, read_summary, write_atomic
 
 PLAN_FORMAT = 1
 # A worker killed by a signal (the OOM killer, an admin) does not make its cell "failed": a plain re-run
@@ -67,7 +67,7 @@ def record_kill(run_dir: Path, signal_name: str) -> int:
 def write_failure(run_dir: Path, run_name: str, run_id: str, error: str, traceback_text: str = "") -> None:
     """Record a failure the run itself could not record (its process died, or it raised before starting).
 
-    The record is a :class:`~stability.records.RunSummary` like the run's own, with null where a value is not
+    The record is a :class:`~stability.record.files.RunSummary` like the run's own, with null where a value is not
     known, so tables built from summaries treat it like any failed run.
     """
     if traceback_text:

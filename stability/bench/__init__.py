@@ -1,0 +1,1 @@
+"""(wing docstring written after the split)"""

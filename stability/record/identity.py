@@ -1,0 +1,169 @@
+"""A run's identity, from its resolved config alone: its toggles, its hyperparameters, its id and its name.
+
+Plain Python (no torch, no Lightning), so the training run that writes ``summary.json``, the sweep parent
+that names run folders, the results loader and the tests all use the same definitions:
+
+- ``TOGGLES``: every toggle, where it lives in the config and its valid values, baseline first. The model
+  toggles come from the ``Literal`` types of :class:`stability.model.ViTConfig` (their one source of truth);
+  ``warmup`` is the training recipe's toggle (``ViTClassifier(warmup=...)``): on in the baseline, because the
+  papers' claim is that their tricks make it unnecessary.
+- :func:`config_hash`: the run id, a hash of the resolved config. The id *is* the experiment: the same cell
+  reached from two grid files, or from a re-run, lands in the same folder; any change makes a new run.
+- :func:`run_name`: for people and TensorBoard's run filter: the toggles that differ from the baseline, any
+  other key the grid varies, lr and seed, then the id, e.g. ``stem=conv,warmup=off,lr=0.01,seed=0-3f2a9c1e``.
+  Names are labels only: values are always read from records, never parsed back out of a name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stability.model.config import TOGGLES as MODEL_TOGGLES
+from stability.record.config_files import get_dotted
+
+SEED_KEY = "seed_everything"
+LR_KEY = "model.lr"
+
+
+@dataclass(frozen=True)
+class Toggle:
+    """One stability toggle: its name, its dotted key in the resolved config, its values (baseline first)."""
+
+    name: str
+    key: str
+    values: tuple[Any, ...]
+
+    @property
+    def baseline(self) -> Any:
+        """The value of the control (timm's ViT with the usual recipe)."""
+        return self.values[0]
+
+
+def _all_toggles() -> dict[str, Toggle]:
+    toggles = {name: Toggle(name, f"model.vit.{name}", values) for name, values in MODEL_TOGGLES.items()}
+    toggles["warmup"] = Toggle("warmup", "model.warmup", (True, False))
+    return toggles
+
+
+TOGGLES: dict[str, Toggle] = _all_toggles()
+
+
+def baselines() -> dict[str, Any]:
+    """toggle name -> its baseline value."""
+    return {name: toggle.baseline for name, toggle in TOGGLES.items()}
+
+
+def toggles_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The toggle values of a resolved config, in ``TOGGLES`` order (None where the config lacks one)."""
+    return {name: get_dotted(config, toggle.key, None) for name, toggle in TOGGLES.items()}
+
+
+# Headline hyperparameters: summary.json's ``hparams`` and the HParams tab's columns besides the toggles.
+# column -> dotted key in the resolved config
+HPARAM_KEYS: dict[str, str] = {
+    "lr": LR_KEY,
+    "weight_decay": "model.weight_decay",
+    "optimizer": "model.optimizer",
+    "warmup_epochs": "model.warmup_epochs",
+    "label_smoothing": "model.label_smoothing",
+    "z_loss": "model.z_loss",
+    "margin_eps": "model.margin_eps",  # margin training (certified robustness): a different experiment
+    "seed": SEED_KEY,
+    "batch_size": "data.batch_size",
+    "max_epochs": "trainer.max_epochs",
+    "gradient_clip_val": "trainer.gradient_clip_val",
+    "data": "data.class_path",
+    "embed_dim": "model.vit.embed_dim",
+    "depth": "model.vit.depth",
+    "num_heads": "model.vit.num_heads",
+    "patch_size": "model.vit.patch_size",
+    "img_size": "model.vit.img_size",
+    "num_classes": "model.vit.num_classes",
+}
+
+
+def hparams_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline hyperparameters of a resolved config, typed as in the config (None where unset); the
+    data module is named by its class name."""
+    hparams = {column: get_dotted(config, key, None) for column, key in HPARAM_KEYS.items()}
+    if hparams["data"] is not None:
+        hparams["data"] = str(hparams["data"]).rsplit(".", 1)[-1]
+    return hparams
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Short stable hash of a resolved config: the run id. Where the run folder is (``run_dir``) does not
+    count, so a moved sweep folder still resumes."""
+    identity = {k: v for k, v in config.items() if k != "run_dir"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+# -- names -------------------------------------------------------------------------------------------------
+# Short labels for keys grids often vary; any other key is labelled by its last component.
+LABELS = {"model.weight_decay": "wd", "data.batch_size": "bs", "data.init_args.batch_size": "bs",
+          "trainer.gradient_clip_val": "clip", "trainer.max_epochs": "epochs"}
+MAX_NAME = 180  # stay well below the 255-byte file-name limit; the id suffix keeps names unique
+
+
+def format_value(value: Any) -> str:
+    """A config value as it reads in a run name: ``0.001``, ``on``/``off``, a class's short name."""
+    if isinstance(value, bool):
+        text = "on" if value else "off"
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, Mapping) and "class_path" in value:
+        text = str(value["class_path"]).rsplit(".", 1)[-1]
+    elif isinstance(value, (list, tuple)):
+        text = "_".join(format_value(v) for v in value)
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9.+\-_]", "_", text)  # no '/', ',' or '=' inside a value
+
+
+def labels_for(keys: Iterable[str]) -> dict[str, str]:
+    """Short labels for dotted keys: a known alias, else the last component; the full key if those clash."""
+    keys = list(keys)
+    short = {k: LABELS.get(k, k.rsplit(".", 1)[-1]) for k in keys}
+    counts: dict[str, int] = {}
+    for label in short.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {k: (label if counts[label] == 1 else k) for k, label in short.items()}
+
+
+def readable_name(config: Mapping[str, Any], varying: Iterable[str] = ()) -> str:
+    """The readable part of a run name (without the id suffix).
+
+    Args:
+        config: the run's resolved config.
+        varying: dotted keys a grid varies besides the toggles, lr and seed (they are named always, so the
+            cells of one sweep line up column by column).
+    """
+    parts = []
+    toggle_keys = {toggle.key for toggle in TOGGLES.values()}
+    for name, toggle in TOGGLES.items():
+        value = get_dotted(config, toggle.key, None)
+        if value is not None and value != toggle.baseline:
+            parts.append(f"{name}={format_value(value)}")
+    extra = [k for k in varying if k not in toggle_keys and k not in (LR_KEY, SEED_KEY)]
+    for key, label in labels_for(extra).items():
+        parts.append(f"{label}={format_value(get_dotted(config, key, None))}")
+    lr = get_dotted(config, LR_KEY, None)
+    if lr is not None:
+        parts.append(f"lr={format_value(lr)}")
+    seed = config.get(SEED_KEY)
+    if seed is not None:
+        parts.append(f"seed={format_value(seed)}")
+    return ",".join(parts) or "baseline"
+
+
+def run_name(config: Mapping[str, Any], varying: Iterable[str] = (), run_id: str | None = None) -> str:
+    """``<readable part>-<run id>``: the run's folder name (the id defaults to :func:`config_hash`)."""
+    readable = readable_name(config, varying)
+    if len(readable) > MAX_NAME:
+        readable = readable[:MAX_NAME].rstrip(",")
+    return f"{readable}-{run_id or config_hash(config)}"

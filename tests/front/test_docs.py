@@ -1,0 +1,263 @@
+"""The docs follow the code: the README's toggle table and the base config's toggle lines list exactly the
+toggles of ``stability.record.identity.TOGGLES`` (the model's toggles plus the recipe toggle ``warmup``) with exactly
+their values."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stability.model import TOGGLES
+from stability.record.identity import TOGGLES as RUN_TOGGLES
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+BASE_CONFIG = ROOT / "ablations" / "base" / "digits.yaml"
+SECTION = "## The toggles"
+
+
+def _yaml_word(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# Every toggle as the docs write its values (YAML words: true/false), baseline first; the recipe toggles are
+# those that do not live in the model (warmup, in stability/module.py).
+ALL_TOGGLES: dict[str, tuple[str, ...]] = {
+    name: tuple(_yaml_word(v) for v in toggle.values) for name, toggle in RUN_TOGGLES.items()}
+RECIPE_TOGGLES = {name: values for name, values in ALL_TOGGLES.items() if name not in TOGGLES}
+COLUMNS = ("toggle", "values", "source", "file")  # how the table's header cells start, in order
+
+
+# ---------------------------------------------------------------- parsing
+def _cells(line: str) -> list[str]:
+    """'| a | b |' -> ['a', 'b']."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _top_level_code(cell: str) -> list[str]:
+    """The `code` spans of a cell outside parentheses: the names, not their explanations.
+
+    '`conv` (3x3 ..., `conv_stem_remove_block`)' -> ['conv']; parentheses nest ('(N(x + f(x)), ...)').
+    """
+    depth, outside = 0, []
+    for ch in cell:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            outside.append(ch)
+    return re.findall(r"`([^`]+)`", "".join(outside))
+
+
+def toggle_table() -> dict[str, dict[str, str]]:
+    """README "## The toggles" table: toggle name -> {column: cell} (columns as in ``COLUMNS``)."""
+    text = README.read_text(encoding="utf-8")
+    assert SECTION in text, f"README.md has no section {SECTION!r}"
+    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(lines) >= 3, f"README.md {SECTION!r}: no Markdown table (header, separator, rows)"
+    header = _cells(lines[0])
+    assert len(header) == len(COLUMNS) and all(h.startswith(c) for h, c in zip(header, COLUMNS)), \
+        f"README.md {SECTION!r}: table header is {header}, expected columns starting {list(COLUMNS)}"
+    assert all(set(cell) <= set("-: ") for cell in _cells(lines[1])), "README.md toggle table: no separator row"
+
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[2:]:
+        cells = _cells(line)
+        assert len(cells) == len(COLUMNS), f"README.md toggle table: row {line!r} has {len(cells)} cells, " \
+                                           f"expected {len(COLUMNS)}"
+        names = _top_level_code(cells[0])
+        assert len(names) == 1, f"README.md toggle table: row {line!r} names no single `toggle`"
+        assert names[0] not in rows, f"README.md toggle table: toggle {names[0]!r} has two rows"
+        rows[names[0]] = dict(zip(COLUMNS, cells))
+    return rows
+
+
+def yaml_lines(text: str) -> dict[str, tuple[str, str | None]]:
+    """Every 'key: value  # comment' line of a block-style YAML file: dotted key path (from the indentation)
+    -> (raw value, trailing comment or None). Enough for the base config; comments are invisible to yaml."""
+    entries: dict[str, tuple[str, str | None]] = {}
+    parents: list[tuple[int, str]] = []  # (indent, key) of the enclosing mappings
+    for line in text.splitlines():
+        match = re.match(r"^( *)([A-Za-z_][\w.]*):(.*)$", line)
+        if not match:
+            continue  # blank, comment-only or list lines
+        indent, key, rest = len(match[1]), match[2], match[3]
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        value, hash_sign, comment = rest.partition("#")
+        entries[".".join([k for _, k in parents] + [key])] = (value.strip(), comment.strip() if hash_sign else None)
+        parents.append((indent, key))
+    return entries
+
+
+def _diff(listed: list[str] | tuple[str, ...], expected: tuple[str, ...]) -> str:
+    missing = [v for v in expected if v not in listed]
+    extra = [v for v in listed if v not in expected]
+    return (f"lists {' | '.join(listed) or 'nothing'}, expected {' | '.join(expected)} (baseline first)"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; not valid: {', '.join(extra)}" if extra else "")
+            + ("; wrong order" if not missing and not extra else ""))
+
+
+# ---------------------------------------------------------------- README toggle table
+def test_readme_table_lists_exactly_the_toggles() -> None:
+    rows = toggle_table()
+    missing = [name for name in ALL_TOGGLES if name not in rows]
+    extra = [name for name in rows if name not in ALL_TOGGLES]
+    problems = ([f"no row for: {', '.join(missing)}"] if missing else []) \
+        + ([f"rows for unknown toggles: {', '.join(extra)}"] if extra else [])
+    assert not problems, f"README.md toggle table has {'; '.join(problems)} (the toggles are those of " \
+                         f"stability.model.TOGGLES and the recipe's {', '.join(RECIPE_TOGGLES)})"
+
+
+@pytest.mark.parametrize("toggle", list(ALL_TOGGLES))
+def test_readme_table_lists_exactly_the_values_baseline_first(toggle: str) -> None:
+    rows = toggle_table()
+    assert toggle in rows, f"README.md toggle table has no row for {toggle!r}"
+    listed = _top_level_code(rows[toggle]["values"])
+    assert tuple(listed) == ALL_TOGGLES[toggle], f"README.md toggle table, {toggle!r}: " \
+                                                 f"{_diff(listed, ALL_TOGGLES[toggle])}"
+
+
+@pytest.mark.parametrize("toggle", list(ALL_TOGGLES))
+def test_readme_table_names_an_existing_file(toggle: str) -> None:
+    rows = toggle_table()
+    assert toggle in rows, f"README.md toggle table has no row for {toggle!r}"
+    files = _top_level_code(rows[toggle]["file"])
+    assert len(files) == 1, f"README.md toggle table, {toggle!r}: the file column should name one `path`, " \
+                            f"not {rows[toggle]['file']!r}"
+    assert (ROOT / files[0]).is_file(), f"README.md toggle table, {toggle!r}: file {files[0]!r} does not exist"
+
+
+# ---------------------------------------------------------------- ablations/base/digits.yaml
+@pytest.mark.parametrize("toggle", list(TOGGLES))
+def test_base_config_sets_each_model_toggle_to_its_baseline_and_lists_its_values(toggle: str) -> None:
+    text = BASE_CONFIG.read_text(encoding="utf-8")
+    where = f"{BASE_CONFIG.relative_to(ROOT)}: model.vit.{toggle}"
+    vit = (yaml.safe_load(text).get("model") or {}).get("vit") or {}
+    assert toggle in vit, f"{where} is not set"
+    baseline = TOGGLES[toggle][0]
+    assert vit[toggle] == baseline, f"{where} is {vit[toggle]!r}, not its baseline {baseline!r}"
+    _, comment = yaml_lines(text)[f"model.vit.{toggle}"]
+    assert comment is not None, f"{where} has no trailing comment listing its values " \
+                                f"(# {' | '.join(TOGGLES[toggle])})"
+    listed = [value.strip() for value in comment.split("|")]
+    assert tuple(listed) == TOGGLES[toggle], f"{where}: the comment {_diff(listed, TOGGLES[toggle])}"
+
+
+@pytest.mark.parametrize("toggle", list(RECIPE_TOGGLES))
+def test_base_config_sets_each_recipe_toggle_to_its_baseline(toggle: str) -> None:
+    model = yaml.safe_load(BASE_CONFIG.read_text(encoding="utf-8")).get("model") or {}
+    where = f"{BASE_CONFIG.relative_to(ROOT)}: model.{toggle}"
+    assert toggle in model, f"{where} is not set"
+    value = str(model[toggle]).lower() if isinstance(model[toggle], bool) else model[toggle]
+    assert value == RECIPE_TOGGLES[toggle][0], f"{where} is {model[toggle]!r}, not its baseline " \
+                                               f"{RECIPE_TOGGLES[toggle][0]!r}"
+
+
+# ---------------------------------------------------------------- results quoted in the README
+def test_readme_result_tables_equal_the_committed_report_files() -> None:
+    from stability.docs import blocks, stale_blocks
+
+    assert blocks(README.read_text(encoding="utf-8")), "README.md quotes no result table"
+    assert stale_blocks(README) == [], "README.md quotes tables that differ from their files: run " \
+                                       "`python -m stability.docs README.md` (make results does)"
+
+
+def test_the_readme_names_exactly_the_verdicts_that_differ_between_the_two_seed_sets() -> None:
+    """The committed replications of ablations/digits.yaml (seeds 0-2 and 3-5): exact numbers may differ and so
+    may a borderline verdict; the README must say which verdicts differ, no more and no fewer."""
+    import pandas as pd
+
+    first, second = (pd.read_csv(ROOT / "notebooks" / "results" / name / "claims.csv")
+                     for name in ("digits", "digits-345"))
+    assert list(first["claim"]) == list(second["claim"]) and list(first["setting"]) == list(second["setting"])
+    differ = {claim for claim, a, b in zip(first["claim"], first["verdict"], second["verdict"], strict=True) if a != b}
+    said = re.search(r"<!-- verdicts that differ between the two seed sets: (.*?) -->", README.read_text())
+    assert said, "README.md does not say which verdicts differ between the two seed sets"
+    listed = {c.strip() for c in said[1].split(";") if c.strip() and c.strip() != "none"}
+    assert listed == differ, f"README lists {sorted(listed)}, the committed tables differ in {sorted(differ)}"
+
+
+def test_stale_blocks_sees_a_changed_table(tmp_path: Path) -> None:
+    from stability.docs import stale_blocks, sync
+
+    (tmp_path / "t.md").write_text("| a |\n|---|\n| 1 |\n")
+    doc = tmp_path / "README.md"
+    doc.write_text("x\n<!-- table: t.md -->\n| a |\n|---|\n| 2 |\n<!-- end table -->\ny\n")
+    assert stale_blocks(doc) == ["t.md"]
+    assert sync(doc) == 1 and stale_blocks(doc) == [] and doc.read_text().endswith("| 1 |\n<!-- end table -->\ny\n")
+
+
+def test_the_readme_words_on_the_default_study_match_its_committed_tables() -> None:
+    """The "In words" paragraph under the verdicts restates numbers of notebooks/results/digits: each is
+    recomputed from the committed configurations table and must read the same at the paragraph's precision."""
+    import pandas as pd
+
+    text = README.read_text(encoding="utf-8")
+    words = text[text.index("In words: at convergence LaPE"):text.index("How a verdict is reached")]
+    words = " ".join(words.split())
+    c = pd.read_csv(ROOT / "notebooks" / "results" / "digits" / "configurations.csv")
+    base = (c["stem"] == "patchify") & (c["norm"] == "layernorm") & (c["pos_embed"] == "default")
+
+    def one(mask: pd.Series, column: str) -> float:
+        rows = c.loc[mask, column]
+        assert len(rows) == 1, (column, len(rows))
+        return float(rows.iloc[0])
+
+    dot = base & (c["attention"] == "dot") & c["warmup"]
+    lipsformer = (c["norm"] == "centernorm") & ~c["warmup"] & (c["lr"] == 0.03)
+    no_warmup = base & (c["attention"] == "dot") & ~c["warmup"] & (c["lr"] == 0.03)
+    said = re.search(r"LipsFormer parts keep ([\d.]+) validation accuracy where the baseline falls to ([\d.]+)", words)
+    assert said and float(said[1]) == round(one(lipsformer, "final_val_acc_mean"), 2)
+    assert float(said[2]) == round(one(no_warmup, "final_val_acc_mean"), 2)
+    said = re.search(r"grows from about ([\d,]+) at lr 0.003 to about ([\d,]+) at lr 0.03", words)
+    assert said and int(said[1]) == round(one(dot & (c["lr"] == 0.003), "max_attn_logit_mean"))
+    assert int(said[2].replace(",", "")) == round(one(dot & (c["lr"] == 0.03), "max_attn_logit_mean"), -1)
+    for kind in ("cosine", "qknorm"):  # "keep it near 10"
+        assert 5 <= one(base & (c["attention"] == kind), "max_attn_logit_mean") <= 15
+    claims = pd.read_csv(ROOT / "notebooks" / "results" / "digits" / "claims.csv").set_index("claim")
+    said = re.search(r"LaPE raises validation accuracy by about (\d+) points", words)
+    assert said and int(said[1]) == round(100 * claims.loc["LaPE raises accuracy at convergence", "effect"])
+
+
+def test_the_readme_words_on_the_fuller_study_match_its_committed_tables() -> None:
+    """The paragraph under the fuller study's claims table (ablations/digits_full.yaml, seeds 0-4): which
+    verdicts differ from the default study, and every interval it quotes, recomputed from the committed CSVs."""
+    import pandas as pd
+
+    results = ROOT / "notebooks" / "results"
+    text = README.read_text(encoding="utf-8")
+    default, full = (pd.read_csv(results / name / "claims.csv") for name in ("digits", "digits_full"))
+    assert list(default["claim"]) == list(full["claim"]) and list(default["setting"]) == list(full["setting"])
+    differ = {c for c, a, b in zip(default["claim"], default["verdict"], full["verdict"], strict=True) if a != b}
+    said = re.search(r"<!-- verdicts that differ from the default study: (.*?) -->", text)
+    assert said, "README.md does not say which verdicts of the fuller study differ from the default study's"
+    assert {c.strip() for c in said[1].split(";") if c.strip() and c.strip() != "none"} == differ
+
+    words = " ".join(text[said.end():text.index("### The full factorial")].split())
+    agree = len(full) - len(differ)
+    assert f"{['No', 'One', 'Two', 'Three', 'Four', 'Five', 'Six', 'Seven'][agree]} of the seven" in words
+
+    def interval(mean: float, low: float, high: float) -> str:
+        return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    claims = full.set_index("claim")
+    lape = claims.loc[[c for c in claims.index if c.startswith("LaPE")]]
+    assert round(100 * lape["effect"].mean()) == int(re.search(r"about (\d+) points at lr 3e-3", words)[1])
+    span = re.search(r"intervals span \+([\d.]+) to \+([\d.]+) points", words)
+    assert float(span[1]) == round(100 * lape["low"].min(), 1) and float(span[2]) == round(100 * lape["high"].max(), 1)
+    conv = claims.loc["the conv stem makes optimisation less sensitive to the learning rate"]
+    assert f"{interval(conv['effect'], conv['low'], conv['high'])} nats" in words
+
+    effects = pd.read_csv(results / "digits_full" / "effects.csv")
+    effects = effects[effects["metric"] == "final_val_acc"].set_index(["value", "lr"])
+    for value, lr, where in [("lape", 3e-3, "at lr 3e-3"), ("lape", 1e-2, "at 1e-2"), ("lape", 3e-2, "at 3e-2"),
+                             ("cosine", 3e-3, "at lr 3e-3"), ("cosine", 3e-2, "at 3e-2")]:
+        row = effects.loc[(value, lr)]
+        assert f"{interval(row['mean'], row['low'], row['high'])} {where}" in words, (value, lr)
