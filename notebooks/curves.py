@@ -30,7 +30,7 @@ from pathlib import Path
 from IPython.display import Image, Markdown, display
 
 from stability.analysis.results import load_curves
-from stability.report import build_report, plots, to_markdown
+from stability.report import build_report, plot_layout, plots, to_markdown
 
 # %% tags=["parameters"]
 sweep_dir = "runs/smoke"  # the folder `stability sweep` wrote
@@ -76,14 +76,14 @@ for toggle in varying:
 
 # %% [markdown]
 # ## Telemetry around each divergence (dashed line: the divergence step)
-# At most `plots.MAX_LINES` runs per figure: `telemetry_diverged.png`, then `telemetry_diverged_2.png`, ...
+# At most `plot_layout.MAX_LINES` runs per figure: `telemetry_diverged.png`, then `telemetry_diverged_2.png`, ...
 
 # %%
 marks = {name: float(step) for name, step in diverged["diverged_step"].items()}
 names = list(diverged.index)
-for i in range(0, len(names), plots.MAX_LINES):
-    chunk = names[i:i + plots.MAX_LINES]
-    part = f"_{i // plots.MAX_LINES + 1}" if i else ""
+for i in range(0, len(names), plot_layout.MAX_LINES):
+    chunk = names[i:i + plot_layout.MAX_LINES]
+    part = f"_{i // plot_layout.MAX_LINES + 1}" if i else ""
     show(plots.run_telemetry(curves, chunk, mark=marks, window=window), f"telemetry_diverged{part}")
 
 # %% [markdown]

@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("stability.training.run", "fit_main", "train one configuration and write its run record"),
     "sweep": ("stability.sweep.cli", "main", "run an ablation grid; re-running resumes it"),
     "report": ("stability.report", "main", "tables and plots from a sweep folder"),
-    "bench": ("stability.bench.model", "main", "speed benchmarks: `bench model`, `bench telemetry`, `bench sweep`"),
+    "bench": ("stability.bench.cli", "main", "speed benchmarks: `bench model`, `bench telemetry`, `bench sweep`"),
     "demo": ("stability.cli", "demo_main", "the default digits grid, then its report"),
 }
 

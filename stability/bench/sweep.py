@@ -77,7 +77,7 @@ def measure(grid: Path, workers: int, out: Path, fraction: int, smoke: bool) -> 
 
 
 def bench_sweep(argv: list[str]) -> int:
-    """Entry point of ``stability bench sweep`` (wired into ``stability bench`` by stability.bench.model)."""
+    """Entry point of ``stability bench sweep`` (wired into ``stability bench`` by stability.bench.cli)."""
     args = _parser().parse_args(argv)
     try:
         counts = [int(w) for w in args.workers.split(",")]

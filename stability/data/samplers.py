@@ -4,7 +4,8 @@ and shards cleanly under DDP, whole-batch tensor datasets, and a stratified spli
 Why a module of their own: these pieces decide *which* items a step sees and in what order, which the
 stability measurements depend on (every step averages the same number of examples; a resumed or a
 multi-GPU run sees the same sequence as a plain one). They know nothing about any particular data set, so
-:mod:`stability.data.modules` builds its LightningDataModules from them and tests can check them in isolation.
+the data modules are built on them (:mod:`stability.data.loading`, :mod:`stability.data.digits`) and tests
+can check them in isolation.
 
 Shuffling is driven by :class:`EpochShuffleSampler`, whose order is a pure function of (data seed, global
 ``seed_everything`` seed, epoch). Lightning calls ``set_epoch`` on it every epoch (also when it resumes

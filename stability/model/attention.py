@@ -157,7 +157,7 @@ class PaperCosineAttention(CosineAttention):
 
     The code variant (:class:`CosineAttention`) leaves v unnormalised, so its output grows with the input
     and it has no global Lipschitz bound; normalising v as well bounds every factor, which is what gives
-    this variant (and only this one) a finite bound (see ``stability.model.lipschitz.bounds.paper_cosine_bound``).
+    this variant (and only this one) a finite bound (see ``stability.model.lipschitz.paper_cosine``).
     """
 
     def __init__(self, dim: int, num_heads: int, tau: float = 10.0, nu: float = 1.0) -> None:

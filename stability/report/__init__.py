@@ -25,19 +25,26 @@ What cannot be computed is named, not skipped: ``Report.gaps`` lists runs not fi
 matched pairs, missing curves..., and it is printed and written into ``report.md``.
 
 Modules, in the order data flows through them:
-- :mod:`~stability.report.tables`: each table as a numeric DataFrame, and how configurations are named;
-- :mod:`~stability.report.formatting`: text for people: cells, formatted tables, Markdown, LaTeX, ``report.md``;
+- :mod:`~stability.report.configs`: how runs group into configurations, their order and names, a value's text;
+- :mod:`~stability.report.tables`: each table as a numeric DataFrame (:class:`ReportOptions`: what is computed);
+- :mod:`~stability.report.certificates`: the Lipschitz bounds and certified accuracy, their columns and table;
+- :mod:`~stability.report.formatting`: text for people: cells, formatted tables, Markdown and LaTeX tables;
 - :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
-- :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.report.plots` (not imported
-  here: it imports matplotlib, which only the plots need);
-- :mod:`~stability.report.compare`: ``stability report A B ...``: several sweeps' reports side by side, cell
-  by cell and claim by claim;
+- :mod:`~stability.report.markdown`: ``report.md``, the whole report as one Markdown document;
+- :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.report.plots` with the
+  layout of :mod:`stability.report.plot_layout` and the colours of :mod:`stability.report.palette` (the first
+  three are not imported here: they import matplotlib, which only the plots need);
+- :mod:`~stability.report.html`: ``report.html``, the same report as one self-contained page;
+- :mod:`~stability.report.compare_tables`, :mod:`~stability.report.compare_text` and
+  :mod:`~stability.report.compare`: ``stability report A B ...``: several sweeps' reports side by side, cell by
+  cell and claim by claim (the numbers, their text, the comparison and its files);
 - :mod:`~stability.report.cli`: ``stability report``: options, files written, exit codes.
 """
 
 from stability.report.build import Report, build_report
 from stability.report.cli import main, write_report
-from stability.report.formatting import TITLES, fmt_interval, fmt_mean_std, render_markdown, to_latex, to_markdown
+from stability.report.formatting import TITLES, fmt_interval, fmt_mean_std, to_latex, to_markdown
+from stability.report.markdown import render_markdown
 from stability.report.tables import ReportOptions, edf_curves, effects_table
 
 __all__ = [

@@ -12,6 +12,8 @@ import pandas as pd
 from stability.analysis import metrics as M
 from stability.analysis.results import Sweep, load_curves, load_sweep
 from stability.analysis.verdicts import claims_table
+from stability.report.certificates import bound_violations, has_lipschitz, lipschitz_table
+from stability.report.configs import display_columns, distinct_values, format_cell, group_key, is_finite
 from stability.report.formatting import (
     format_claims,
     format_configurations,
@@ -28,18 +30,10 @@ from stability.report.tables import (
     MIN_EDF_RUNS,
     MIN_LR_POINTS,
     ReportOptions,
-    bound_violations,
     configuration_table,
-    display_columns,
-    distinct_values,
     divergence_table,
     edf_table,
     effects_table,
-    format_value,
-    group_key,
-    has_lipschitz,
-    is_finite,
-    lipschitz_table,
     lr_sensitivity_table,
     runs_table,
     spikes_table,
@@ -236,13 +230,13 @@ def _status_gaps(sweep: Sweep) -> list[str]:
 
 
 def _fixed_settings(sweep: Sweep, finished: pd.DataFrame) -> list[str]:
-    fixed = [f"{c}={format_value(finished[c].iloc[0])}" for c in [*sweep.toggles, *sweep.hparams]
+    fixed = [f"{c}={format_cell(finished[c].iloc[0])}" for c in [*sweep.toggles, *sweep.hparams]
              if c in finished and c != "seed" and len(distinct_values(finished[c])) == 1]
     notes = []
     varying = display_columns(sweep)
     notes.append("Varied: " + (", ".join(varying) if varying else "nothing but the seed"))
     if "seed" in finished:
-        notes.append(f"Seeds: {', '.join(format_value(s) for s in distinct_values(finished['seed']))}")
+        notes.append(f"Seeds: {', '.join(format_cell(s) for s in distinct_values(finished['seed']))}")
     if fixed:
         notes.append("Fixed: " + ", ".join(fixed))
     return notes

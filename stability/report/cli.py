@@ -17,7 +17,8 @@ from stability.analysis import metrics as M
 from stability.analysis.results import Sweep
 from stability.errors import ArgumentParser, ConfigError
 from stability.report.build import Report, build_report
-from stability.report.formatting import TITLES, check_formats, render_markdown, to_markdown, write_tables, write_text
+from stability.report.formatting import TITLES, check_formats, to_markdown, write_tables, write_text
+from stability.report.markdown import render_markdown
 from stability.report.tables import ReportOptions
 
 FORMATS = ("md", "csv", "tex", "html")
@@ -85,14 +86,8 @@ def main(argv: list[str]) -> int:
 def _compare(sweeps: Sequence[str], out_arg: str | None, formats: Sequence[str], options: ReportOptions) -> int:
     """Two or more sweeps: every report is built (and every input checked) before anything is written; the
     claims comparison is printed first, then the configurations. Raises ConfigError on bad input."""
-    from stability.report.compare import (
-        COMPARE_FORMATS,
-        TABLES,
-        compare_reports,
-        legend,
-        sweep_gaps,
-        write_comparison,
-    )
+    from stability.report.compare import COMPARE_FORMATS, compare_reports, legend, sweep_gaps, write_comparison
+    from stability.report.compare_text import TABLES
 
     skipped = [f for f in formats if f not in COMPARE_FORMATS]
     formats = [f for f in formats if f in COMPARE_FORMATS]

@@ -3,7 +3,7 @@
 :mod:`stability.report.plots` draws DataFrames and knows nothing of the report; this module decides what a sweep
 supports (training loss per varying toggle when there are curves, metrics against the learning rate when
 it varies, error distributions when the report has an EDF table), names the configurations the way the
-tables do (:func:`~stability.report.tables.config_label`), hands each plot the configurations' toggle
+tables do (:func:`~stability.report.configs.config_label`), hands each plot the configurations' toggle
 values (which give the colours of :mod:`stability.report.palette` and the facets) and writes each figure as PNG and
 PDF. Importing it imports matplotlib, which is why :func:`stability.report.cli.write_report` imports it only
 when plots are asked for.
@@ -17,14 +17,9 @@ import pandas as pd
 
 from stability.report import plots as P
 from stability.report.build import Report
-from stability.report.tables import (
-    MIN_EDF_RUNS,
-    MIN_LR_POINTS,
-    certified_long,
-    config_label,
-    display_columns,
-    edf_curves,
-)
+from stability.report.certificates import certified_long
+from stability.report.configs import config_label, display_columns
+from stability.report.tables import MIN_EDF_RUNS, MIN_LR_POINTS, edf_curves
 
 # (column, axis label): the per-run numbers drawn against the learning rate, those the runs have.
 LR_METRICS: tuple[tuple[str, str], ...] = (

@@ -1,7 +1,8 @@
 """Text for people: cells ("mean ± std", intervals), each table's formatted version, Markdown and LaTeX.
 
-Also the whole ``report.md`` document (:func:`render_markdown`). Input: the numeric tables of
-:mod:`stability.report.tables`; output: DataFrames of strings (``Report.text``) and the strings written.
+Input: the numeric tables of :mod:`stability.report.tables` and :mod:`stability.report.certificates`; output:
+DataFrames of strings (``Report.text``) and the strings written. The whole ``report.md`` document is
+:mod:`stability.report.markdown`.
 """
 
 from __future__ import annotations
@@ -9,30 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from stability.analysis.metrics import key_text
 from stability.analysis.results import Sweep
 from stability.errors import ConfigError
-from stability.report.tables import (
-    CERTIFIED_SQRT2,
-    EFFECT_METRICS,
-    MIN_EDF_RUNS,
-    RUN_METRICS,
-    ReportOptions,
-    default_radius_column,
-    display_columns,
-    format_value,
-    is_finite,
-    radius_columns,
-    unbounded_cause,
-)
-
-if TYPE_CHECKING:
-    from stability.report.build import Report
-
+from stability.report.certificates import CERTIFIED_SQRT2, default_radius_column, radius_columns, unbounded_cause
+from stability.report.configs import display_columns, format_cell, is_finite
+from stability.report.tables import EFFECT_METRICS, MIN_EDF_RUNS, RUN_METRICS, ReportOptions
 
 TITLES = {
     "claims": "Claims and verdicts (effect = treatment − control, mean [95% t-interval] over seeds)",
@@ -82,7 +69,7 @@ def format_configurations(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=table.index)
     if shown:
         for c in shown:
-            out[c] = table[c].map(format_value)
+            out[c] = table[c].map(format_cell)
     else:
         out["configuration"] = "all runs"
     for col, label, digits in RUN_METRICS:
@@ -233,9 +220,9 @@ def format_effects(table: pd.DataFrame) -> pd.DataFrame:
     for _, g in table.groupby(keys, sort=False):
         first = g.iloc[0]
         row: dict[str, Any] = {"toggle": first["toggle"],
-                               "on − off": f"{format_value(first['value'])} − {format_value(first['baseline'])}"}
+                               "on − off": f"{format_cell(first['value'])} − {format_cell(first['baseline'])}"}
         if is_finite(first["lr"]):
-            row["lr"] = format_value(first["lr"])
+            row["lr"] = format_cell(first["lr"])
         fail = g[g["metric"] == "failed"].iloc[0]
         if not (is_finite(fail["pairs"]) and fail["pairs"] > 0):
             continue
@@ -254,15 +241,15 @@ def format_lr_sensitivity(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
     shown = [c for c in display_columns(sweep) if c != "lr"]
     out = pd.DataFrame(index=table.index)
     for c in shown:
-        out[c] = table[c].map(format_value)
+        out[c] = table[c].map(format_cell)
     if not shown:
         out["configuration"] = "all runs"
     out["LR sensitivity"] = [fmt_mean_std(r["value"], r["std"], int(r["n_seeds"]), 3)
                              if r["n_seeds"] else "– (no seed at every lr)" for _, r in table.iterrows()]
-    out["best lr"] = table["best_lr"].map(format_value)
+    out["best lr"] = table["best_lr"].map(format_cell)
     out["best loss"] = table["best_loss"].map(lambda v: f"{v:.3f}" if is_finite(v) else "–")
     out["largest lr trained"] = table["max_stable_lr"].map(
-        lambda v: format_value(v) if is_finite(v) else "none")
+        lambda v: format_cell(v) if is_finite(v) else "none")
     out["lr grid"] = [f"{int(r['n_lrs'])} from {r['lr_min']:g} to {r['lr_max']:g}"
                       for _, r in table.iterrows()]
     out["diverged"] = _k_of_n(table["n_diverged"], table["n_runs"])
@@ -278,9 +265,9 @@ def format_divergence(table: pd.DataFrame) -> pd.DataFrame:
     t["cell"] = [f"{k}/{n}" + (f" (+{c} collapsed)" if c else "")
                  for k, n, c in zip(t["k"], t["n"], t["k_collapsed"], strict=True)]
     index = ["toggle", "value"] + (["warmup"] if t["warmup"].notna().any() else [])
-    t["value"] = t["value"].map(format_value)
+    t["value"] = t["value"].map(format_cell)
     if "warmup" in index:
-        t["warmup"] = t["warmup"].map(format_value)
+        t["warmup"] = t["warmup"].map(format_cell)
     if t["lr"].notna().any():
         t["lr"] = t["lr"].map(lambda v: f"lr={v:g}")
         wide = t.pivot_table(index=index, columns="lr", values="cell", aggfunc="first", sort=False)
@@ -296,7 +283,7 @@ def format_edf(sweep: Sweep, table: pd.DataFrame, options: ReportOptions) -> pd.
     shown = [c for c in display_columns(sweep) if c in sweep.toggles]
     out = pd.DataFrame(index=table.index)
     for c in shown:
-        out[c] = table[c].map(format_value)
+        out[c] = table[c].map(format_cell)
     if not shown:
         out["configuration"] = "all runs"
     out["runs"] = table["n_runs"].astype(int)
@@ -324,7 +311,7 @@ def format_runs(table: pd.DataFrame) -> pd.DataFrame:
         elif col in ("diverged_step", "steps", "steps_to_target", "n_spikes"):
             out[col] = out[col].map(lambda v: f"{v:.0f}" if is_finite(v) else "–")
         else:
-            out[col] = out[col].map(lambda v: "–" if _isna(v) else format_value(v))
+            out[col] = out[col].map(lambda v: "–" if _isna(v) else format_cell(v))
     return out
 
 
@@ -358,7 +345,6 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None 
     label_line = f"\\label{{{label}}}\n" if label else ""
     return (f"\\begin{{table}}[t]\n\\centering\n\\caption{{{_tex_escape(caption)}}}\n{label_line}{body}"
             f"\\end{{table}}\n")
-
 
 
 def check_formats(formats: Sequence[str], valid: Sequence[str], what: str = "") -> None:
@@ -397,38 +383,3 @@ def _tex_escape(text: str) -> str:
                        ("±", r"$\pm$"), ("−", "--"), ("–", "--"), ("×", r"$\times$"), ("≥", r"$\geq$")):
         text = text.replace(plain, tex)
     return text
-
-
-def render_markdown(report: Report, figures: Sequence[Path] = (), base: Path | None = None) -> str:
-    """The whole report as one Markdown document: counts, notes, every table, gaps, plots."""
-    sweep = report.sweep
-    counts = sweep.runs["status"].value_counts()
-    lines = [f"# Report: {sweep.path.name}", "",
-             f"Sweep folder `{sweep.path}`: {len(sweep.runs)} runs ("
-             + ", ".join(f"{n} {s}" for s, n in counts.items()) + ").", ""]
-    lines += [f"- {n}" for n in report.notes]
-    lines += ["", *definitions(), ""]
-    for name, table in report.text.items():
-        lines += [f"## {TITLES[name]}", "", to_markdown(table), ""]
-    lines += ["## Gaps", ""]
-    lines += [f"- {g}" for g in report.gaps] or ["None: every run finished and every table is complete."]
-    if figures:
-        lines += ["", "## Plots", ""]
-        for f in figures:
-            if f.suffix == ".png":
-                rel = f.relative_to(base) if base is not None else f
-                lines.append(f"![{f.stem}]({rel.as_posix()})")
-    return "\n".join(lines) + "\n"
-
-
-def definitions() -> list[str]:
-    return [
-        "Definitions: accuracies are fractions; *final train loss* counts a diverged run at its initial "
-        "loss; *loss AUC* = mean training loss over normalised steps (diverged runs at the initial loss "
-        "after divergence); *steps to target* = first step where the smoothed loss ≤ the target; *spikes* = "
-        "runs of steps where the loss exceeds its smoothed history by the spike factor, *max spike* = "
-        "largest ratio; "
-        "*final-min gap* = last minus minimum smoothed loss (stability.analysis.metrics has the formulas). "
-        "A cell with one value says (n=1); effects are mean [95% t-interval] over seeds, each seed the mean of "
-        "its pairs of runs that differ in that toggle alone; *failed* = diverged or collapsed.",
-    ]

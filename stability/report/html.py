@@ -1,6 +1,6 @@
 """``report.html``: the whole report as one self-contained page, for a browser or a printer.
 
-The same content in the same order as ``report.md`` (:func:`stability.report.formatting.render_markdown`):
+The same content in the same order as ``report.md`` (:func:`stability.report.markdown.render_markdown`):
 the header with the sweep's counts, notes and definitions, then every formatted table of ``Report.text``
 (the claims first), the gaps and the plots. What the Markdown cannot do: verdicts styled as supported /
 contradicted / inconclusive, numbers right-aligned, tables sorted by clicking a header, and the PNGs that
@@ -26,8 +26,9 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from stability.analysis.verdicts import VERDICTS
-from stability.report.formatting import TITLES, definitions
-from stability.report.tables import format_value
+from stability.report.configs import format_cell
+from stability.report.formatting import TITLES
+from stability.report.markdown import definitions
 
 if TYPE_CHECKING:
     from stability.report.build import Report
@@ -156,7 +157,7 @@ def _split_style(table: Markup) -> tuple[str, Markup]:
 
 def _cell_text(v: Any) -> str:
     """A formatted table's cell as text: most are strings already; counts and steps are numbers."""
-    return v if isinstance(v, str) else format_value(v)
+    return v if isinstance(v, str) else format_cell(v)
 
 
 def _inline_markdown(text: str) -> Markup:

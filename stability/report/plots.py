@@ -14,12 +14,14 @@ What every figure shares, so that a paper can use them as they are:
 
 - colours from :mod:`stability.report.palette`: one colour per toggle value in every figure (baselines grey);
 - legends outside the panels, below them or in a key column of their own, the figure grown to hold them
-  (:func:`_make_room`, :func:`_fit_keys`), so a long legend never shrinks the panels;
-- at most :data:`MAX_LINES` configurations per panel: more are split into facets, one per value of the
-  toggle(s) that split them most evenly (:func:`facets`), each titled by those values;
+  (:func:`~stability.report.plot_layout.make_room`, :func:`~stability.report.plot_layout.fit_keys`), so a long
+  legend never shrinks the panels;
+- at most :data:`~stability.report.plot_layout.MAX_LINES` configurations per panel: more are split into facets,
+  one per value of the toggle(s) that split them most evenly (:func:`~stability.report.plot_layout.facets`),
+  each titled by those values;
 - a statistic over seeds is a median with an interquartile band, the single runs faint behind it, a diverged
-  run ending in a cross; bands are clipped to the metric's range (:func:`metric_range`: accuracies in
-  [0, 1]) and a y axis is logarithmic when its values span a decade or more.
+  run ending in a cross; bands are clipped to the metric's range (:func:`~stability.report.plot_layout.metric_range`:
+  accuracies in [0, 1]) and a y axis is logarithmic when its values span a decade or more.
 """
 
 from __future__ import annotations
@@ -33,24 +35,33 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.gridspec import GridSpec
-from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from stability.analysis import metrics as M
 from stability.record.identity import TOGGLES, format_value
 from stability.report import palette
+from stability.report.plot_layout import (
+    LEGEND_FONT,
+    PANEL,
+    config_legend,
+    facets,
+    fit_keys,
+    fit_range,
+    keyed_grid,
+    legend_columns,
+    make_room,
+    metric_range,
+    row_major,
+    spans_decades,
+    toggle_values,
+    varying_toggles,
+)
 
 DPI = 150
-MAX_LINES = 8  # configurations per panel; more are faceted
-PANEL = (3.6, 2.7)  # inches (width, height) of one panel, whatever the legend
 BAND_ALPHA = 0.25  # interquartile band
 RAW_ALPHA = 0.2  # single runs behind a median
-LEGEND_FONT = 8
 
 
 def save(fig: Figure, stem: Path) -> list[Path]:
@@ -124,7 +135,7 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
         ax.set_xlabel("step")
     for ax in axes[len(lrs):]:
         ax.set_visible(False)
-    if _spans_decades(np.concatenate(drawn) if drawn else np.array([])):
+    if spans_decades(np.concatenate(drawn) if drawn else np.array([])):
         axes[0].set_yscale("log")  # shared y: every panel
     axes[0].set_ylabel(tag)
     handles, labels = [], []
@@ -138,11 +149,11 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
                 Line2D([], [], color=palette.NEUTRAL, ls="", marker="x", ms=7, mew=1.5)]
     labels += ["median, interquartile band; faint: each run", "diverged (last finite loss)"]
     ncols = min(max(len(values), 2), 4)  # the values on the first row, the key to the marks after them
-    legend = fig.legend(_row_major(handles, ncols), _row_major(labels, ncols), loc="outside lower center",
+    legend = fig.legend(row_major(handles, ncols), row_major(labels, ncols), loc="outside lower center",
                         ncols=ncols, fontsize=LEGEND_FONT, frameon=False)
     what = f"{tag} by {toggle or 'run'} (x = diverged)"
     fig.suptitle(f"{title}: {what}" if title else what, fontsize=10)
-    _make_room(fig, legend)
+    make_room(fig, legend)
     return fig
 
 
@@ -152,7 +163,8 @@ def run_telemetry(curves: pd.DataFrame, runs: Sequence[str], mark: dict[str, flo
 
     Args:
         curves: long-format curves (:func:`stability.analysis.results.load_curves`).
-        runs: run names to draw (a few: the notebook passes at most :data:`MAX_LINES` at a time).
+        runs: run names to draw (a few: the notebook passes at most
+            :data:`~stability.report.plot_layout.MAX_LINES` at a time).
         mark: run -> step to mark with a dashed line (its divergence step).
         window: with ``mark``, show only the ``window`` steps before the marked step (and after it).
     Attention-logit growth and gradient-norm growth before a divergence (Wortsman et al. 2023, sec. 3)
@@ -183,16 +195,16 @@ def run_telemetry(curves: pd.DataFrame, runs: Sequence[str], mark: dict[str, flo
         ax.set_title(family, fontsize=9)
         ax.set_xlabel("step")
         if family.startswith(("train/loss", "train/grad_norm", "attn/max_logit")) and \
-                _spans_decades(np.concatenate(values) if values else np.array([])):
+                spans_decades(np.concatenate(values) if values else np.array([])):
             ax.set_yscale("log")
     for ax in axes[len(families):]:
         ax.set_visible(False)
     if runs:
         handles = [Line2D([], [], color=c, lw=0.9) for c in colours]
-        ncols = _legend_columns(runs, fig.get_figwidth(), fontsize=7)
-        legend = fig.legend(_row_major(handles, ncols), _row_major(runs, ncols), loc="outside lower center",
+        ncols = legend_columns(runs, fig.get_figwidth(), fontsize=7)
+        legend = fig.legend(row_major(handles, ncols), row_major(runs, ncols), loc="outside lower center",
                             fontsize=7, frameon=False, ncols=ncols)
-        _make_room(fig, legend)
+        make_room(fig, legend)
     return fig
 
 
@@ -206,14 +218,15 @@ def lr_curves(labels: pd.Series, runs: pd.DataFrame, metrics: Sequence[tuple[str
         metrics: (column, axis label) pairs, e.g. best validation accuracy and final loss.
     Per configuration and learning rate: the median over seeds (line and marker), the interquartile band
     clipped to the metric's range, each seed as a faint dot and each diverged run as a cross at its (capped)
-    value, so a fall of the median has a visible cause. More than :data:`MAX_LINES` configurations are
-    faceted (one row of panels per facet, :func:`facets`); each row has its key on its right.
+    value, so a fall of the median has a visible cause. More than :data:`~stability.report.plot_layout.MAX_LINES`
+    configurations are faceted (one row of panels per facet, :func:`~stability.report.plot_layout.facets`); each
+    row has its key on its right.
     """
     configs = _configs(labels, runs)
     facet_toggles, groups = facets(configs)
     colour_toggles = [t for t in varying_toggles(configs) if t not in facet_toggles]
     lrs = sorted(pd.to_numeric(runs["lr"], errors="coerce").dropna().unique())
-    fig, grid, panels, keys = _keyed_grid(len(groups), 1, len(metrics), extra_height=0.3)
+    fig, grid, panels, keys = keyed_grid(len(groups), 1, len(metrics), extra_height=0.3)
     legends = []
     for row, (facet, members) in enumerate(groups):
         axes = panels[row]
@@ -243,12 +256,12 @@ def lr_curves(labels: pd.Series, runs: pd.DataFrame, metrics: Sequence[tuple[str
             ax.minorticks_off()
             ax.set_xlabel("peak learning rate")
             ax.set_ylabel(name)
-            _fit_range(ax, col, pd.to_numeric(runs[col], errors="coerce").to_numpy(dtype=float))
+            fit_range(ax, col, pd.to_numeric(runs[col], errors="coerce").to_numpy(dtype=float))
         if facet:
             axes[0].set_title(facet, fontsize=9, loc="left")
-        legends.append(_config_legend(keys[row, 0], styles, marker=True))
+        legends.append(config_legend(keys[row, 0], styles, marker=True))
     fig.suptitle("median over seeds, interquartile band; dots: seeds, x: diverged", fontsize=9)
-    _fit_keys(fig, grid, legends, 1, len(metrics))
+    fit_keys(fig, grid, legends, 1, len(metrics))
     return fig
 
 
@@ -261,7 +274,8 @@ def edf_plot(errors: dict[str, np.ndarray], title: str = "", configs: pd.DataFra
         title: the figure's title.
         configs: label -> toggle values (index: the labels of ``errors``; columns: toggles), which give
             the colours (:func:`stability.report.palette.config_styles`) and the facets when there are more than
-            :data:`MAX_LINES` configurations; without it every line is neutral with its own style.
+            :data:`~stability.report.plot_layout.MAX_LINES` configurations; without it every line is neutral with
+            its own style.
     """
     if configs is None:
         configs = pd.DataFrame(index=pd.Index(list(errors), dtype=object))
@@ -269,7 +283,7 @@ def edf_plot(errors: dict[str, np.ndarray], title: str = "", configs: pd.DataFra
     facet_toggles, groups = facets(configs)
     colour_toggles = [t for t in varying_toggles(configs) if t not in facet_toggles]
     ncols, nrows = 1, len(groups)  # facets stacked, as in lr_curves: a page is taller than wide
-    fig, grid, panels, keys = _keyed_grid(nrows, ncols, 1, extra_height=0.3 if title else 0.0)
+    fig, grid, panels, keys = keyed_grid(nrows, ncols, 1, extra_height=0.3 if title else 0.0)
     curves = {label: M.edf(err) for label, err in errors.items()}
     right = min(max((x[-1] for x, _ in curves.values() if len(x)), default=0.0) * 1.05 or 0.01, 1.0)
     legends = []
@@ -290,210 +304,13 @@ def edf_plot(errors: dict[str, np.ndarray], title: str = "", configs: pd.DataFra
         if facet:
             ax.set_title(facet, fontsize=9, loc="left")
         counts = {label: f"{label} (n={len(errors[label])})" for label in members}
-        legends.append(_config_legend(keys[i // ncols, i % ncols], styles, names=counts))
+        legends.append(config_legend(keys[i // ncols, i % ncols], styles, names=counts))
     for i in range(len(groups), nrows * ncols):
         panels[i // ncols, i % ncols].set_visible(False)
     if title:
         fig.suptitle(title, fontsize=10)
-    _fit_keys(fig, grid, legends, ncols, 1)
+    fit_keys(fig, grid, legends, ncols, 1)
     return fig
-
-
-# --------------------------------------------------------------------------------- shared by the figures
-def toggle_values(runs: pd.DataFrame, toggle: str | None) -> list[Any]:
-    """The values of ``toggle`` among ``runs``: those ``TOGGLES`` lists in its order (baseline first), then
-    any other in order of appearance; ``[None]`` without a toggle (one group)."""
-    if not toggle:
-        return [None]
-    seen: dict[str, Any] = {}
-    for v in runs[toggle]:
-        seen.setdefault(palette.value_key(v), v)
-    known = [palette.value_key(v) for v in TOGGLES[toggle].values] if toggle in TOGGLES else []
-    order = [k for k in known if k in seen] + [k for k in seen if k not in known]
-    return [seen[k] for k in order]
-
-
-def quartiles(series: dict[str, pd.Series], diverged: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
-    """Quartiles over runs at each step: columns ``q25, q50, q75``, indexed by step.
-
-    Args:
-        series: run -> its finite losses indexed by step.
-        diverged: the runs in ``series`` that diverged: after their last step they count as an infinite loss
-            (a run that stopped early without diverging simply drops out).
-    A quartile that an infinite loss enters (by interpolation or outright) is NaN, so the median line ends
-    where half the runs have diverged and the band's top where a quarter have, instead of inventing a value.
-    """
-    frame = pd.DataFrame(series).sort_index()  # (steps, runs)
-    values = frame.to_numpy(dtype=float, copy=True)
-    finite_max = np.nanmax(values) if np.isfinite(values).any() else np.inf
-    huge = 1e300
-    for j, name in enumerate(frame.columns):
-        if name in diverged:
-            last = frame[name].last_valid_index()
-            values[frame.index > last, j] = huge
-    # Linear interpolation between order statistics, as np.nanquantile, vectorised over steps (nanquantile
-    # loops over them in Python).
-    ordered = np.sort(values, axis=1)  # NaN last
-    n = np.isfinite(values).sum(axis=1)  # runs present at each step (huge counts: it is finite)
-    rows = np.arange(len(values))
-    q = np.full((len(values), 3), np.nan)  # (steps, 3)
-    for j, p in enumerate((0.25, 0.5, 0.75)):
-        pos = p * np.maximum(n - 1, 0)
-        below = np.floor(pos).astype(int)
-        above = np.ceil(pos).astype(int)
-        q[:, j] = ordered[rows, below] + (ordered[rows, above] - ordered[rows, below]) * (pos - below)
-    q[q > finite_max] = np.nan  # an infinite loss entered it (rows without runs are NaN already)
-    return pd.DataFrame(q, index=frame.index, columns=["q25", "q50", "q75"])
-
-
-def metric_range(column: str) -> tuple[float | None, float | None]:
-    """(lowest, highest) value ``column`` can take: accuracies [0, 1], losses [0, inf), others unbounded."""
-    if column == "acc" or column.endswith("_acc") or column.startswith("acc_"):
-        return 0.0, 1.0
-    if "loss" in column:
-        return 0.0, None
-    return None, None
-
-
-def varying_toggles(configs: pd.DataFrame) -> list[str]:
-    """The toggle columns of ``configs`` (label -> toggle values) with more than one value, ``TOGGLES`` order."""
-    return [t for t in TOGGLES if t in configs and configs[t].map(palette.value_key).nunique() > 1]
-
-
-def facets(configs: pd.DataFrame, limit: int = MAX_LINES) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """Split configurations into panels of at most ``limit``: (facet toggles, [(title, labels)]).
-
-    ``configs`` is indexed by label with one column per toggle. Up to ``limit`` configurations: one panel,
-    no title. More: facet by the varying toggle that leaves the largest panel smallest (ties: ``TOGGLES``
-    order), then by a second one, and so on while a panel still holds more than ``limit``; a panel that no
-    toggle splits further (configurations that differ in other settings) is cut into numbered parts.
-    Panels run in ``TOGGLES`` value order (baseline first); titles name the facet values, e.g.
-    ``"stem=conv, warmup=False"``.
-    """
-    labels = list(configs.index)
-    if len(labels) <= limit:
-        return [], [("", labels)]
-    keys = configs.map(palette.value_key) if len(configs.columns) else configs
-
-    def largest(cols: list[str]) -> int:
-        return int(keys.groupby(cols).size().max()) if cols else len(labels)
-
-    chosen: list[str] = []
-    candidates = varying_toggles(configs)
-    while largest(chosen) > limit and candidates:
-        best = min(candidates, key=lambda t: (largest([*chosen, t]), candidates.index(t)))
-        chosen.append(best)
-        candidates.remove(best)
-
-    def rank(label: str) -> tuple[int, ...]:
-        ranks = []
-        for t in chosen:
-            known = [palette.value_key(v) for v in TOGGLES[t].values]
-            k = keys.at[label, t]
-            ranks.append(known.index(k) if k in known else len(known))
-        return tuple(ranks)
-
-    panels: dict[tuple[int, ...], list[str]] = {}
-    for label in sorted(labels, key=rank):  # stable: drawing order within a panel is kept
-        panels.setdefault(rank(label), []).append(label)
-    groups = []
-    for members in panels.values():
-        title = ", ".join(f"{t}={format_value(configs.at[members[0], t])}" for t in chosen)
-        parts = [members[i:i + limit] for i in range(0, len(members), limit)]
-        for i, part in enumerate(parts):
-            suffix = f" ({i + 1}/{len(parts)})" if len(parts) > 1 else ""
-            groups.append(((title + suffix).strip(), part))
-    return chosen, groups
-
-
-def _configs(labels: pd.Series, runs: pd.DataFrame) -> pd.DataFrame:
-    """Label -> the toggle values of its first run, labels in order of first appearance."""
-    toggles = [t for t in TOGGLES if t in runs]
-    first = runs.groupby(labels, sort=False).head(1)
-    return pd.DataFrame(first[toggles].to_numpy(), index=pd.Index(labels.loc[first.index], dtype=object),
-                        columns=toggles)
-
-
-def _is(column: pd.Series, value: Any) -> pd.Series:
-    return column.map(lambda x: M.same_value(x, value) or palette.value_key(x) == palette.value_key(value))
-
-
-def _spans_decades(values: np.ndarray) -> bool:
-    """Whether positive values span a factor of 10 or more (then a log axis shows them best)."""
-    v = values[np.isfinite(values)]
-    return bool(len(v)) and bool((v > 0).all()) and v.max() / v.min() >= 10
-
-
-def _fit_range(ax: Axes, column: str, values: np.ndarray) -> None:
-    """Log scale for unbounded values spanning decades (losses, not accuracies); y limits inside the range."""
-    lo, hi = metric_range(column)
-    if hi is None and _spans_decades(values):
-        ax.set_yscale("log")
-        return
-    bottom, top = ax.get_ylim()
-    ax.set_ylim(bottom if lo is None else max(bottom, lo), top if hi is None else min(top, hi))
-
-
-def _config_legend(key: Axes, styles: dict[str, palette.Style], marker: bool = False,
-                   names: dict[str, str] | None = None) -> Legend:
-    """The key of one panel or row, in its own axes-less column (:func:`_keyed_grid`)."""
-    handles = [Line2D([], [], color=s.colour, ls=s.linestyle, marker=s.marker if marker else "", ms=4, lw=1.4)
-               for s in styles.values()]
-    labels = [(names or {}).get(label, label) for label in styles]
-    return key.legend(handles, labels, loc="upper left", bbox_to_anchor=(0, 1), borderaxespad=0,
-                      fontsize=LEGEND_FONT, frameon=False)
-
-
-def _keyed_grid(nrows: int, blocks: int, per_block: int,
-                extra_height: float = 0.0) -> tuple[Figure, GridSpec, np.ndarray, np.ndarray]:
-    """A figure of ``nrows`` x ``blocks`` blocks, each ``per_block`` panels and then a column for their key.
-
-    Returns (figure, grid, panels ``(nrows, blocks * per_block)``, keys ``(nrows, blocks)``). The key
-    columns are axes without axis; :func:`_fit_keys` widens them to the widest legend once the legends
-    exist, so a long legend takes room of its own instead of the panels'.
-    """
-    fig = Figure(figsize=(PANEL[0] * blocks * per_block, PANEL[1] * nrows + extra_height), layout="constrained")
-    grid = fig.add_gridspec(nrows, blocks * (per_block + 1))
-    panels = np.empty((nrows, blocks * per_block), dtype=object)
-    keys = np.empty((nrows, blocks), dtype=object)
-    for r in range(nrows):
-        for b in range(blocks):
-            for i in range(per_block):
-                panels[r, b * per_block + i] = fig.add_subplot(grid[r, b * (per_block + 1) + i])
-            keys[r, b] = fig.add_subplot(grid[r, b * (per_block + 1) + per_block])
-            keys[r, b].axis("off")
-    return fig, grid, panels, keys
-
-
-def _fit_keys(fig: Figure, grid: GridSpec, legends: Sequence[Legend], blocks: int, per_block: int) -> None:
-    """Size the key columns of a :func:`_keyed_grid` to the widest legend and grow the figure by as much."""
-    renderer = FigureCanvasAgg(fig).get_renderer()  # a legend's size does not depend on where it goes
-    key = max((legend.get_window_extent(renderer).width for legend in legends), default=0.0) / fig.dpi + 0.1
-    widths = ([PANEL[0]] * per_block + [key]) * blocks  # inches
-    grid.set_width_ratios(widths)
-    fig.set_size_inches(sum(widths) + 0.2, fig.get_figheight())
-
-
-def _legend_columns(labels: Sequence[str], width: float, fontsize: float) -> int:
-    """How many legend columns of ``labels`` fit in ``width`` inches (about 0.55 em per character)."""
-    entry = max((len(s) for s in labels), default=1) * 0.55 * fontsize / 72 + 0.5
-    return max(1, min(len(labels), int(width // entry)))
-
-
-def _row_major(items: Sequence[Any], ncols: int) -> list[Any]:
-    """Reorder legend entries so they read by rows (matplotlib fills a legend's columns one after another)."""
-    return [item for c in range(ncols) for item in items[c::ncols]]
-
-
-def _make_room(fig: Figure, legend: Legend) -> None:
-    """Grow the figure by the height of its legend below the panels, so the panels keep their size.
-
-    Constrained layout makes room for an outside legend by shrinking the axes; adding the legend's measured
-    height to the figure's gives that room back.
-    """
-    renderer = FigureCanvasAgg(fig).get_renderer()  # a legend's size does not depend on where it goes
-    fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + legend.get_window_extent(renderer).height
-                        / fig.dpi + 0.1)
 
 
 def certified_accuracy(data: pd.DataFrame, title: str = "", configs: pd.DataFrame | None = None) -> Figure:
@@ -502,7 +319,7 @@ def certified_accuracy(data: pd.DataFrame, title: str = "", configs: pd.DataFram
 
     Args:
         data: long format, one row per run and radius: ``configuration`` (label), ``radius`` (l2, pixels in
-            [0, 1]), ``accuracy`` (:func:`stability.report.tables.certified_long`).
+            [0, 1]), ``accuracy`` (:func:`stability.report.certificates.certified_long`).
         title: the figure's title.
         configs: label -> toggle values (index: the configuration labels; columns: toggles), which give the
             colours (:func:`stability.report.palette.config_styles`); without it, one colour per line in order.
@@ -538,3 +355,49 @@ def certified_accuracy(data: pd.DataFrame, title: str = "", configs: pd.DataFram
     fig.legend(loc="outside lower center", ncols=1, fontsize=7, frameon=False)
     ax.set_title(title or "certified accuracy (median, band: min–max over seeds)", fontsize=9)
     return fig
+
+
+# --------------------------------------------------------------------------------- shared by the figures
+def quartiles(series: dict[str, pd.Series], diverged: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Quartiles over runs at each step: columns ``q25, q50, q75``, indexed by step.
+
+    Args:
+        series: run -> its finite losses indexed by step.
+        diverged: the runs in ``series`` that diverged: after their last step they count as an infinite loss
+            (a run that stopped early without diverging simply drops out).
+    A quartile that an infinite loss enters (by interpolation or outright) is NaN, so the median line ends
+    where half the runs have diverged and the band's top where a quarter have, instead of inventing a value.
+    """
+    frame = pd.DataFrame(series).sort_index()  # (steps, runs)
+    values = frame.to_numpy(dtype=float, copy=True)
+    finite_max = np.nanmax(values) if np.isfinite(values).any() else np.inf
+    huge = 1e300
+    for j, name in enumerate(frame.columns):
+        if name in diverged:
+            last = frame[name].last_valid_index()
+            values[frame.index > last, j] = huge
+    # Linear interpolation between order statistics, as np.nanquantile, vectorised over steps (nanquantile
+    # loops over them in Python).
+    ordered = np.sort(values, axis=1)  # NaN last
+    n = np.isfinite(values).sum(axis=1)  # runs present at each step (huge counts: it is finite)
+    rows = np.arange(len(values))
+    q = np.full((len(values), 3), np.nan)  # (steps, 3)
+    for j, p in enumerate((0.25, 0.5, 0.75)):
+        pos = p * np.maximum(n - 1, 0)
+        below = np.floor(pos).astype(int)
+        above = np.ceil(pos).astype(int)
+        q[:, j] = ordered[rows, below] + (ordered[rows, above] - ordered[rows, below]) * (pos - below)
+    q[q > finite_max] = np.nan  # an infinite loss entered it (rows without runs are NaN already)
+    return pd.DataFrame(q, index=frame.index, columns=["q25", "q50", "q75"])
+
+
+def _configs(labels: pd.Series, runs: pd.DataFrame) -> pd.DataFrame:
+    """Label -> the toggle values of its first run, labels in order of first appearance."""
+    toggles = [t for t in TOGGLES if t in runs]
+    first = runs.groupby(labels, sort=False).head(1)
+    return pd.DataFrame(first[toggles].to_numpy(), index=pd.Index(labels.loc[first.index], dtype=object),
+                        columns=toggles)
+
+
+def _is(column: pd.Series, value: Any) -> pd.Series:
+    return column.map(lambda x: M.same_value(x, value) or palette.value_key(x) == palette.value_key(value))

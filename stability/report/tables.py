@@ -1,15 +1,13 @@
 """The report's numbers: each table as a numeric DataFrame (what the CSVs hold), from a loaded sweep.
 
 The statistics are those of :mod:`stability.analysis.metrics`; :mod:`stability.report.formatting` turns the tables into
-text. The helpers at the end (configuration keys, order and names; value checks and text) are shared with
-the formatting, :mod:`stability.report.build` and :mod:`stability.report.figures`.
+text. How runs group into configurations, and how those are ordered and named, is :mod:`stability.report.configs`;
+the Lipschitz and certified-accuracy table is :mod:`stability.report.certificates`.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +17,15 @@ import pandas as pd
 from stability.analysis import metrics as M
 from stability.analysis.results import Sweep
 from stability.record.files import COLLAPSED, DIVERGED, FINISHED
+from stability.report.configs import (
+    config_label,
+    configuration_groups,
+    display_columns,
+    distinct_values,
+    group_key,
+    is_finite,
+    sorted_keys,
+)
 
 LOSS_TAG = "train/loss"
 # Below these, a distribution or a curve over the grid is noise: tables say "too few runs (n)", plots skip it.
@@ -104,9 +111,9 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
     every other configuration column, except hyperparameters the toggle determines (a warmup length that is 0
     exactly when warmup is off). Never another toggle: toggles that always move together (a bundle) give no
     pairs, and the gap is named, rather than charging the bundle to one of them. Each row is the mean ``on -
-    off`` over the seeds (pairs of one seed averaged first) with its interval (:func:`stability.analysis.metrics.seed_effect`):
-    ``mean, low, high, n`` (n = seeds); the ``failed`` row (diverged or collapsed) holds ``rate_off, rate_on``
-    over the paired cells and ``pairs``, their count.
+    off`` over the seeds (pairs of one seed averaged first) with its interval
+    (:func:`stability.analysis.metrics.seed_effect`): ``mean, low, high, n`` (n = seeds); the ``failed`` row
+    (diverged or collapsed) holds ``rate_off, rate_on`` over the paired cells and ``pairs``, their count.
     """
     rows = []
     cols = ["toggle", "value", "baseline", "lr", "metric", "mean", "low", "high", "n", "pairs", "rate_off",
@@ -168,7 +175,7 @@ def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOp
     cfg = [c for c in sweep.config_columns if c != "lr"]
     key = group_key(finished, cfg)
     rows = []
-    for k in _sorted_keys(finished, cfg, sweep, key):
+    for k in sorted_keys(finished, cfg, sweep, key):
         g = finished[key == k]
         loss_col = options.lr_loss
         if loss_col not in g or not np.isfinite(pd.to_numeric(g[loss_col], errors="coerce")).any():
@@ -204,7 +211,7 @@ def divergence_table(sweep: Sweep, finished: pd.DataFrame) -> pd.DataFrame:
         dims = ([toggle] if toggle != "(all)" else []) + (["warmup"] if has_warmup else []) + \
             (["lr"] if has_lr else [])
         key = group_key(finished, dims)
-        for k in _sorted_keys(finished, dims, sweep, key):
+        for k in sorted_keys(finished, dims, sweep, key):
             g = finished[key == k]
             first = g.iloc[0]
             rows.append({"toggle": toggle, "value": first[toggle] if toggle != "(all)" else "",
@@ -224,7 +231,7 @@ def edf_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions) -> p
     """
     key = group_key(finished, sweep.toggles)
     rows = []
-    for k in _sorted_keys(finished, sweep.toggles, sweep, key):
+    for k in sorted_keys(finished, sweep.toggles, sweep, key):
         g = finished[key == k]
         err = _errors(g, options.edf_metric)
         row: dict[str, Any] = {t: g[t].iloc[0] for t in sweep.toggles}
@@ -266,7 +273,7 @@ def edf_curves(sweep: Sweep, finished: pd.DataFrame, metric: str = "final_val_ac
     """Per toggle combination label: the run errors (1 - metric; inf for diverged), for EDF plots."""
     key = group_key(finished, sweep.toggles)
     out = {}
-    for k in _sorted_keys(finished, sweep.toggles, sweep, key):
+    for k in sorted_keys(finished, sweep.toggles, sweep, key):
         g = finished[key == k]
         out[config_label(sweep, g.iloc[0], columns=sweep.toggles)] = _errors(g, metric)
     return out
@@ -278,284 +285,3 @@ def _errors(g: pd.DataFrame, metric: str) -> np.ndarray:
     err = 1.0 - acc
     err[~np.isfinite(err) | g["diverged"].astype(bool).to_numpy()] = np.inf
     return err
-
-
-# ------------------------------------------------------------------------ Lipschitz bounds, certificates
-
-# summary.json's Lipschitz fields (stability.record.files.RunSummary); certified accuracies are dicts radius ->
-# accuracy that the run table flattens to columns "certified_acc.<radius>" (split on the first dot).
-LIPSCHITZ_FIELDS = ("lipschitz_upper", "lipschitz_backbone", "lipschitz_unbounded", "lipschitz_lower")
-CERTIFIED = "certified_acc"  # head-aware certificate (LipShiFT's pairwise margin, Menon et al. 2025)
-CERTIFIED_SQRT2 = "certified_acc_sqrt2"  # the plain f_y - max f_i > sqrt(2) L r form (Tsuzuku et al. 2018)
-# LipShiFT's evaluation radius 36/255 as summary.json writes it (4 significant digits, the key
-# stability.model.lipschitz.bounds.DEFAULT_RADIUS gets; not imported from there: that module imports torch).
-DEFAULT_RADIUS_KEY = "0.1412"
-_TOGGLE_IN_REASON = re.compile(r"\((\w+)='([^']*)'")  # "(norm='layernorm')": the toggle value responsible
-
-
-def radius_columns(columns: Iterable[str], prefix: str = CERTIFIED) -> dict[str, float]:
-    """``{"certified_acc.0.1412": 0.1412, ...}``: the flattened columns of one certified-accuracy dict, by radius.
-
-    The radius is the text after the first dot (a radius has a dot of its own); ``certified_acc_sqrt2.*``
-    columns are not ``certified_acc`` ones.
-    """
-    out: dict[str, float] = {}
-    for col in columns:
-        head, dot, key = str(col).partition(".")
-        if head != prefix or not dot:
-            continue
-        try:
-            out[col] = float(key)
-        except ValueError:
-            continue
-    return dict(sorted(out.items(), key=lambda kv: kv[1]))
-
-
-def has_lipschitz(runs: pd.DataFrame) -> bool:
-    """True when some run recorded a Lipschitz measurement or a certified accuracy (newer summaries do)."""
-    cols = [c for c in LIPSCHITZ_FIELDS if c in runs] + list(radius_columns(runs.columns)) + \
-        list(radius_columns(runs.columns, CERTIFIED_SQRT2))
-    return any(runs[c].map(lambda v: v is not None and not (isinstance(v, float) and math.isnan(v))).any()
-               for c in cols)
-
-
-def default_radius_column(columns: Iterable[str], prefix: str = CERTIFIED) -> str | None:
-    """Of ``columns``, the one of the default radius 36/255 when there is one, else of the smallest radius > 0."""
-    cols = radius_columns(columns, prefix)
-    wanted = f"{prefix}.{DEFAULT_RADIUS_KEY}"
-    if wanted in cols:
-        return wanted
-    return next((c for c, r in cols.items() if r > 0), None)
-
-
-def lipschitz_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
-    """Lipschitz bounds and certified accuracy per configuration (the configuration table's rows).
-
-    Columns: the configuration columns and ``configuration`` (its label); ``n_runs``; ``test_acc`` and every
-    ``certified_acc.<radius>`` and ``certified_acc_sqrt2.<radius>`` as ``_mean/_std/_n`` over seeds;
-    ``upper`` and ``backbone`` bounds as ``_median/_min/_max/_n`` (bounds of one configuration span decades
-    over seeds, so a mean would be one seed's); ``n_unbounded`` and ``unbounded`` (the first unbounded run's
-    reason); ``lower_mean/_std/_n``; ``n_both`` runs with both network bounds and ``n_upper_below_lower`` of
-    them violating upper >= lower (which a correct bound never does).
-    """
-    certified = [*radius_columns(runs.columns), *radius_columns(runs.columns, CERTIFIED_SQRT2)]
-    groups = configuration_groups(sweep, runs)
-    labels = short_labels(sweep, [done.iloc[0] for _, done in groups])
-    rows = []
-    for (_members, done), label in zip(groups, labels, strict=True):
-        row: dict[str, Any] = {c: done[c].iloc[0] for c in sweep.config_columns}
-        row["configuration"] = label
-        row["n_runs"] = len(done)
-        for col in ("test_acc", *certified):
-            values = _finite(done, col)
-            row[f"{col}_mean"] = float(values.mean()) if len(values) else np.nan
-            row[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
-            row[f"{col}_n"] = len(values)
-        for name, col in (("upper", "lipschitz_upper"), ("backbone", "lipschitz_backbone")):
-            values = _finite(done, col)
-            row[f"{name}_median"] = float(values.median()) if len(values) else np.nan
-            row[f"{name}_min"] = float(values.min()) if len(values) else np.nan
-            row[f"{name}_max"] = float(values.max()) if len(values) else np.nan
-            row[f"{name}_n"] = len(values)
-        reasons = done["lipschitz_unbounded"].dropna().astype(str) if "lipschitz_unbounded" in done else \
-            pd.Series(dtype=object)
-        reasons = reasons[reasons != ""]
-        row["n_unbounded"] = len(reasons)
-        row["unbounded"] = reasons.iloc[0] if len(reasons) else ""
-        lower = _finite(done, "lipschitz_lower")
-        row["lower_mean"] = float(lower.mean()) if len(lower) else np.nan
-        row["lower_std"] = float(lower.std(ddof=1)) if len(lower) > 1 else np.nan
-        row["lower_n"] = len(lower)
-        both = bound_violations(done, everything=True)
-        row["n_both"] = len(both)
-        row["n_upper_below_lower"] = int(both["violated"].sum()) if len(both) else 0
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def bound_violations(runs: pd.DataFrame, everything: bool = False) -> pd.DataFrame:
-    """The runs whose network upper bound is below their empirical lower bound: run, upper, lower.
-
-    The lower bound is a slope the network was seen to reach, so a correct upper bound is never below it;
-    a run here has a bound that is wrong (or a lower bound that is). Runs without both numbers (unbounded,
-    not measured) cannot be checked; ``everything`` returns every checkable run with a ``violated`` column.
-    """
-    upper = pd.to_numeric(runs.get("lipschitz_upper", pd.Series(np.nan, index=runs.index)), errors="coerce")
-    lower = pd.to_numeric(runs.get("lipschitz_lower", pd.Series(np.nan, index=runs.index)), errors="coerce")
-    both = np.isfinite(upper) & np.isfinite(lower)
-    out = pd.DataFrame({"run": runs.index[both], "upper": upper[both].to_numpy(), "lower": lower[both].to_numpy()})
-    out["violated"] = out["upper"] < out["lower"]
-    return out if everything else out[out["violated"]].drop(columns="violated").reset_index(drop=True)
-
-
-def unbounded_cause(reason: str) -> str:
-    """The toggle values a ``lipschitz_unbounded`` reason names, ``"attention=dot, norm=layernorm"``.
-
-    stability.model.lipschitz.bounds ends each reason with the toggle value that builds the unbounded layer in brackets
-    (``(norm='layernorm')``); a reason without one is returned whole.
-    """
-    causes = list(dict.fromkeys(f"{k}={v}" for k, v in _TOGGLE_IN_REASON.findall(reason)))
-    return ", ".join(causes) if causes else reason
-
-
-def certified_long(sweep: Sweep, finished: pd.DataFrame, prefix: str = CERTIFIED) -> pd.DataFrame:
-    """Certified accuracy per run and radius, long format: configuration (label), run, radius, accuracy.
-
-    For plots against the radius: configurations in the configuration table's order; runs without the
-    number at a radius have no row there.
-    """
-    rows = []
-    cols = radius_columns(finished.columns, prefix)
-    groups = configuration_groups(sweep, finished)
-    for (_members, done), label in zip(groups, short_labels(sweep, [d.iloc[0] for _, d in groups]), strict=True):
-        for name, run in done.iterrows():
-            for col, radius in cols.items():
-                if is_finite(run[col]):
-                    rows.append({"configuration": label, "run": name, "radius": radius,
-                                 "accuracy": float(run[col])})
-    return pd.DataFrame(rows, columns=["configuration", "run", "radius", "accuracy"])
-
-
-def _finite(frame: pd.DataFrame, col: str) -> pd.Series:
-    if col not in frame:
-        return pd.Series(dtype=float)
-    values = pd.to_numeric(frame[col], errors="coerce")
-    return values[np.isfinite(values)]
-
-
-# -------------------------------------------------------------------------------------------- helpers
-
-
-def display_columns(sweep: Sweep) -> list[str]:
-    """The configuration columns that vary among the runs (finished ones, when any finished).
-
-    Only these get a table column, a part in a configuration's label or a plot of their own; a setting that
-    is the same for every run is noted once (the report's "Fixed:" note) instead of repeated on every row.
-    """
-    frame = sweep.finished if len(sweep.finished) else sweep.runs
-    return [c for c in sweep.config_columns if c in frame and len(distinct_values(frame[c])) > 1]
-
-
-def group_key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    """Per row, one string from its values in ``columns`` (those present): the key to group runs by.
-
-    Text (:func:`stability.analysis.metrics.key_text`) rather than the values themselves, so that missing values
-    group together and ``1`` and ``1.0`` are one configuration; all rows share ``""`` without columns.
-    """
-    cols = [c for c in columns if c in frame]
-    if not cols or frame.empty:
-        return pd.Series("", index=frame.index, dtype=object)
-    return frame[cols].map(M.key_text).agg("|".join, axis=1)
-
-
-def configuration_groups(sweep: Sweep, runs: pd.DataFrame) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-    """The configurations of the configuration table, in its order: (all its runs, its finished runs) each.
-
-    A configuration = one combination of the configuration columns (every toggle and every varying hparam
-    but the seed) with at least one finished run; tables per configuration share this so their rows match.
-    """
-    cfg = sweep.config_columns
-    key = group_key(runs, cfg)
-    finished_mask = runs["status"].isin(FINISHED)
-    groups = []
-    for k in _sorted_keys(runs[finished_mask], cfg, sweep, key[finished_mask]):
-        members = runs[key == k]
-        groups.append((members, members[members["status"].isin(FINISHED)]))
-    return groups
-
-
-def _sorted_keys(frame: pd.DataFrame, columns: Sequence[str], sweep: Sweep, key: pd.Series) -> list[str]:
-    """Group keys with the baseline first, then toggles alphabetically and numbers ascending."""
-    cols = [c for c in columns if c in frame]
-    first = frame.groupby(key, sort=False).head(1)
-
-    def order(row: pd.Series) -> tuple:
-        out = []
-        for c in cols:
-            v = row[c]
-            if c in sweep.baselines:
-                out.append((0 if M.same_value(v, sweep.baselines[c]) else 1, 0.0, str(v)))
-            elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-                out.append((0, float(v) if is_finite(v) else math.inf, ""))
-            else:
-                out.append((0, 0.0, str(v)))
-        return tuple(out)
-
-    ranked = sorted(((order(r), key[i]) for i, r in first.iterrows()), key=lambda t: t[0])
-    return [k for _, k in ranked]
-
-
-def config_label(sweep: Sweep, row: pd.Series, columns: Sequence[str] | None = None) -> str:
-    """A configuration's name, e.g. ``"norm=centernorm,lr=0.01"``, or ``"baseline"``.
-
-    Names the values of ``row`` in ``columns`` (default: every configuration column) that vary in the sweep
-    (:func:`display_columns`), leaving out toggles at their baseline: the label says what differs."""
-    shown = display_columns(sweep)
-    cols = [c for c in (columns if columns is not None else sweep.config_columns) if c in shown]
-    parts = []
-    for c in cols:
-        if c in sweep.baselines and M.same_value(row[c], sweep.baselines[c]):
-            continue
-        parts.append(f"{c}={format_value(row[c])}")
-    return ",".join(parts) or "baseline"
-
-
-def short_labels(sweep: Sweep, rows: Sequence[pd.Series]) -> list[str]:
-    """Names for configurations (one row each): :func:`config_label` without the hyperparameters the toggles
-    determine.
-
-    A grid whose cells differ in recipe as well as in toggles (a LipShiFT cell with its own weight decay,
-    drop-path rate...) would name every setting of that recipe; a hyperparameter that takes one value per
-    toggle combination says nothing the toggles do not, so it is left out of the name (the table row still
-    holds it). One that varies within a toggle combination (the learning rate of a grid over lr, a margin)
-    stays in every name; the toggles' baseline is named "baseline" even then (``"baseline,lr=0.01"``).
-    """
-    frame = pd.DataFrame(list(rows))
-    toggles = group_key(frame, sweep.toggles)
-    keep = [c for c in display_columns(sweep) if c in sweep.toggles
-            or frame.groupby(toggles)[c].agg(lambda v: len(distinct_values(v))).max() > 1]
-    labels = []
-    for r in rows:
-        label = config_label(sweep, r, columns=keep)
-        at_baseline = config_label(sweep, r, columns=sweep.toggles) == "baseline"
-        labels.append(f"baseline,{label}" if at_baseline and label != "baseline" else label)  # not "lr=0.01"
-    return labels
-
-
-def distinct_values(series: pd.Series) -> list[Any]:
-    """The different values of ``series`` in order of first appearance, NaN and None counted as one value.
-
-    ``Series.unique`` would keep every NaN apart and fail on unhashable values; this compares the values as
-    :func:`stability.analysis.metrics.key_text` does, so "does this column vary?" has the same answer as the grouping.
-    """
-    seen: dict[str, Any] = {}
-    for v in series:
-        seen.setdefault(M.key_text(v), v)
-    return list(seen.values())
-
-
-def format_value(v: Any) -> str:
-    """A configuration value as people read it in a table or a label: ``0.001``, ``3``, ``True``, ``"–"``.
-
-    Floats in ``g`` format (no ``0.0010000`` or ``3.0``), integers and booleans as themselves (numpy's too,
-    which pandas hands out), and a missing value (None, NaN) as a dash rather than "None" or "nan".
-    """
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (float, np.floating)):
-        return "–" if math.isnan(v) else f"{v:g}"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    return "–" if v is None else str(v)
-
-
-def is_finite(v: Any) -> bool:
-    """True when ``v`` is a finite number (or converts to one): not None, NaN, inf or text.
-
-    Table cells hold anything (None from JSON, NaN from pandas, strings); this asks "is there a number to
-    show or compute with?" without raising on any of them.
-    """
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False

@@ -7,7 +7,15 @@ Modules, in the order data flows through them:
   locks are :mod:`stability.record.files` and :mod:`stability.record.status`, shared with training and the report);
 - :mod:`~stability.sweep.runner`: run one cell under its lock (idempotent; shared by the executors);
 - :mod:`~stability.sweep.local`, :mod:`~stability.sweep.slurm`: the executors;
-- :mod:`~stability.sweep.cli`: ``stability sweep``; :mod:`~stability.bench.sweep`: ``stability bench sweep``.
+- :mod:`~stability.sweep.workers`: a local sweep's workers, torch threads per run and GPUs;
+- :mod:`~stability.sweep.drive`: run the plan on an executor, then the closing lines and the exit status;
+- :mod:`~stability.sweep.dry_run`: ``--dry-run``: the plan and what it will cost, from
+  :mod:`~stability.sweep.cost` (a run's FLOPs and the rate a training step reaches on this machine);
+- :mod:`~stability.sweep.cli`: ``stability sweep`` (its options); :mod:`~stability.bench.sweep`:
+  ``stability bench sweep``.
+
+Run a sweep with ``stability sweep GRID`` (or ``python -m stability.cli sweep GRID``): the dispatcher in
+:mod:`stability.cli` turns its errors into one line and an exit code.
 """
 
 from stability.sweep.grid import Cell, GridSpec, expand, load_grid

@@ -1,6 +1,6 @@
 """From a checked grid to the plan: every cell validated, resolved, named, and written down.
 
-Validation parses each cell exactly as the run will (:func:`stability.training.run.parse`, ~70 ms a cell), so a
+Validation parses each cell exactly as the run will (:func:`stability.training.cli.parse`, ~70 ms a cell), so a
 value the model rejects in cell 27 stops the sweep before cell 1 starts. The plan stores each cell's
 *resolved* config (every default filled in by the parser): that is what the workers run, what the run id
 hashes, and what makes ``plan.json`` enough to reproduce any cell.
@@ -61,7 +61,7 @@ def _describe(params: dict[str, Any]) -> str:
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """Parse ``config`` like the run will and return it with every default filled in (raises ConfigError)."""
-    from stability.training.run import parse  # lazy: imports lightning
+    from stability.training.cli import parse  # lazy: imports lightning
 
     with quiet_parsing():
         return parse(config).config_dump_dict()

@@ -123,7 +123,8 @@ def run_task(task: Task, extra_config: dict[str, Any] | None = None, use_lock: b
             with output_to(run_dir / OUTPUT if capture_output else None), warnings.catch_warnings():
                 # the worker's sys.argv is not this run's config: LightningCLI's warning about it is noise
                 warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended")
-                summary = run(config, run_dir, task.threads)
+                # the plan's run id, unless extra_config changed the config (then the run hashes its own)
+                summary = run(config, run_dir, task.threads, None if extra_config else task.run_id)
         except OutOfSpace as exc:  # nothing is recorded: the cell resumes once there is space
             return _outcome(task, OUT_OF_SPACE, True, started, error=str(exc))
         except RunFailed:

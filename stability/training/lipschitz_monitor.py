@@ -9,7 +9,7 @@
   measured at the end of training.
 
 Everything is for the model in evaluation mode and inputs in [0, 1] pixel space (see
-:mod:`stability.model.lipschitz.bounds`). Measuring never changes training: the model goes back to its mode, no
+:mod:`stability.model.lipschitz`). Measuring never changes training: the model goes back to its mode, no
 parameter gradient is touched, the attention telemetry's switches are restored, and the power iteration
 draws from its own generator.
 """
@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from stability.errors import ConfigError
-from stability.model.lipschitz.bounds import (
+from stability.model.lipschitz import (
     DEFAULT_RADII,
     FINAL_ITERS,
     STEP_ITERS,

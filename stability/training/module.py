@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from stability.errors import ConfigError
 from stability.model import VisionTransformer, ViTConfig
-from stability.model.lipschitz.bounds import (
+from stability.model.lipschitz import (
     STEP_ITERS,
     LipschitzBound,
     emma_logits,
@@ -97,8 +97,8 @@ class ViTClassifier(L.LightningModule):
         min_lr_ratio: the cosine decays to ``lr * min_lr_ratio``.
         label_smoothing: cross-entropy label smoothing.
         z_loss: coefficient of the z-loss on the classifier logits (Wortsman et al. use 1e-4); 0 disables it.
-        margin_eps: margin training (LipShiFT's EMMA loss, see ``stability.model.lipschitz.bounds.emma_logits``): the l2
-            radius in [0, 1] pixel space the margins are trained for (LipShiFT: 36/255 ~ 0.1412), with the
+        margin_eps: margin training (LipShiFT's EMMA loss, see ``stability.model.lipschitz.certify.emma_logits``):
+            the l2 radius in [0, 1] pixel space the margins are trained for (LipShiFT: 36/255 ~ 0.1412), with the
             Lipschitz bound computed and differentiated every step; 0 (default) is plain cross-entropy.
             Needs a model with a global Lipschitz bound.
         margin_ramp: the training radius grows from ``margin_ramp[0]`` to ``margin_ramp[1]`` x ``margin_eps``

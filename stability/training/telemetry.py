@@ -35,8 +35,9 @@ from stability.training.tensorboard import LEAD, RunLogger, mark
 
 
 def mark_event(trainer: L.Trainer, step: int, kind: str, reason: str) -> None:
-    """Mark an event (``diverged``) at the step it happened in every logger (:func:`stability.training.tensorboard.mark`:
-    scalar ``Stability/<kind>`` = 1.0, and a text event in the TensorBoard ones)."""
+    """Mark an event (``diverged``) at the step it happened in every logger
+    (:func:`stability.training.tensorboard.mark`: scalar ``Stability/<kind>`` = 1.0, and a text event in the
+    TensorBoard ones)."""
     for logger in trainer.loggers:
         mark(logger, step, kind, reason)
 

@@ -60,7 +60,7 @@ from stability.record.identity import HPARAM_KEYS, TOGGLES, hparams_of, toggles_
 
 TOGGLE_PREFIX = "toggle/"
 TRIAL_PREFIX = "trial/"
-HEADLINE = (TRIAL_PREFIX + "lr", TRIAL_PREFIX + "seed")  # shown first whenever they vary
+HEADLINE_HPARAMS = (TRIAL_PREFIX + "lr", TRIAL_PREFIX + "seed")  # shown first whenever they vary
 VISIBLE_COLUMNS = 5  # TensorBoard's HParams table shows this many hyperparameters and metrics without a click
 LEAD = "Stability"  # the tag group TensorBoard's Time Series shows first (see the module docstring)
 # The sweep's experiment, at the sweep folder's root; a fixed name and fixed bytes, so that re-running a
@@ -69,7 +69,7 @@ SWEEP_EVENTS = "events.out.tfevents.0.stability-sweep"
 
 
 @dataclass(frozen=True)
-class Metric:
+class HParamsMetric:
     """An HParams metric: the scalar tag the run logs at its end, and how the table names it."""
 
     tag: str
@@ -78,19 +78,23 @@ class Metric:
 
 
 # In reading order: the table shows the first VISIBLE_COLUMNS.
-METRICS = (
-    Metric("hp/diverged", "diverged", "1 if the run was stopped as diverged (training loss non-finite or above "
-                                      "divergence.loss_factor x its initial loss), else 0"),
-    Metric("hp/collapsed", "collapsed", "1 if the run trained to the end but stayed near chance (last epoch's "
-                                        "training loss >= 0.9 x its initial loss, or validation accuracy "
-                                        "< 1.5 x chance), else 0"),
-    Metric("hp/diverged_step", "diverged at step", "the optimiser step at which a diverged run was stopped"),
-    Metric("hp/test_acc", "test acc", "accuracy of the final model on the test split (none for diverged runs)"),
-    Metric("hp/best_val_acc", "best val acc", "best validation accuracy over epochs (optimistic)"),
-    Metric("hp/final_val_acc", "final val acc", "validation accuracy after the last epoch"),
-    Metric("hp/final_train_loss", "final train loss", "training loss of the last step"),
-    Metric("hp/max_attn_logit", "max attention logit", "largest attention logit seen by the sampled probes"),
-    Metric("hp/max_grad_norm", "max grad norm", "largest global gradient norm (before clipping)"),
+HPARAMS_METRICS = (
+    HParamsMetric("hp/diverged", "diverged",
+                  "1 if the run was stopped as diverged (training loss non-finite or above "
+                  "divergence.loss_factor x its initial loss), else 0"),
+    HParamsMetric("hp/collapsed", "collapsed",
+                  "1 if the run trained to the end but stayed near chance (last epoch's "
+                  "training loss >= 0.9 x its initial loss, or validation accuracy "
+                  "< 1.5 x chance), else 0"),
+    HParamsMetric("hp/diverged_step", "diverged at step", "the optimiser step at which a diverged run was stopped"),
+    HParamsMetric("hp/test_acc", "test acc",
+                  "accuracy of the final model on the test split (none for diverged runs)"),
+    HParamsMetric("hp/best_val_acc", "best val acc", "best validation accuracy over epochs (optimistic)"),
+    HParamsMetric("hp/final_val_acc", "final val acc", "validation accuracy after the last epoch"),
+    HParamsMetric("hp/final_train_loss", "final train loss", "training loss of the last step"),
+    HParamsMetric("hp/max_attn_logit", "max attention logit",
+                  "largest attention logit seen by the sampled probes"),
+    HParamsMetric("hp/max_grad_norm", "max grad norm", "largest global gradient norm (before clipping)"),
 )
 
 
@@ -137,8 +141,8 @@ def _shown(columns: Mapping[str, Sequence[Any]], varied: Iterable[str]) -> set[s
     key_rank = {TRIAL_PREFIX + name: i for i, name in enumerate(HPARAM_KEYS)}
 
     def priority(name: str) -> tuple[int, int, int]:
-        if name in HEADLINE:
-            return (0, 0, HEADLINE.index(name))
+        if name in HEADLINE_HPARAMS:
+            return (0, 0, HEADLINE_HPARAMS.index(name))
         if name in toggle_rank:
             return (1, -_off_baseline(name, columns[name]), toggle_rank[name])
         return (2, 0, key_rank.get(name, len(key_rank)))
@@ -173,7 +177,7 @@ def _summary(tag: str, plugin_data: plugin_data_pb2.HParamsPluginData) -> summar
 
 def _experiment(infos: list[api_pb2.HParamInfo]) -> summary_pb2.Summary:
     metrics = [summary_v2.Metric(m.tag, display_name=m.display_name, description=m.description).as_proto()
-               for m in METRICS]
+               for m in HPARAMS_METRICS]
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
     return _summary(hparams_metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
 
@@ -192,7 +196,7 @@ def sweep_experiment(runs: Sequence[Mapping[str, Any]]) -> summary_pb2.Summary:
         for name, value in values.items():
             columns.setdefault(name, []).append(value)
     varied = [name for name, values in columns.items() if len(set(values)) > 1]
-    listed = set(varied) | (set(HEADLINE) & set(columns))
+    listed = set(varied) | (set(HEADLINE_HPARAMS) & set(columns))
     shown = _shown(columns, varied)
     return _experiment([_hparam_info(n, columns[n], n in shown, True) for n in _order(listed, shown)])
 
@@ -202,7 +206,7 @@ def run_experiment(values: Mapping[str, Any]) -> summary_pb2.Summary:
     VISIBLE_COLUMNS of them, lr and seed always); no value domains, since other runs in the same
     TensorBoard may hold other values and must not be filtered out."""
     columns = {name: [value] for name, value in values.items()}
-    candidates = [n for n in columns if n in HEADLINE or _off_baseline(n, columns[n])]
+    candidates = [n for n in columns if n in HEADLINE_HPARAMS or _off_baseline(n, columns[n])]
     shown = _shown(columns, candidates)
     return _experiment([_hparam_info(n, columns[n], n in shown, False) for n in _order(values, shown)])
 

@@ -12,18 +12,9 @@ import torch.nn.functional as F
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from PIL import Image
 
-from stability.data.modules import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    CIFAR100_MEAN,
-    CIFAR100_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CIFAR10DataModule,
-    CIFAR100DataModule,
-    DigitsDataModule,
-    ImageFolderDataModule,
-)
+from stability.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, ImageFolderDataModule
+from stability.data.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+from stability.data.folders import IMAGENET_MEAN, IMAGENET_STD
 from stability.data.samplers import EpochBatchSampler, EpochShuffleSampler, train_epoch_size
 from stability.errors import ConfigError
 

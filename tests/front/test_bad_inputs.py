@@ -442,7 +442,7 @@ def test_a_grid_may_be_huge_on_purpose(tmp_path: Path) -> None:
 def test_limit_batches_keep_their_type() -> None:
     """``limit_val_batches: 1`` is one batch (an int), ``1.0`` all of them: the parser must not turn one into
     the other (the smoke grid's "1 batch" ran the whole validation set)."""
-    from stability.training.run import parse
+    from stability.training.cli import parse
 
     config = yaml.safe_load(BASE.read_text())
     config["trainer"].update(limit_val_batches=1, limit_train_batches=0.5, limit_test_batches=1.0)

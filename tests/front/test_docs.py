@@ -24,7 +24,7 @@ def _yaml_word(value: object) -> str:
 
 
 # Every toggle as the docs write its values (YAML words: true/false), baseline first; the recipe toggles are
-# those that do not live in the model (warmup, in stability/module.py).
+# those that do not live in the model (warmup, in stability/training/module.py).
 ALL_TOGGLES: dict[str, tuple[str, ...]] = {
     name: tuple(_yaml_word(v) for v in toggle.values) for name, toggle in RUN_TOGGLES.items()}
 RECIPE_TOGGLES = {name: values for name, values in ALL_TOGGLES.items() if name not in TOGGLES}

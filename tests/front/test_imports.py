@@ -1,8 +1,13 @@
-"""No import cycle among the modules of the ``stability`` package.
+"""The package's plan, checked: no import cycle, and every import runs down the wings' order.
 
-A cycle means two modules cannot be understood, tested or changed one without the other, and it breaks as
-soon as one of them imports the other at module level. Lazy imports inside functions count too (they hide
-the cycle from Python, not from the design); only imports under ``if TYPE_CHECKING:`` (annotations) do not.
+A cycle means two modules cannot be understood, tested or changed one without the other. Every import
+counts: at module level, lazy ones inside functions (they hide a dependency from Python, not from the design)
+and those under ``if TYPE_CHECKING:`` (an annotation that needs another module is a dependency on it).
+
+The wings (``stability.WINGS``, lowest first, documented in the package docstring) say which way imports
+run: a module of one wing imports only from its own wing and the wings below it; the front door
+(``stability.FRONT_DOOR``: the ``stability`` command, the demo, the docs sync) may import any wing, and no
+wing imports it.
 
 The graph is read from the source with :mod:`ast`, so nothing here depends on what importing a module
 happens to execute. An import of a package is an edge to its ``__init__.py``; ``from package import name``
@@ -25,8 +30,6 @@ import pytest
 import stability
 
 PACKAGE = "stability"
-# Modules whose imports must stay acyclic whatever the rest of the package does: the report and its inputs.
-REPORT_MODULES = ("stability.report.plots", "stability.analysis.metrics", "stability.report")
 
 
 def package_modules() -> dict[str, tuple[Path, bool]]:
@@ -39,17 +42,9 @@ def package_modules() -> dict[str, tuple[Path, bool]]:
     return modules
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _import_nodes(nodes: Iterable[ast.AST]) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement in ``nodes``, at any depth, except inside ``if TYPE_CHECKING:``."""
+    """Every import statement in ``nodes``, at any depth: lazy and ``if TYPE_CHECKING:`` ones included."""
     for node in nodes:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            yield from _import_nodes(node.orelse)  # an ``else:`` branch runs
-            continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
         yield from _import_nodes(ast.iter_child_nodes(node))
@@ -151,8 +146,27 @@ def _describe(found: list[list[str]]) -> str:
     return "; ".join(" -> ".join(c) for c in found)
 
 
-def _in_report(module: str) -> bool:
-    return any(module == m or module.startswith(f"{m}.") for m in REPORT_MODULES)
+def wing_of(module: str) -> str:
+    """The wing a module belongs to (``stability.report.tables`` -> ``report``). The package itself holds
+    only the version and this plan and imports nothing: it sits at the bottom with the errors."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "errors"
+
+
+def rank(wing: str) -> int:
+    """Position in the wings' order, lowest first; the front door comes after every wing."""
+    return stability.WINGS.index(wing) if wing in stability.WINGS else len(stability.WINGS)
+
+
+def back_arrows(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that run up the order (a wing importing a higher one, or any wing importing the front door)."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            low, high = wing_of(target), wing_of(module)
+            if rank(low) > rank(high) or (low in stability.FRONT_DOOR and high not in stability.FRONT_DOOR):
+                found.append(f"{module} ({high}) imports {target} ({low})")
+    return found
 
 
 # ------------------------------------------------------------------------------------------------- tests
@@ -164,12 +178,12 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_the_graph_sees_every_kind_of_import(graph: dict[str, set[str]]) -> None:
-    """The parser resolves what the cycle tests rely on (else they would pass on an empty graph)."""
+    """The parser resolves what the order and cycle tests rely on (else they would pass on an empty graph)."""
     assert "stability.report.build" in graph["stability.report.cli"]  # from stability.report.build import ...
-    assert "stability.analysis.metrics" in graph["stability.report.tables"]  # from stability.analysis import metrics as M
+    assert "stability.analysis.metrics" in graph["stability.report.tables"]  # from stability.analysis import metrics
     assert "stability.report.figures" in graph["stability.report.cli"]  # lazy, inside a function
-    assert "stability.report.build" not in graph["stability.report.formatting"]  # only under TYPE_CHECKING
     assert "stability.model.config" in graph["stability.model"]  # a package's __init__
+    assert "stability.training.run" in graph["stability.sweep.runner"]  # lazy: lightning loads in the worker
 
 
 def test_relative_conditional_and_lazy_imports(tmp_path: Path) -> None:
@@ -196,7 +210,7 @@ def test_relative_conditional_and_lazy_imports(tmp_path: Path) -> None:
         "    from stability.a import thing\n")
     assert imports_of("stability.sub.b", modules) == {"stability.sub.c", "stability", "stability.a"}
     (tmp_path / "sub/b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import stability.a\n")
-    assert imports_of("stability.sub.b", modules) == set()
+    assert imports_of("stability.sub.b", modules) == {"stability.a"}  # an annotation's dependency counts
     (tmp_path / "sub/__init__.py").write_text("from .b import x\nfrom . import c as see\n")
     assert imports_of("stability.sub", modules) == {"stability.sub.b", "stability.sub.c"}
 
@@ -208,15 +222,46 @@ def test_cycles_are_found_and_named() -> None:
 
 
 def test_the_plots_know_nothing_of_the_report(graph: dict[str, set[str]]) -> None:
-    """The report draws with the plots; the plots draw DataFrames (a notebook uses them without a report)."""
-    assert not {m for m in graph["stability.report.plots"] if m == "stability.report" or m.startswith("stability.report.")}
-
-
-def test_no_import_cycle_through_the_report_plots_or_metrics(graph: dict[str, set[str]]) -> None:
-    found = [c for c in cycles(graph) if any(_in_report(m) for m in c)]
-    assert not found, f"import cycle(s): {_describe(found)}"
+    """The report draws with the plots; the plots draw DataFrames (a notebook uses them without a report): from
+    their own wing they use only the palette and their layout helpers."""
+    allowed = {"stability.report.palette", "stability.report.plot_layout"}
+    used = {m for m in graph["stability.report.plots"] if m.startswith("stability.report")}
+    assert used <= allowed, used - allowed
 
 
 def test_no_import_cycle_in_the_package(graph: dict[str, set[str]]) -> None:
     found = cycles(graph)
     assert not found, f"import cycle(s): {_describe(found)}"
+
+
+def test_every_import_runs_down_the_wings(graph: dict[str, set[str]]) -> None:
+    found = back_arrows(graph)
+    assert not found, "imports against the wings' order:\n" + "\n".join(found)
+
+
+def test_the_bottom_imports_nothing_of_the_package(graph: dict[str, set[str]]) -> None:
+    assert graph["stability"] == set()
+    assert graph["stability.errors"] == set()
+
+
+def test_every_module_belongs_to_a_wing_or_the_front_door(graph: dict[str, set[str]]) -> None:
+    """A new top-level module must be placed: in a wing, or named in the front door."""
+    known = set(stability.WINGS) | set(stability.FRONT_DOOR)
+    assert not {wing_of(m) for m in graph} - known
+
+
+def test_the_package_docstring_lists_the_wings_in_order() -> None:
+    doc = stability.__doc__ or ""
+    positions = [doc.find(f"``stability.{wing}``") for wing in stability.WINGS]
+    assert -1 not in positions, [w for w, p in zip(stability.WINGS, positions) if p == -1]
+    assert positions == sorted(positions)
+
+
+def test_the_order_check_finds_a_back_arrow() -> None:
+    """The check can fail: a training module importing the sweep, or a wing importing the front door."""
+    graph = {"stability.training.run": {"stability.sweep.grid", "stability.record.files"},
+             "stability.record.files": {"stability.errors"}, "stability.report.cli": {"stability.cli"}}
+    assert back_arrows(graph) == [
+        "stability.report.cli (report) imports stability.cli (cli)",
+        "stability.training.run (training) imports stability.sweep.grid (sweep)",
+    ]

@@ -9,14 +9,14 @@ import pytest
 from stability.record.config_files import load_config_files
 from stability.record.identity import config_hash
 from stability.sweep.grid import expand, load_grid
-from stability.training import run as train
+from stability.training.cli import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolved(config: dict) -> dict:
     """The fully resolved config ``stability fit`` would run (defaults filled in), without its run folder."""
-    dump = train.parse(config).config_dump_dict()
+    dump = parse(config).config_dump_dict()
     dump.pop("run_dir", None)
     return dump
 
@@ -45,7 +45,7 @@ def test_study_lipshift_cells_are_the_lipshift_base_config(margin: float) -> Non
 
 @pytest.mark.slow  # ~10 s unloaded: four digits models, a few steps and every measurement each
 def test_bench_lipschitz_prints_every_configuration(capsys: pytest.CaptureFixture[str]) -> None:
-    from stability.bench.model import main
+    from stability.bench.cli import main
 
     assert main(["lipschitz", "--reps", "1", "--steps", "1"]) == 0
     out = capsys.readouterr().out

@@ -15,10 +15,8 @@ from tbparse import SummaryReader
 from stability.errors import ConfigError
 from stability.model import TOGGLES, VisionTransformer, ViTConfig
 from stability.model.config import with_requirements
-from stability.model.lipschitz.bounds import (
-    GELU_LIPSCHITZ,
+from stability.model.lipschitz import (
     LipschitzBound,
-    centernorm_matrix,
     certified_mask,
     certified_mask_sqrt2,
     emma_logits,
@@ -27,12 +25,14 @@ from stability.model.lipschitz.bounds import (
     local_estimates,
     lower_bound,
     margin_radius,
-    pairwise_distances,
     pixel_model,
 )
+from stability.model.lipschitz.bounds import GELU_LIPSCHITZ, centernorm_matrix
+from stability.model.lipschitz.certify import pairwise_distances
 from stability.model.mlp import MinMax
 from stability.model.norms import CenterNorm
 from stability.model.shift import Shift
+from stability.record.config_files import load_config_files
 from stability.training import run as train
 from stability.training.lipschitz_monitor import LipschitzMonitor, radius_key
 from stability.training.module import ViTClassifier
@@ -348,7 +348,7 @@ def test_margin_training_needs_a_bounded_model() -> None:
 
 # ---------------------------------------------------------------- real runs: TensorBoard and the record
 def tiny_config(**model: object) -> dict:
-    config = train.load_config_files([ROOT / "ablations" / "base" / "lipshift.yaml"])
+    config = load_config_files([ROOT / "ablations" / "base" / "lipshift.yaml"])
     config["model"]["vit"].update(embed_dim=16, depth=2, num_heads=2)
     config["model"].update(model)
     config["trainer"].update(max_epochs=1, limit_train_batches=4, limit_val_batches=1, limit_test_batches=3,

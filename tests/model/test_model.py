@@ -402,7 +402,7 @@ def test_wrong_image_size_is_a_clear_error() -> None:
 
 
 def test_bench_model_runs_and_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    from stability.bench.model import main
+    from stability.bench.cli import main
 
     argv = ["model", "--reps", "2", "--steps", "1", "--warmup", "1", "--embed", "16", "--depth", "2",
             "--heads", "2", "--batch", "2"]

@@ -19,9 +19,9 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from stability.report import palette, plots
 from stability.analysis.results import Sweep, load_curves, load_sweep
 from stability.record.identity import TOGGLES, baselines
+from stability.report import palette, plot_layout, plots
 
 FACTORIAL = {"stem": ["patchify", "conv"], "norm": ["layernorm", "centernorm"], "attention": ["dot", "cosine"],
              "pos_embed": ["default", "lape"], "warmup": [True, False]}
@@ -172,7 +172,7 @@ def test_accuracy_bands_and_limits_stay_in_0_1_and_lines_are_faceted(lr32: Figur
     panels = data_axes(lr32)
     assert len(panels) == 4 * len(ACC)  # 32 configurations: 4 facets (two toggles) of 8
     for ax in panels:
-        assert sum(line.get_gid() == "median" for line in ax.lines) <= plots.MAX_LINES
+        assert sum(line.get_gid() == "median" for line in ax.lines) <= plot_layout.MAX_LINES
         if ax.get_ylabel() == "best val accuracy":
             bottom, top = ax.get_ylim()
             assert 0.0 <= bottom < top <= 1.0
@@ -189,12 +189,12 @@ def test_accuracy_bands_and_limits_stay_in_0_1_and_lines_are_faceted(lr32: Figur
 def test_facets_split_evenly_and_keep_small_figures_whole() -> None:
     labels, runs = factorial_runs()
     configs = runs.groupby(labels, sort=False).head(1)[list(FACTORIAL)].set_axis(list(dict.fromkeys(labels)))
-    chosen, groups = plots.facets(configs)
+    chosen, groups = plot_layout.facets(configs)
     assert chosen == ["stem", "norm"] and [len(m) for _, m in groups] == [8, 8, 8, 8]
     assert groups[0][1][0] == "baseline"  # the baseline facet first, drawing order kept inside it
-    assert plots.facets(configs.iloc[:8]) == ([], [("", list(configs.index[:8]))])
+    assert plot_layout.facets(configs.iloc[:8]) == ([], [("", list(configs.index[:8]))])
     same = pd.DataFrame({"stem": ["patchify"] * 10}, index=[f"wd={i}" for i in range(10)])
-    assert [len(m) for _, m in plots.facets(same)[1]] == [8, 2]  # no toggle splits them: numbered parts
+    assert [len(m) for _, m in plot_layout.facets(same)[1]] == [8, 2]  # no toggle splits them: numbered parts
 
 
 # ------------------------------------------------------------------------------------------------ legends
@@ -224,7 +224,7 @@ def test_legends_sit_outside_the_panels_and_do_not_shrink_them(kind: str, sweep:
             assert not box.overlaps(ax.get_window_extent()), (legend.get_texts()[0].get_text(), ax.get_title())
     for ax in data_axes(fig):  # panels keep their size whatever the legend (the figure grew instead)
         width, height = ax.get_window_extent().width / fig.dpi, ax.get_window_extent().height / fig.dpi
-        assert width > 0.7 * plots.PANEL[0] and height > 0.6 * plots.PANEL[1], (width, height)
+        assert width > 0.7 * plot_layout.PANEL[0] and height > 0.6 * plot_layout.PANEL[1], (width, height)
 
 
 def test_png_gives_the_bytes_a_notebook_displays(sweep: Sweep, curves: pd.DataFrame, tmp_path: Path) -> None:

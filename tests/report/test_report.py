@@ -28,7 +28,7 @@ from stability.report import (
     to_latex,
     write_report,
 )
-from stability.report.tables import config_label, distinct_values, format_value, group_key, is_finite
+from stability.report.configs import config_label, distinct_values, format_cell, group_key, is_finite
 
 # --------------------------------------------------------------------------------------------- metrics
 
@@ -291,12 +291,12 @@ def test_gaps_name_every_unfinished_run(report: Report) -> None:
 
 def test_configuration_helpers(report: Report) -> None:
     sweep = report.sweep
-    assert format_value(0.0010) == "0.001" and format_value(np.int64(3)) == "3" and format_value(True) == "True"
-    assert format_value(math.nan) == format_value(None) == "–"
+    assert format_cell(0.0010) == "0.001" and format_cell(np.int64(3)) == "3" and format_cell(True) == "True"
+    assert format_cell(math.nan) == format_cell(None) == "–"
     assert is_finite(np.float32(2.0)) and is_finite("1.5")
     assert not any(is_finite(v) for v in (None, math.nan, math.inf, "layernorm"))
     mixed = pd.Series([1.0, math.nan, 1, None, "a"], dtype=object)
-    assert [format_value(v) for v in distinct_values(mixed)] == ["1", "–", "a"]
+    assert [format_cell(v) for v in distinct_values(mixed)] == ["1", "–", "a"]
     frame = pd.DataFrame({"norm": ["layernorm", "layernorm", "centernorm"], "lr": [1e-3, 0.001, 1e-3]})
     key = group_key(frame, ["norm", "lr", "absent"])
     assert key.iloc[0] == key.iloc[1] != key.iloc[2]

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 
 from stability.report import build_report, main, to_latex, write_report
-from stability.report.formatting import fmt_bound, radius_label
-from stability.report.tables import (
+from stability.report.certificates import (
     DEFAULT_RADIUS_KEY,
     bound_violations,
     has_lipschitz,
     radius_columns,
     unbounded_cause,
 )
+from stability.report.formatting import fmt_bound, radius_label
 
 UNBOUNDED = ("blocks.0.attn, blocks.1.attn: dot-product attention is not globally Lipschitz, Kim et al. 2021 "
              "(attention='dot'); blocks.0.norm1 and 3 more: LayerNorm divides by the token's standard deviation, "
@@ -69,7 +69,7 @@ def test_radius_columns_split_on_the_first_dot_and_keep_the_two_forms_apart() ->
 
 
 def test_default_radius_key_is_what_the_callback_writes() -> None:
-    from stability.model.lipschitz.bounds import DEFAULT_RADIUS
+    from stability.model.lipschitz import DEFAULT_RADIUS
     from stability.training.lipschitz_monitor import radius_key
 
     assert radius_key(DEFAULT_RADIUS) == DEFAULT_RADIUS_KEY
@@ -109,7 +109,7 @@ def test_lipschitz_numbers_per_configuration(lip_report) -> None:
 
 
 def test_short_labels_keep_a_hyperparameter_that_varies_within_a_toggle_combination(tmp_path: Path) -> None:
-    from stability.report.tables import configuration_groups, short_labels
+    from stability.report.configs import configuration_groups, short_labels
 
     for seed in range(2):
         for lr in (1e-3, 1e-2):
@@ -190,8 +190,8 @@ def test_no_lipschitz_fields_no_table_no_figure(tmp_path: Path) -> None:
 
 def test_certified_accuracy_figure(lip_report, tmp_path: Path) -> None:
     from stability.report import plots as P
+    from stability.report.certificates import certified_long
     from stability.report.figures import write_figures
-    from stability.report.tables import certified_long
 
     written = write_figures(lip_report, tmp_path)
     assert {p.name for p in written} >= {"certified_accuracy.png", "certified_accuracy.pdf"}

@@ -34,6 +34,8 @@ from stability.record.status import run_status
 from stability.sweep.runner import OUT_OF_SPACE, Task, run_task
 from stability.sweep.store import MAX_KILLS, write_failure
 from stability.training import run as train
+from stability.training.cli import parse
+from stability.training.run_folder import AtomicCheckpointIO
 
 TIMINGS = {"wall_time_s", "train_time_s", "images_per_s"}
 TWO_EPOCHS = {"model": {"vit": {"embed_dim": 16, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}, "warmup_epochs": 0.5},
@@ -57,7 +59,7 @@ def test_record_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
     previous = os.umask(umask)
     try:
         write_atomic(tmp_path / "summary.json", "{}\n")
-        train.AtomicCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "checkpoints" / "last.ckpt")
+        AtomicCheckpointIO().save_checkpoint({"step": 1}, tmp_path / "checkpoints" / "last.ckpt")
     finally:
         os.umask(previous)
     assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask
@@ -68,7 +70,7 @@ def test_an_interrupted_write_keeps_the_previous_file(tmp_path: Path) -> None:
     """Whatever stops a write half-way (here torch.save meeting an object it cannot pickle, after it wrote
     the tensors), the file keeps its previous content and no temporary file stays."""
     path = tmp_path / "checkpoints" / "last.ckpt"
-    io = train.AtomicCheckpointIO()
+    io = AtomicCheckpointIO()
     io.save_checkpoint({"epoch": 0, "weights": torch.ones(3)}, path)
     with pytest.raises(Exception, match="pickle|lambda"):
         io.save_checkpoint({"epoch": 1, "weights": torch.zeros(10_000), "bad": lambda: 0}, path)
@@ -125,7 +127,7 @@ def test_a_full_disk_is_one_line_leaves_no_debris_and_the_run_resumes(
     assert main(argv) == 0
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed["status"] in TRAINED and resumed["steps"] == 4
-    straight = train.run(train.parse(["--config", str(BASE), "--config", str(config)]).config_dump_dict(),
+    straight = train.run(parse(["--config", str(BASE), "--config", str(config)]).config_dump_dict(),
                          tmp_path / "straight")
     assert without_timings(resumed) | {"run_name": ""} == without_timings(straight.to_dict()) | {"run_name": ""}
 
@@ -133,7 +135,7 @@ def test_a_full_disk_is_one_line_leaves_no_debris_and_the_run_resumes(
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to find the file being synced")
 def test_a_full_disk_in_a_sweep_cell_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from stability.sweep.cli import final_report
+    from stability.sweep.drive import final_report
     from stability.sweep.plan import PlannedRun
 
     cell = yaml.safe_load(BASE.read_text())
@@ -294,16 +296,16 @@ def test_threads_are_fixed_by_the_plan_not_by_the_pool(tmp_path: Path, monkeypat
     """The thread count comes from the machine for a new plan and from plan.json on every re-run."""
     import argparse
 
-    from stability.sweep import cli as sweep_cli
+    from stability.sweep import workers
 
-    monkeypatch.setattr(sweep_cli, "usable_cores", lambda: 16)
+    monkeypatch.setattr(workers, "usable_cores", lambda: 16)
     args = argparse.Namespace(threads=None)
-    assert sweep_cli.plan_threads(args, tmp_path, gpus=[]) == sweep_cli.CPU_THREADS_PER_WORKER == 1
-    assert sweep_cli.plan_threads(args, tmp_path, gpus=[0, 1]) == 8
-    assert sweep_cli.default_workers(100, [], threads=4) == 4  # workers fit the threads, not the reverse
+    assert workers.plan_threads(args, tmp_path, gpus=[]) == workers.CPU_THREADS_PER_WORKER == 1
+    assert workers.plan_threads(args, tmp_path, gpus=[0, 1]) == 8
+    assert workers.default_workers(100, [], threads=4) == 4  # workers fit the threads, not the reverse
     (tmp_path / "plan.json").write_text(json.dumps({"threads": 3, "runs": [{"run_name": "r0"}]}))
-    assert sweep_cli.plan_threads(args, tmp_path, gpus=[]) == 3  # a re-run keeps the plan's count
-    assert sweep_cli.plan_threads(argparse.Namespace(threads=5), tmp_path, gpus=[]) == 5  # nothing started yet
+    assert workers.plan_threads(args, tmp_path, gpus=[]) == 3  # a re-run keeps the plan's count
+    assert workers.plan_threads(argparse.Namespace(threads=5), tmp_path, gpus=[]) == 5  # nothing started yet
 
 
 def test_a_summary_records_its_threads(tmp_path: Path) -> None:

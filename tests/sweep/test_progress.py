@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from sweep_helpers import BASE, SweepResult
 
+from stability.record.config_files import load_config_files
 from stability.record.files import FAILED, RunSummary
 from stability.record.progress import PROGRESS, RunProgress, read_progress, write_progress
-from stability.sweep.cli import describe_todo, next_steps
+from stability.sweep.drive import describe_todo, next_steps
 from stability.sweep.plan import PlannedRun
 from stability.sweep.progress import Progress, format_duration
 from stability.sweep.runner import Outcome
@@ -50,7 +51,7 @@ def test_progress_file_round_trip_and_bad_files(tmp_path: Path) -> None:
 
 
 def test_a_real_run_writes_its_progress(tmp_path: Path) -> None:
-    config = train.load_config_files([BASE])
+    config = load_config_files([BASE])
     config["model"]["vit"].update(embed_dim=16, depth=1, num_heads=2)
     config["trainer"].update(max_epochs=2, limit_train_batches=3, limit_val_batches=1, limit_test_batches=1,
                              enable_progress_bar=False)

@@ -293,7 +293,7 @@ def test_run_task_leaves_locked_finished_and_failed_runs_alone(tmp_path: Path) -
 # -- SLURM pieces that need no cluster ---------------------------------------------------------------------
 def test_slurm_runtime_config_leaves_requeue_to_submitit(monkeypatch: pytest.MonkeyPatch) -> None:
     from stability.sweep.slurm import ShardJob, runtime_config
-    from stability.training.run import validate
+    from stability.training.cli import validate
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert runtime_config(0) == {}
@@ -333,15 +333,15 @@ def test_set_option_parses_yaml_values() -> None:
 
 
 def test_default_workers_one_per_gpu_else_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stability.sweep import cli
+    from stability.sweep import workers
 
-    monkeypatch.setattr(cli, "usable_cores", lambda: 8)
-    assert cli.default_workers(100, []) == 8 // cli.CPU_THREADS_PER_WORKER
-    assert cli.default_workers(3, []) == min(3, 8 // cli.CPU_THREADS_PER_WORKER)  # never more than the runs
-    assert cli.default_workers(100, [0, 1]) == 2
+    monkeypatch.setattr(workers, "usable_cores", lambda: 8)
+    assert workers.default_workers(100, []) == 8 // workers.CPU_THREADS_PER_WORKER
+    assert workers.default_workers(3, []) == min(3, 8 // workers.CPU_THREADS_PER_WORKER)  # never more than the runs
+    assert workers.default_workers(100, [0, 1]) == 2
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert cli.visible_gpus() == [2, 3]
+    assert workers.visible_gpus() == [2, 3]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert cli.visible_gpus() == []
-    assert cli.wants_gpu({"trainer": {"accelerator": "cpu"}}) is False
-    assert cli.wants_gpu({"trainer": {}}) is True  # "auto" takes a GPU when there is one
+    assert workers.visible_gpus() == []
+    assert workers.wants_gpu({"trainer": {"accelerator": "cpu"}}) is False
+    assert workers.wants_gpu({"trainer": {}}) is True  # "auto" takes a GPU when there is one

@@ -17,10 +17,11 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
+from stability.record.config_files import load_config_files
 from stability.record.files import COLLAPSED, COMPLETED, DIVERGED, FAILED, RunSummary
 from stability.training import run as train
 from stability.training.tensorboard import (
-    METRICS,
+    HPARAMS_METRICS,
     SWEEP_EVENTS,
     VISIBLE_COLUMNS,
     hparam_values,
@@ -64,7 +65,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def tiny(**overrides: Any) -> dict:
-    config = train.load_config_files([BASE])
+    config = load_config_files([BASE])
     config["model"]["vit"].update(embed_dim=16, depth=2, num_heads=2)
     config["trainer"].update(max_epochs=2, limit_train_batches=4, limit_val_batches=2, limit_test_batches=2,
                              enable_progress_bar=False)
@@ -290,4 +291,4 @@ def test_a_run_outside_a_sweep_writes_its_own_experiment(single_runs: dict) -> N
     assert [h.differs for h in exp.hparam_infos[:4]] == [True, True, True, False]
     assert shown_by_default(exp)[:3] == ["stem", "lr", "seed"]
     assert not any(h.HasField("domain_discrete") or h.HasField("domain_interval") for h in exp.hparam_infos)
-    assert [m.name.tag for m in exp.metric_infos] == [m.tag for m in METRICS]
+    assert [m.name.tag for m in exp.metric_infos] == [m.tag for m in HPARAMS_METRICS]

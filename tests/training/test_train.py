@@ -13,11 +13,12 @@ import torch
 import yaml
 from tbparse import SummaryReader
 
-from stability.errors import ConfigError
-from stability.record.config_files import merge_nested
+from stability.errors import ConfigError, RunFailed
+from stability.record.config_files import load_config_files, merge_nested
 from stability.record.files import RunSummary, load_summary
 from stability.record.identity import TOGGLES, config_hash
 from stability.training import run as train
+from stability.training.cli import parse, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINED = ("completed", "collapsed")  # runs of a few steps may not leave chance: the collapse rule says so
@@ -26,7 +27,7 @@ TIMING_KEYS = {"wall_time_s", "train_time_s", "images_per_s"}
 
 def tiny_config(**model: object) -> dict:
     """The shipped digits base config, shrunk to a few steps (the same keys users write)."""
-    config = train.load_config_files([ROOT / "ablations" / "base" / "digits.yaml"])
+    config = load_config_files([ROOT / "ablations" / "base" / "digits.yaml"])
     config["model"]["vit"].update(embed_dim=16, depth=2, num_heads=2)
     config["model"].update(model)
     config["trainer"].update(max_epochs=2, limit_train_batches=4, limit_val_batches=2, limit_test_batches=2,
@@ -132,7 +133,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     config["trainer"]["max_epochs"] = 3
     run_dir = tmp_path / "resumed"
     with pytest.raises(SystemExit):  # Lightning turns Ctrl-C into a graceful shutdown and exit(1)
-        train.run_cli(train.parse(config), run_dir, extra_callbacks=[_InterruptAfter(6)])
+        train.run_cli(parse(config), run_dir, extra_callbacks=[_InterruptAfter(6)])
     assert not (run_dir / "summary.json").exists()  # cut off: no result yet
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # saved at the end of epoch 1 (step 4)
     summary = train.run(config, run_dir)
@@ -182,7 +183,7 @@ def test_failed_run_is_recorded_and_raises(tmp_path: Path) -> None:
     config["data"] = {"class_path": "stability.data.ImageFolderDataModule",
                       "init_args": {"data_dir": str(tmp_path / "images"), "img_size": 8, "batch_size": 5,
                                     "num_workers": 0}}
-    with pytest.raises(train.RunFailed, match="broken.png|truncated|cannot"):
+    with pytest.raises(RunFailed, match="broken.png|truncated|cannot"):
         train.run(config, tmp_path / "failed")
     summary = json.loads((tmp_path / "failed" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"]
@@ -205,7 +206,7 @@ def test_bad_config_is_one_clear_line(change: dict, message: str) -> None:
     if "data" in change:
         config["data"] = change["data"]
     with pytest.raises(ConfigError, match=message) as error:
-        train.validate(config)
+        validate(config)
     assert "\n" not in str(error.value)
 
 
@@ -252,7 +253,7 @@ def test_print_config_round_trips(capsys: pytest.CaptureFixture[str], tmp_path: 
     trick = tmp_path / "cosine.yaml"
     trick.write_text("model:\n  vit:\n    attention: cosine\n    norm: centernorm\n  lr: 0.01\n")
     with pytest.raises(SystemExit) as done:
-        train.parse(["--config", str(ROOT / "ablations" / "base" / "digits.yaml"), "--config", str(trick),
+        parse(["--config", str(ROOT / "ablations" / "base" / "digits.yaml"), "--config", str(trick),
                      "--model.vit.norm", "layernorm", "--print_config"])
     assert done.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)

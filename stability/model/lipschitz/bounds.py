@@ -1,26 +1,21 @@
-"""Lipschitz bounds of the configurable ViT, an empirical lower bound, and certified robust accuracy.
+"""Upper bounds of the configurable ViT's Lipschitz constant, per layer and for the network, in pixel space.
 
-Two of the seed papers argue through Lipschitz continuity: LipsFormer (Qi et al. 2023) bounds the Lipschitz
-constant of its blocks, and LipShiFT (Menon et al. 2025) turns a network bound into certified robustness.
-This module measures both for any configuration of :class:`stability.model.VisionTransformer`.
+:class:`LipschitzBound` walks :class:`stability.model.VisionTransformer` in forward order and bounds each
+layer; the product along the forward pass is the backbone bound (pixels -> head input), times ||W_head||_2
+the network bound (pixels -> logits), as LipsFormer (Qi et al. 2023) bounds its blocks. Linear and
+convolution operators by power iteration on the true operator (warm-started across calls), CenterNorm
+exactly (the spectral norm of its linear part), weighted residuals as 1 + alpha * Lip(branch), MinMax, shift
+and pooling by their constants, LipsFormer's paper-variant cosine attention by its bound
+(:func:`~stability.model.lipschitz.paper_cosine.paper_cosine_bound`). LayerNorm, RMSNorm and the
+dot-product, qk-norm and code-variant cosine attentions have no global bound: their layers are reported as
+unbounded (value None), never as a number (:data:`UNBOUNDED` says why), and
+:func:`~stability.model.lipschitz.lower.local_estimates` gives a local estimate instead.
 
 Everything holds for the model in evaluation mode (dropout and drop-path are the identity: no keep-probability
 factors, unlike LipShiFT's evaluation code; BatchNorm uses its running statistics) and for inputs in pixel space
-[0, 1]: the data normalisation x = (p - mean) / std is folded in as a first factor 1 / min(std). Norms are l2
-over the whole token sequence (per-token maps keep their per-token constant).
-
-- :class:`LipschitzBound`: an upper bound per layer, the product along the forward pass for the backbone
-  (pixels -> head input) and times ||W_head||_2 for the network (pixels -> logits). Linear and convolution
-  operators by power iteration on the true operator (warm-started across calls), CenterNorm exactly (the
-  spectral norm of its linear part), weighted residuals as 1 + alpha * Lip(branch), MinMax, shift and pooling
-  by their constants, LipsFormer's paper-variant cosine attention by its bound (:func:`paper_cosine_bound`).
-  LayerNorm, RMSNorm and the dot-product, qk-norm and code-variant cosine attentions have no global bound:
-  their layers are reported as unbounded (value None), never as a number, and :func:`local_estimates` gives
-  a local estimate instead.
-- :func:`lower_bound`: an empirical lower bound of the network's constant (largest margin gradient over a
-  batch, refined by gradient ascent on ||f(x) - f(x')|| / ||x - x'||).
-- :func:`certified_mask`: certified robust accuracy at an l2 radius, head-aware (LipShiFT's pairwise
-  certificate) and in the plain sqrt(2) * L form; :func:`emma_logits`: the margin-training loss's logits.
+[0, 1]: the data normalisation x = (p - mean) / std is folded in as a first factor 1 / min(std)
+(:mod:`stability.model.lipschitz.pixels`). Norms are l2 over the whole token sequence (per-token maps keep
+their per-token constant).
 
 Power iteration approaches sigma_max from below; with warm starts and :data:`FINAL_ITERS` iterations the
 gap is far below the other slack of a product bound, and the tests check it against an exact SVD.
@@ -29,15 +24,15 @@ gap is far below the other slack of a product bound, and the tests check it agai
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stability.model.attention import Attention, CosineAttention, PaperCosineAttention, QKNormAttention
+from stability.model.lipschitz.paper_cosine import paper_cosine_bound
 from stability.model.mlp import LiResConv, MinMax, Mlp
 from stability.model.norms import CenterNorm
 from stability.model.residual import ResidualScale
@@ -47,8 +42,6 @@ from stability.model.vit import PostNormBlock, VisionTransformer
 
 FINAL_ITERS = 100  # power iterations at the end of a run (LipShiFT evaluates with 100)
 STEP_ITERS = 5  # per periodic measurement or margin-training step, warm-started (LipShiFT trains with 10)
-DEFAULT_RADIUS = 36 / 255  # LipShiFT's evaluation radius, l2 in [0, 1] pixel space
-DEFAULT_RADII = (0.0, 18 / 255, 36 / 255, 72 / 255, 108 / 255)
 
 
 def _gelu_lipschitz() -> float:
@@ -298,7 +291,8 @@ class LipschitzBound:
         if isinstance(attn, Shift):
             return _like(self.model).new_tensor(attn.lipschitz()), ""
         if isinstance(attn, PaperCosineAttention):
-            return paper_cosine_bound(self, name, attn, self.model.cfg.num_tokens, iters, diff), ""
+            return paper_cosine_bound(self.linear_norm, name, attn, self.model.cfg.num_tokens, iters,
+                                      diff), ""
         why = UNBOUNDED.get(type(attn))
         return None, why or f"no bound known for {type(attn).__name__}"
 
@@ -368,227 +362,3 @@ def head_rows(head: nn.Module) -> torch.Tensor:
     if isinstance(head, nn.Linear):
         return head.weight
     raise TypeError(f"no certificate for a head of type {type(head).__name__}")
-
-
-def paper_cosine_bound(bound: LipschitzBound, name: str, attn: PaperCosineAttention, num_tokens: int,
-                       iters: int, differentiable: bool) -> torch.Tensor:
-    """Global l2 bound of LipsFormer's paper-variant attention, Y = nu softmax(tau Q_hat K_hat^T) V_hat W_O.
-
-    Per head, with rows smoothly normalised (n(v) = v / sqrt(|v|^2 + eps), Lipschitz eps^(-1/2), |n(v)| < 1,
-    so ||Q_hat||_2, ||K_hat||_2, ||V_hat||_2 <= sqrt(N)), a row-stochastic P (||P||_2 <= sqrt(N)) and
-    softmax's Jacobian of norm <= 1/2 (Nair, "Softmax is 1/2-Lipschitz"):
-
-        ||dY_h|| <= nu ||dP V_hat|| + nu ||P dV_hat||
-               <= nu eps^(-1/2) [ (tau N / 2) (||W_Q^h|| + ||W_K^h||) + sqrt(N) ||W_V^h|| ] ||dX||
-
-    and over heads ||W_O|| sqrt(sum_h L_h^2). This is LipsFormer's Thm. 1 (as quoted by Nair, Eq. 6 / Thm. 2:
-    N^2 nu tau eps^(-1/2) ||W_K|| + N nu tau eps^(-1/2) ||W_Q|| + 2 N nu eps^(-1/2) ||W_V||) tightened term
-    by term; the eps^(-1/2) = 1000 factors make it huge, but it is the only global bound attention has here.
-    """
-    D, H, d = attn.qkv.in_features, attn.num_heads, attn.head_dim
-    W = attn.qkv.weight  # (3D, D): rows [q heads | k heads | v heads]
-    eps, nu, tau = attn.q_norm.eps, attn.nu, float(attn.scale)
-    n = float(num_tokens)
-    per_head = []
-    for h in range(H):
-        rows = slice(h * d, (h + 1) * d)
-        sq = bound.linear_norm(f"{name}.q{h}", W[rows], iters, differentiable)
-        sk = bound.linear_norm(f"{name}.k{h}", W[D:][rows], iters, differentiable)
-        sv = bound.linear_norm(f"{name}.v{h}", W[2 * D:][rows], iters, differentiable)
-        per_head.append(nu / math.sqrt(eps) * (tau * n / 2 * (sq + sk) + math.sqrt(n) * sv))
-    proj = bound.linear_norm(f"{name}.proj", attn.proj.weight, iters, differentiable)
-    return proj * torch.stack(per_head).square().sum().sqrt()
-
-
-# ---------------------------------------------------------------------- data normalisation
-def input_normalization(datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std), each (C, 1, 1), such that the model sees (p - mean) / std for pixels p in [0, 1].
-
-    Digits: its ``mean``/``std`` when ``normalize`` is on (set by ``setup``); CIFAR: its ``mean``/``std``;
-    ImageFolder: the ImageNet statistics it normalises with. Anything else is taken to feed pixels as they are.
-    """
-    from stability.data.modules import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule
-
-    if datamodule is None or getattr(datamodule, "normalize", True) is False:
-        return torch.zeros(1, 1, 1), torch.ones(1, 1, 1)
-    if isinstance(datamodule, ImageFolderDataModule):
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    else:
-        mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
-        if mean is None or std is None:
-            return torch.zeros(1, 1, 1), torch.ones(1, 1, 1)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
-    return mean_t, std_t
-
-
-def input_scale(std: torch.Tensor) -> float:
-    """Lipschitz constant of p -> (p - mean) / std: 1 / min(std)."""
-    return float(1.0 / std.min())
-
-
-def pixel_model(model: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The network as a function of pixels in [0, 1]: p -> model((p - mean) / std)."""
-    like = next(model.parameters())
-    mean, std = mean.to(like), std.to(like)
-    return lambda pixels: model((pixels - mean) / std)
-
-
-# ---------------------------------------------------------------------- lower bound
-def lower_bound(f: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor, steps: int = 10,
-                samples: int = 4, step_size: float = 0.02, start_distance: float = 0.01) -> float:
-    """An empirical lower bound of the l2 Lipschitz constant of ``f`` (pixels -> logits) on [0, 1].
-
-    1. Margin gradients: for each image, m = f_a - f_b (top two logits); ||grad m|| <= ||J_f|| ||e_a - e_b||,
-       so max ||grad m|| / sqrt(2) over the batch is a lower bound.
-    2. Refinement on the ``samples`` images with the largest ones: ``steps`` normalised gradient-ascent
-       steps on r(x, x') = ||f(x) - f(x')|| / ||x - x'|| over both points (kept in [0, 1]), x' starting at
-       ``start_distance`` along the margin gradient. Any r is a lower bound; the largest seen is returned.
-
-    Run it with the model in evaluation mode; parameter gradients are left untouched.
-    """
-    with torch.enable_grad():
-        p = pixels.detach().clone().requires_grad_(True)
-        logits = f(p)  # (B, K)
-        top = logits.topk(2, dim=1).values
-        (grad,) = torch.autograd.grad((top[:, 0] - top[:, 1]).sum(), p)
-        norms = grad.flatten(1).norm(dim=1)  # (B,)
-        best = float(norms.max()) / math.sqrt(2.0)
-        if steps <= 0:
-            return best
-        idx = norms.argsort(descending=True)[:samples]
-        direction = grad[idx] / norms[idx].clamp_min(1e-12).view(-1, *([1] * (grad.ndim - 1)))
-        x = pixels[idx].detach().clone()
-        x2 = (x + start_distance * direction).clamp(0.0, 1.0)
-        for step in range(steps + 1):
-            x.requires_grad_(True)
-            x2.requires_grad_(True)
-            gap = (x - x2).flatten(1).norm(dim=1)
-            ratio = (f(x) - f(x2)).flatten(1).norm(dim=1) / gap.clamp_min(1e-12)  # (S,)
-            ratio = torch.where(gap > 1e-6, ratio, torch.zeros_like(ratio))  # too close to trust float32
-            best = max(best, float(ratio.detach().max()))
-            if step == steps:
-                break
-            g1, g2 = torch.autograd.grad(ratio.sum(), (x, x2))
-            with torch.no_grad():
-                x = (x + step_size * _unit(g1)).clamp(0.0, 1.0)
-                x2 = (x2 + step_size * _unit(g2)).clamp(0.0, 1.0)
-    return best
-
-
-def _unit(g: torch.Tensor) -> torch.Tensor:
-    """Each sample's gradient scaled to unit l2 norm."""
-    return g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
-
-
-# ---------------------------------------------------------------------- local estimates
-def local_estimates(model: nn.Module, inputs: torch.Tensor, names: Iterable[str], iters: int = 10) -> dict[str, float]:
-    """For layers without a global bound: the largest spectral norm of the layer's Jacobian at the inputs it
-    sees on this batch (power iteration per sample, J v by double backward), in the layer's own units.
-
-    A local figure, not a bound: it says how steep the layer is where the data are, not how steep it can be.
-    """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    names = list(names)
-    captured: dict[str, torch.Tensor] = {}
-    hooks = [model.get_submodule(name).register_forward_pre_hook(
-        lambda m, args, name=name: captured.__setitem__(name, args[0].detach())) for name in names]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    out: dict[str, float] = {}
-    generator = torch.Generator().manual_seed(0)
-    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):  # the fused kernels have no double backward
-        for name in names:
-            x = captured[name].clone().requires_grad_(True)
-            module = model.get_submodule(name)
-            y = module(x)
-            u = torch.zeros_like(y, requires_grad=True)
-            (jt_u,) = torch.autograd.grad(y, x, u, create_graph=True)  # J^T u, linear in u
-            v = _unit(torch.randn(x.shape, generator=generator).to(x))
-            sigma = torch.zeros(x.shape[0], device=x.device)
-            for _ in range(iters):
-                (jv,) = torch.autograd.grad(jt_u, u, v, retain_graph=True)  # J v
-                sigma = jv.flatten(1).norm(dim=1)
-                (jtjv,) = torch.autograd.grad(y, x, jv, retain_graph=True)  # J^T J v
-                v = _unit(jtjv)
-            out[name] = float(sigma.max())
-    return out
-
-
-# ---------------------------------------------------------------------- certificates
-def pairwise_distances(head_weight: torch.Tensor) -> torch.Tensor:
-    """(K, K): ||w_i - w_j|| between head rows, with a zero diagonal and finite gradients everywhere."""
-    diff = head_weight[:, None, :] - head_weight[None, :, :]  # (K, K, D)
-    squared = diff.square().sum(-1)
-    eye = torch.eye(head_weight.shape[0], dtype=torch.bool, device=head_weight.device)
-    return torch.where(eye, torch.zeros_like(squared), squared.clamp_min(1e-24).sqrt())
-
-
-def certified_mask(logits: torch.Tensor, labels: torch.Tensor, backbone: float | None,
-                   head_weight: torch.Tensor, radius: float) -> torch.Tensor:
-    """(B,) bool: correct and certified at l2 ``radius`` with LipShiFT's head-aware certificate.
-
-    With L the backbone bound (pixels -> head input) and w_i the head rows, the margin f_y - f_i moves by at
-    most L ||w_y - w_i|| per unit of input change, so the prediction y cannot change within the radius when
-    f_y - f_i > radius * L * ||w_y - w_i|| for every i != y (LipShiFT ``trades_loss``; GloRo, Leino et al.
-    2021). No bound: nothing is certified at a radius > 0. At radius 0 this is plain accuracy.
-    """
-    correct = logits.argmax(dim=1) == labels
-    if radius == 0:
-        need = torch.zeros_like(logits)
-    elif backbone is None or not math.isfinite(backbone):
-        return torch.zeros_like(correct)
-    else:
-        need = radius * backbone * pairwise_distances(head_weight.to(logits))[labels]  # (B, K)
-    gap = logits.gather(1, labels[:, None]) - logits  # (B, K): f_y - f_i
-    ok = gap > need
-    ok[torch.arange(len(labels), device=labels.device), labels] = True
-    return correct & ok.all(dim=1)
-
-
-def certified_mask_sqrt2(logits: torch.Tensor, labels: torch.Tensor, network: float | None,
-                         radius: float) -> torch.Tensor:
-    """(B,) bool: the plain certificate f_y - max_{i != y} f_i > sqrt(2) L radius, with L the bound of the
-    whole network (pixels -> logits): ||e_y - e_i|| = sqrt(2). Looser than :func:`certified_mask`."""
-    correct = logits.argmax(dim=1) == labels
-    if radius == 0:
-        need = 0.0
-    elif network is None or not math.isfinite(network):
-        return torch.zeros_like(correct)
-    else:
-        need = math.sqrt(2.0) * network * radius
-    others = logits.scatter(1, labels[:, None], float("-inf"))
-    gap = logits.gather(1, labels[:, None])[:, 0] - others.max(dim=1).values
-    return correct & (gap > need)
-
-
-def emma_logits(logits: torch.Tensor, labels: torch.Tensor, backbone: torch.Tensor, head_weight: torch.Tensor,
-                radius: float) -> torch.Tensor:
-    """Logits of LipShiFT's margin-training loss (EMMA, Hu et al. 2023, "Unlocking deterministic robustness
-    certification on ImageNet", Sec. 4; LipShiFT ``emma_loss``): every wrong class's logit raised by
-
-        eps_yi * radius * L * ||w_y - w_i||,   eps_yi = clip((f_y - f_i) / (radius L ||w_y - w_i||), 0.01, 1)
-
-    with eps_yi held constant (stop-gradient): an adaptive per-class radius, never more than the margin that
-    class still lacks. ``backbone`` (L) and ``head_weight`` carry gradients, so the loss also pushes the
-    bound down. Cross-entropy on these logits is plain cross-entropy at radius 0.
-    """
-    if radius == 0:
-        return logits
-    cap = radius * backbone * pairwise_distances(head_weight)[labels]  # (B, K), 0 at the true class
-    gap = (logits.gather(1, labels[:, None]) - logits).detach()  # (B, K): f_y - f_i
-    fraction = (gap / cap.detach().clamp_min(1e-12)).clamp(0.01, 1.0)
-    return logits + fraction * cap
-
-
-def margin_radius(base: float, ramp: tuple[float, float], progress: float) -> float:
-    """LipShiFT's training radius at a fraction ``progress`` of training: base * (start + (end - start) *
-    min(1.5 progress, 1)) (CIFAR-10: from 1x to 2x the evaluation radius over the first two thirds; LipShiFT
-    steps it per epoch, this per optimiser step)."""
-    start, end = ramp
-    return base * (start + (end - start) * min(1.5 * max(progress, 0.0), 1.0))
