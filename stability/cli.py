@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(command(rest) or 0)
     except (ConfigError, ValueError) as error:
         # jsonargparse reports a `--trainer.logger` it cannot build as a long (sometimes multi-line) error
-        from stability.training.tensorboard import logger_error
+        from stability.training.user_loggers import logger_error
 
         line = logger_error(error)
         if line is None and not isinstance(error, ConfigError):

@@ -33,7 +33,7 @@ import yaml
 from stability.analysis.claims import Claim, parse_claims
 from stability.errors import ConfigError
 from stability.record.files import COLLAPSED, CONFIG, DIVERGED, EVENTS_GLOB, FINISHED, PENDING, PLAN, SUMMARY
-from stability.record.identity import TOGGLES, hparams_of, toggles_of
+from stability.record.identity import SEED, TOGGLES, hparams_of, toggles_of
 from stability.record.status import is_run_dir, status_and_summary
 
 # Columns that describe the record rather than the experiment; an hparam with one of these names is
@@ -79,7 +79,7 @@ class Sweep:
 
         Runs that agree on these columns are repeats of one cell over seeds.
         """
-        return list(self.toggles) + [h for h in self.varying_hparams if h != "seed"]
+        return list(self.toggles) + [h for h in self.varying_hparams if h != SEED]
 
     @property
     def finished(self) -> pd.DataFrame:

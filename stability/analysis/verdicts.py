@@ -3,7 +3,7 @@
 How a verdict is reached (every rule is here, and every one is tested):
 
 - **The seed is the unit of replication.** A grid's seed sets both the training seed and the data split
-  (:func:`stability.sweep.grid.set_seed`), so the interval over seeds includes the split's variance. A
+  (:func:`stability.sweep.cells.set_seed`), so the interval over seeds includes the split's variance. A
   treatment run is paired with the control run that agrees on every other configuration axis *and the seed*;
   the pair differences of one seed are averaged (over the other axes the selection spans), giving one number
   per seed. The effect is the mean over seeds with a Student-t 95% interval over the n seeds. Cells that share
@@ -40,6 +40,7 @@ import pandas as pd
 from stability.analysis import metrics as M
 from stability.analysis.claims import METRICS, Claim, Metric
 from stability.record.files import COLLAPSED, COMPLETED, DIVERGED
+from stability.record.identity import LR, SEED
 
 MIN_SEEDS = 3  # fewer seeds than this never give a verdict
 CONVERGENCE_TOL = 0.02  # see the module docstring: the last quarter's training-loss drop, x the initial loss
@@ -101,7 +102,7 @@ class Verdict:
     def setting(self) -> str:
         """Where the claim was tested, in words: ``lr 0.003``, ``lr 0.03 vs 0.001``, ``over the lr grid``."""
         c = self.claim
-        if "lr" in c.treatment:
+        if LR in c.treatment:
             return f"lr {c.treatment['lr']:g} vs {c.control['lr']:g}"
         if c.metric in METRICS and METRICS[c.metric].per == "grid":
             return "over the lr grid"
@@ -112,7 +113,7 @@ class Verdict:
         unit = METRICS[c.metric].unit if c.metric in METRICS else ""
         return {"claim": c.claim, "source": c.source, "metric": c.metric, "unit": unit,
                 "direction": c.direction, "min_effect": c.min_effect, "setting": self.setting,
-                "lr": math.nan if self.lr is None else self.lr, "effect": self.effect.mean,
+                LR: math.nan if self.lr is None else self.lr, "effect": self.effect.mean,
                 "low": self.effect.low, "high": self.effect.high, "n_seeds": self.effect.n,
                 "verdict": self.verdict, "why": self.why, "control_converged": self.control_converged,
                 "seeds": ", ".join(map(str, self.seeds))}
@@ -137,21 +138,21 @@ def evaluate(claim: Claim, runs: pd.DataFrame, config_columns: Sequence[str],
     control_ok = _control_convergence(claim, finished, [c for c in config_columns if c not in keys])
     selected = finished[_matches(finished, claim.where)]
     metric = METRICS.get(claim.metric) or Metric(claim.metric, claim.metric, "")
-    by_lr = metric.per == "run" and not claim.pool and "lr" not in keys and "lr" in selected \
-        and len(sorted_values(selected["lr"])) > 1
+    by_lr = metric.per == "run" and not claim.pool and LR not in keys and LR in selected \
+        and len(sorted_values(selected[LR])) > 1
     # the axes a treatment run and its control run must agree on, besides the seed
-    other = [c for c in config_columns if c not in keys and c != "seed" and (metric.per == "run" or c != "lr")]
+    other = [c for c in config_columns if c not in keys and c != SEED and (metric.per == "run" or c != LR)]
     treat = selected[_matches(selected, claim.treatment)]
     ctrl = selected[_matches(selected, claim.control)]
     if metric.per == "grid":
         per_seed = _grid_differences(claim, treat, ctrl, other)
         return [_verdict(claim, None, per_seed, control_ok, confidence)]
-    lrs = sorted_values(selected["lr"]) if by_lr else [None]
-    single = sorted_values(selected["lr"]) if "lr" in selected else []
+    lrs = sorted_values(selected[LR]) if by_lr else [None]
+    single = sorted_values(selected[LR]) if LR in selected else []
     out = []
     for lr in lrs:
-        t = treat if lr is None else treat[treat["lr"].map(lambda x, v=lr: M.same_value(x, v))]
-        c = ctrl if lr is None else ctrl[ctrl["lr"].map(lambda x, v=lr: M.same_value(x, v))]
+        t = treat if lr is None else treat[treat[LR].map(lambda x, v=lr: M.same_value(x, v))]
+        c = ctrl if lr is None else ctrl[ctrl[LR].map(lambda x, v=lr: M.same_value(x, v))]
         per_seed = _run_differences(claim, t, c, other)
         shown = lr if lr is not None else (single[0] if len(single) == 1 else None)
         out.append(_verdict(claim, None if shown is None else float(shown), per_seed, control_ok, confidence))
@@ -179,7 +180,7 @@ def _key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
 def _run_differences(claim: Claim, treat: pd.DataFrame, ctrl: pd.DataFrame, other: Sequence[str]) -> pd.Series:
     """Treatment minus control per seed (:func:`stability.analysis.metrics.paired_by_seed`, then
     :func:`~stability.analysis.metrics.seed_effect`)."""
-    if treat.empty or ctrl.empty or "seed" not in treat:
+    if treat.empty or ctrl.empty or SEED not in treat:
         return pd.Series(dtype=float)
     pairs = M.paired_by_seed(treat.assign(_value=run_values(treat, claim.metric)),
                              ctrl.assign(_value=run_values(ctrl, claim.metric)), "_value", other)
@@ -189,11 +190,11 @@ def _run_differences(claim: Claim, treat: pd.DataFrame, ctrl: pd.DataFrame, othe
 def _grid_differences(claim: Claim, treat: pd.DataFrame, ctrl: pd.DataFrame, other: Sequence[str]) -> pd.Series:
     """Per seed (and other axes, then averaged): the grid metric of the treatment minus the control's, over the
     lrs both sides have."""
-    if treat.empty or ctrl.empty or "seed" not in treat or "lr" not in treat:
+    if treat.empty or ctrl.empty or SEED not in treat or LR not in treat:
         return pd.Series(dtype=float)
 
     def per_group(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-        keys = list(zip(frame["seed"].map(M.key_text), _key(frame, other), strict=True))
+        keys = list(zip(frame[SEED].map(M.key_text), _key(frame, other), strict=True))
         return {k: frame[[kk == k for kk in keys]] for k in dict.fromkeys(keys)}
 
     t_groups, c_groups = per_group(treat), per_group(ctrl)
@@ -202,11 +203,11 @@ def _grid_differences(claim: Claim, treat: pd.DataFrame, ctrl: pd.DataFrame, oth
         c = c_groups.get(k)
         if c is None:
             continue
-        common = set(t["lr"].map(M.key_text)) & set(c["lr"].map(M.key_text))
+        common = set(t[LR].map(M.key_text)) & set(c[LR].map(M.key_text))
         if len(common) < 2:
             continue
-        t = t[t["lr"].map(M.key_text).isin(common)]
-        c = c[c["lr"].map(M.key_text).isin(common)]
+        t = t[t[LR].map(M.key_text).isin(common)]
+        c = c[c[LR].map(M.key_text).isin(common)]
         diffs.setdefault(k[0], []).append(_grid_value(claim.metric, t) - _grid_value(claim.metric, c))
     return pd.Series({seed: float(np.mean(v)) for seed, v in diffs.items()}, dtype=float).dropna()
 
@@ -215,11 +216,11 @@ def _grid_value(metric: str, runs: pd.DataFrame) -> float:
     """One configuration and seed over its lr grid."""
     failed = runs["status"].isin([DIVERGED, COLLAPSED])
     if metric == "largest_stable_lr":
-        stable = runs.loc[~failed, "lr"].astype(float)
-        return float(np.log10(stable.max())) if len(stable) else float(np.log10(runs["lr"].astype(float).min()) - 1)
+        stable = runs.loc[~failed, LR].astype(float)
+        return float(np.log10(stable.max())) if len(stable) else float(np.log10(runs[LR].astype(float).min()) - 1)
     initial = pd.to_numeric(runs.get("initial_loss"), errors="coerce").fillna(math.log(10))
     loss = pd.to_numeric(runs.get("final_val_loss"), errors="coerce")
-    res = M.lr_sensitivity(runs["lr"].astype(float).to_numpy(), loss.to_numpy(dtype=float), initial.to_numpy(),
+    res = M.lr_sensitivity(runs[LR].astype(float).to_numpy(), loss.to_numpy(dtype=float), initial.to_numpy(),
                            failed.to_numpy())
     return res.value
 
@@ -230,19 +231,19 @@ def _control_convergence(claim: Claim, finished: pd.DataFrame, other: Sequence[s
     The control runs checked are those that pair with a treatment run on every axis but the lr (same seed,
     same other toggles), at any lr of the sweep: the claim's ``where`` pins everything but the lr.
     """
-    pinned = {k: v for k, v in claim.where.items() if k != "lr"}
+    pinned = {k: v for k, v in claim.where.items() if k != LR}
     treat = finished[_matches(finished, {**pinned, **claim.treatment})]
     ctrl = finished[_matches(finished, {**pinned, **claim.control})]
-    cols = [c for c in other if c != "lr"] + ["seed"]
+    cols = [c for c in other if c != LR] + [SEED]
     ctrl = ctrl[_key(ctrl, cols).isin(set(_key(treat, cols)))]
     if ctrl.empty:
         return False, "no control run"
     ok = ctrl.apply(lambda r: converged(r.get("train_loss_history"), r.get("initial_loss"), r["status"]), axis=1)
-    if "lr" not in ctrl or ctrl["lr"].nunique() < 2:
+    if LR not in ctrl or ctrl[LR].nunique() < 2:
         return bool(ok.all()), f"{int(ok.sum())}/{len(ok)}"
     acc = run_values(ctrl, "final_val_acc")
-    best_lr = acc.groupby(ctrl["lr"].astype(float)).mean().idxmax()
-    at_best = ctrl["lr"].astype(float) == best_lr
+    best_lr = acc.groupby(ctrl[LR].astype(float)).mean().idxmax()
+    at_best = ctrl[LR].astype(float) == best_lr
     return bool(ok[at_best].all()), f"{int(ok[at_best].sum())}/{int(at_best.sum())} at lr {best_lr:g}"
 
 
@@ -283,6 +284,6 @@ def claims_table(claims: Sequence[Claim], runs: pd.DataFrame, config_columns: Se
                  confidence: float = 0.95) -> pd.DataFrame:
     """One row per verdict (see :meth:`Verdict.row`), in claim order."""
     rows = [v.row() for claim in claims for v in evaluate(claim, runs, config_columns, confidence)]
-    cols = ["claim", "source", "metric", "unit", "direction", "min_effect", "setting", "lr", "effect", "low", "high",
+    cols = ["claim", "source", "metric", "unit", "direction", "min_effect", "setting", LR, "effect", "low", "high",
             "n_seeds", "verdict", "why", "control_converged", "seeds"]
     return pd.DataFrame(rows, columns=cols)

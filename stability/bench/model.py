@@ -70,14 +70,14 @@ def _ours(dims: dict, toggles: dict[str, str]) -> nn.Module:
 def candidates(dims: dict, toggles: bool) -> list[Candidate]:
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-    from stability.model import TOGGLES
+    from stability.model import MODEL_TOGGLES
 
     out = [
         Candidate("timm VisionTransformer", partial(TimmViT, **dims), None, None),
         Candidate("ours, baseline", partial(_ours, dims, {}), BASELINE_VS_TIMM_TARGET, "timm VisionTransformer"),
     ]
     if toggles:
-        for name, values in TOGGLES.items():
+        for name, values in MODEL_TOGGLES.items():
             for value in values[1:]:
                 out.append(Candidate(f"{name}={value}", partial(_ours, dims, {name: value}), TOGGLE_TARGET,
                                      "ours, baseline"))

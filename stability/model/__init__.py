@@ -1,6 +1,6 @@
 """The configurable Vision Transformer: ``VisionTransformer(ViTConfig(norm="centernorm"))``.
 
-``TOGGLES`` maps each model toggle to its valid values, baseline first.
+``MODEL_TOGGLES`` maps each model toggle to its valid values, baseline first.
 
 The config (:mod:`stability.model.config`) is plain Python; the network needs torch. The package loads the
 torch-backed names on first use (PEP 562 ``__getattr__``), so code that only names runs and reads records
@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from stability.model.config import TOGGLES, ViTConfig
+from stability.model.config import MODEL_TOGGLES, ViTConfig
 
 if TYPE_CHECKING:
     from stability.model.flops import count_flops
@@ -27,4 +27,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["TOGGLES", "ViTConfig", "VisionTransformer", "count_flops"]
+__all__ = ["MODEL_TOGGLES", "ViTConfig", "VisionTransformer", "count_flops"]

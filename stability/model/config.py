@@ -1,7 +1,7 @@
 """The ViT's typed config: the usual dimensions plus one field per stability trick (toggle).
 
 Every toggle is a ``Literal`` whose first value is the baseline (timm's ViT), so the default config *is*
-the control. ``TOGGLES`` is derived from those ``Literal`` types, and ``__post_init__`` validates the
+the control. ``MODEL_TOGGLES`` is derived from those ``Literal`` types, and ``__post_init__`` validates the
 values against it: dataclasses do not check ``Literal`` types themselves, and the config may be built
 from Python, YAML (LightningCLI / jsonargparse) or a sweep grid, so the check has to live here.
 """
@@ -30,7 +30,7 @@ MlpKind = Literal["mlp", "liresconv"]
 Head = Literal["linear", "lln"]
 
 # toggle name -> valid values, baseline first (the order of the Literal types above).
-TOGGLES: dict[str, tuple[str, ...]] = {
+MODEL_TOGGLES: dict[str, tuple[str, ...]] = {
     "stem": get_args(Stem),
     "norm": get_args(Norm),
     "norm_placement": get_args(NormPlacement),
@@ -61,7 +61,7 @@ def with_requirements(settings: dict[str, object]) -> dict[str, object]:
     return {**needed, **settings}
 
 _CHOICES: dict[str, tuple[str, ...]] = {"global_pool": get_args(GlobalPool),
-                                        "conv_stem_init": get_args(ConvStemInit), **TOGGLES}
+                                        "conv_stem_init": get_args(ConvStemInit), **MODEL_TOGGLES}
 _POSITIVE_INTS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads",
                   "shift_div")
 
@@ -250,6 +250,6 @@ class ViTConfig:
         return self.residual_init if self.residual_init is not None else 1.0 / self.num_blocks
 
     def toggles(self) -> dict[str, str]:
-        """The toggle values of this config, in TOGGLES order."""
-        return {name: getattr(self, name) for name in TOGGLES}
+        """The toggle values of this config, in MODEL_TOGGLES order."""
+        return {name: getattr(self, name) for name in MODEL_TOGGLES}
 

@@ -23,11 +23,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stability.model.config import TOGGLES as MODEL_TOGGLES
+from stability.model.config import MODEL_TOGGLES
 from stability.record.config_files import get_dotted
 
 SEED_KEY = "seed_everything"
 LR_KEY = "model.lr"
+# The run table's names for the two hyperparameters every sweep varies (columns, hparams, claim keys).
+LR = "lr"
+SEED = "seed"
 
 
 @dataclass(frozen=True)
@@ -66,14 +69,14 @@ def toggles_of(config: Mapping[str, Any]) -> dict[str, Any]:
 # Headline hyperparameters: summary.json's ``hparams`` and the HParams tab's columns besides the toggles.
 # column -> dotted key in the resolved config
 HPARAM_KEYS: dict[str, str] = {
-    "lr": LR_KEY,
+    LR: LR_KEY,
     "weight_decay": "model.weight_decay",
     "optimizer": "model.optimizer",
     "warmup_epochs": "model.warmup_epochs",
     "label_smoothing": "model.label_smoothing",
     "z_loss": "model.z_loss",
     "margin_eps": "model.margin_eps",  # margin training (certified robustness): a different experiment
-    "seed": SEED_KEY,
+    SEED: SEED_KEY,
     "batch_size": "data.batch_size",
     "max_epochs": "trainer.max_epochs",
     "gradient_clip_val": "trainer.gradient_clip_val",

@@ -12,6 +12,7 @@ import pandas as pd
 from stability.analysis import metrics as M
 from stability.analysis.results import Sweep, load_curves, load_sweep
 from stability.analysis.verdicts import claims_table
+from stability.record.identity import LR, SEED
 from stability.report.certificates import bound_violations, has_lipschitz, lipschitz_table
 from stability.report.configs import display_columns, distinct_values, format_cell, group_key, is_finite
 from stability.report.formatting import (
@@ -102,10 +103,10 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
         tables["lipschitz"] = lipschitz_table(sweep, runs)
         notes += [LIPSCHITZ_NOTE, _bound_check(finished, gaps)]
     tables["effects"] = effects_table(sweep, finished, options, gaps)
-    if "lr" in sweep.varying_hparams:
+    if LR in sweep.varying_hparams:
         tables["lr_sensitivity"] = lr_sensitivity_table(sweep, finished, options, gaps)
-        cfg = [c for c in sweep.config_columns if c != "lr"]
-        most = int(finished.groupby(group_key(finished, cfg))["lr"].nunique().max())
+        cfg = [c for c in sweep.config_columns if c != LR]
+        most = int(finished.groupby(group_key(finished, cfg))[LR].nunique().max())
         if most < MIN_LR_POINTS:
             gaps.append(f"metrics against the learning rate: too few learning rates ({most}) per configuration "
                         f"to draw a curve (needs {MIN_LR_POINTS})")
@@ -113,7 +114,7 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
         gaps.append("LR sensitivity: the sweep has a single learning rate; it needs a grid over lr")
     tables["divergence"] = divergence_table(sweep, finished)
     tables["spikes"] = spikes_table(runs, curves, finished_names, options)
-    if [h for h in sweep.varying_hparams if h != "seed"]:
+    if [h for h in sweep.varying_hparams if h != SEED]:
         tables["edf"] = edf_table(sweep, finished, options)
         few = tables["edf"][tables["edf"]["n_runs"] < MIN_EDF_RUNS]
         if len(few):
@@ -231,11 +232,11 @@ def _status_gaps(sweep: Sweep) -> list[str]:
 
 def _fixed_settings(sweep: Sweep, finished: pd.DataFrame) -> list[str]:
     fixed = [f"{c}={format_cell(finished[c].iloc[0])}" for c in [*sweep.toggles, *sweep.hparams]
-             if c in finished and c != "seed" and len(distinct_values(finished[c])) == 1]
+             if c in finished and c != SEED and len(distinct_values(finished[c])) == 1]
     notes = []
     varying = display_columns(sweep)
     notes.append("Varied: " + (", ".join(varying) if varying else "nothing but the seed"))
-    if "seed" in finished:
+    if SEED in finished:
         notes.append(f"Seeds: {', '.join(format_cell(s) for s in distinct_values(finished['seed']))}")
     if fixed:
         notes.append("Fixed: " + ", ".join(fixed))

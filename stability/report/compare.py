@@ -31,6 +31,7 @@ import pandas as pd
 from stability.analysis.results import Sweep
 from stability.analysis.verdicts import sorted_values
 from stability.errors import ConfigError
+from stability.record.identity import SEED
 from stability.report.build import Report
 from stability.report.compare_tables import (
     cells_of,
@@ -115,7 +116,7 @@ def legend(comparison: Comparison) -> pd.DataFrame:
     for lab, report in zip(comparison.labels, comparison.reports, strict=True):
         sweep = report.sweep
         counts = sweep.runs["status"].value_counts()
-        seeds = sorted_values(sweep.finished["seed"]) if "seed" in sweep.finished else []
+        seeds = sorted_values(sweep.finished[SEED]) if SEED in sweep.finished else []
         rows.append({"sweep": lab, "folder": str(sweep.path),
                      "runs": f"{len(sweep.runs)} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")",
                      "seeds": ", ".join(format_cell(s) for s in seeds) or "–",

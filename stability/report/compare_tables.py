@@ -16,6 +16,7 @@ import pandas as pd
 
 from stability.analysis import metrics as M
 from stability.analysis.results import RECORD_COLUMNS, Sweep
+from stability.record.identity import SEED
 from stability.report.build import Report
 from stability.report.configs import distinct_values, format_cell, group_key, is_finite
 
@@ -37,7 +38,7 @@ def match_columns(reports: Sequence[Report], notes: list[str]) -> list[str]:
     """Toggles and hyperparameters but the seed, in the first sweep's order; see :mod:`stability.report.compare`
     for a column that only some sweeps record."""
     per_sweep = [[*r.sweep.toggles, *r.sweep.hparams] for r in reports]
-    union = list(dict.fromkeys(c for cols in per_sweep for c in cols if c != "seed"))
+    union = list(dict.fromkeys(c for cols in per_sweep for c in cols if c != SEED))
     keep, dropped = [], []
     for c in union:
         holders = [r for r, cols in zip(reports, per_sweep, strict=True) if c in cols]
@@ -141,15 +142,15 @@ def _same_seeds(runs_a: pd.DataFrame, runs_b: pd.DataFrame, key: str, labels: tu
     differ anywhere) and ``status_changes``. Every run with a summary counts (a failed one too), so a run that
     completed before a change and failed after it shows as a status change."""
     out: dict[str, Any] = {"shared_seeds": 0, "identical_seeds": 0, "fields_moved": "", "status_changes": ""}
-    if "seed" not in runs_a or "seed" not in runs_b:  # no seed recorded: nothing to pair runs by
+    if SEED not in runs_a or SEED not in runs_b:  # no seed recorded: nothing to pair runs by
         return {**out, **{f"{col}_moved": np.nan for col, _, _ in COMPARED_METRICS}}
     recorded = []
     for lab, runs in zip(labels, (runs_a, runs_b), strict=True):
         cell = runs[(runs["_key"] == key) & runs["has_summary"].astype(bool)]
-        seeds = cell["seed"].map(M.key_text)
+        seeds = cell[SEED].map(M.key_text)
         twice = sorted(set(seeds[seeds.duplicated()]))
         if twice:
-            shown = ", ".join(dict.fromkeys(format_cell(s) for s, t in zip(cell["seed"], seeds, strict=True)
+            shown = ", ".join(dict.fromkeys(format_cell(s) for s, t in zip(cell[SEED], seeds, strict=True)
                                             if t in twice))
             notes.append(f"{lab}: seed(s) {shown} recorded more than once in the configuration of "
                          f"{cell['run'].iloc[0]}; those seeds are not compared run by run")

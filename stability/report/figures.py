@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stability.record.identity import LR
 from stability.report import plots as P
 from stability.report.build import Report
 from stability.report.certificates import certified_long
@@ -42,11 +43,11 @@ def write_figures(report: Report, out_dir: Path) -> list[Path]:
         for toggle in varying or [None]:
             fig = P.divergence_curves(finished, report.curves, toggle, title=sweep.path.name)
             written += P.save(fig, out_dir / f"curves_{toggle or 'all'}")
-    if "lr" in sweep.varying_hparams:
-        cfg = [c for c in sweep.config_columns if c != "lr"]
+    if LR in sweep.varying_hparams:
+        cfg = [c for c in sweep.config_columns if c != LR]
         labels = pd.Series({name: config_label(sweep, row, cfg) for name, row in finished.iterrows()},
                            dtype=object)
-        n_lrs = finished.groupby(labels)["lr"].nunique()
+        n_lrs = finished.groupby(labels)[LR].nunique()
         finished = finished[labels.map(n_lrs) >= MIN_LR_POINTS]  # a "curve" of 1-2 points is noise
         labels = labels.loc[finished.index]
         metrics = [(c, n) for c, n in LR_METRICS

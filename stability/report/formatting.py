@@ -17,6 +17,7 @@ import pandas as pd
 from stability.analysis.metrics import key_text
 from stability.analysis.results import Sweep
 from stability.errors import ConfigError
+from stability.record.identity import LR
 from stability.report.certificates import CERTIFIED_SQRT2, default_radius_column, radius_columns, unbounded_cause
 from stability.report.configs import display_columns, format_cell, is_finite
 from stability.report.tables import EFFECT_METRICS, MIN_EDF_RUNS, RUN_METRICS, ReportOptions
@@ -216,13 +217,13 @@ def format_effects(table: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     labels = {m: (label, d) for m, label, d in EFFECT_METRICS}
-    keys = table[["toggle", "value", "lr"]].map(key_text).agg("|".join, axis=1) if len(table) else []
+    keys = table[["toggle", "value", LR]].map(key_text).agg("|".join, axis=1) if len(table) else []
     for _, g in table.groupby(keys, sort=False):
         first = g.iloc[0]
         row: dict[str, Any] = {"toggle": first["toggle"],
                                "on − off": f"{format_cell(first['value'])} − {format_cell(first['baseline'])}"}
-        if is_finite(first["lr"]):
-            row["lr"] = format_cell(first["lr"])
+        if is_finite(first[LR]):
+            row[LR] = format_cell(first[LR])
         fail = g[g["metric"] == "failed"].iloc[0]
         if not (is_finite(fail["pairs"]) and fail["pairs"] > 0):
             continue
@@ -238,7 +239,7 @@ def format_effects(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_lr_sensitivity(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
-    shown = [c for c in display_columns(sweep) if c != "lr"]
+    shown = [c for c in display_columns(sweep) if c != LR]
     out = pd.DataFrame(index=table.index)
     for c in shown:
         out[c] = table[c].map(format_cell)
@@ -268,10 +269,10 @@ def format_divergence(table: pd.DataFrame) -> pd.DataFrame:
     t["value"] = t["value"].map(format_cell)
     if "warmup" in index:
         t["warmup"] = t["warmup"].map(format_cell)
-    if t["lr"].notna().any():
-        t["lr"] = t["lr"].map(lambda v: f"lr={v:g}")
-        wide = t.pivot_table(index=index, columns="lr", values="cell", aggfunc="first", sort=False)
-        lrs = sorted(t["lr"].unique(), key=lambda s: float(s[3:]))
+    if t[LR].notna().any():
+        t[LR] = t[LR].map(lambda v: f"lr={v:g}")
+        wide = t.pivot_table(index=index, columns=LR, values="cell", aggfunc="first", sort=False)
+        lrs = sorted(t[LR].unique(), key=lambda s: float(s[3:]))
         wide = wide[lrs].fillna("–")
     else:
         wide = t.set_index(index)[["cell"]].rename(columns={"cell": "diverged"})

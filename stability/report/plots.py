@@ -40,7 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from stability.analysis import metrics as M
-from stability.record.identity import TOGGLES, format_value
+from stability.record.identity import LR, TOGGLES, format_value
 from stability.report import palette
 from stability.report.plot_layout import (
     LEGEND_FONT,
@@ -101,7 +101,7 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
     """
     data = curves[curves["tag"] == tag]
     by_run = {name: g for name, g in data.groupby("run", sort=False)}
-    lrs = sorted(runs["lr"].dropna().unique()) if "lr" in runs else [None]
+    lrs = sorted(runs[LR].dropna().unique()) if LR in runs else [None]
     lrs = lrs or [None]
     ncols = min(len(lrs), 4)
     nrows = math.ceil(len(lrs) / ncols)
@@ -110,7 +110,7 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
     values = toggle_values(runs, toggle)
     drawn: list[np.ndarray] = []
     for ax, lr in zip(axes, lrs, strict=False):
-        panel = runs if lr is None else runs[runs["lr"] == lr]
+        panel = runs if lr is None else runs[runs[LR] == lr]
         for value in values:
             group = panel if toggle is None else panel[_is(panel[toggle], value)]
             colour = palette.colour(toggle, value) if toggle else palette.NEUTRAL
@@ -225,7 +225,7 @@ def lr_curves(labels: pd.Series, runs: pd.DataFrame, metrics: Sequence[tuple[str
     configs = _configs(labels, runs)
     facet_toggles, groups = facets(configs)
     colour_toggles = [t for t in varying_toggles(configs) if t not in facet_toggles]
-    lrs = sorted(pd.to_numeric(runs["lr"], errors="coerce").dropna().unique())
+    lrs = sorted(pd.to_numeric(runs[LR], errors="coerce").dropna().unique())
     fig, grid, panels, keys = keyed_grid(len(groups), 1, len(metrics), extra_height=0.3)
     legends = []
     for row, (facet, members) in enumerate(groups):
@@ -237,7 +237,7 @@ def lr_curves(labels: pd.Series, runs: pd.DataFrame, metrics: Sequence[tuple[str
             style = styles[label]
             for ax, (col, _) in zip(axes, metrics, strict=True):
                 y = pd.to_numeric(g[col], errors="coerce")
-                lr = pd.to_numeric(g["lr"], errors="coerce")
+                lr = pd.to_numeric(g[LR], errors="coerce")
                 q = y.groupby(lr).quantile([0.25, 0.5, 0.75]).unstack()
                 if q.empty:
                     continue

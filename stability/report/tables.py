@@ -17,6 +17,7 @@ import pandas as pd
 from stability.analysis import metrics as M
 from stability.analysis.results import Sweep
 from stability.record.files import COLLAPSED, DIVERGED, FINISHED
+from stability.record.identity import LR, SEED
 from stability.report.configs import (
     config_label,
     configuration_groups,
@@ -70,7 +71,7 @@ class ReportOptions:
 
 def runs_table(sweep: Sweep, runs: pd.DataFrame) -> pd.DataFrame:
     """Every run: configuration, seed, status, divergence step and reason or error, headline numbers."""
-    cols = ["run", "status", *display_columns(sweep), *(["seed"] if "seed" in runs else []),
+    cols = ["run", "status", *display_columns(sweep), *([SEED] if SEED in runs else []),
             "diverged_step", "divergence_reason", "error", "steps", "best_val_acc", "final_val_acc",
             "final_loss", "auc", "steps_to_target", "n_spikes"]
     cols = [c for c in dict.fromkeys(cols) if c in runs]
@@ -116,14 +117,14 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
     (diverged or collapsed) holds ``rate_off, rate_on`` over the paired cells and ``pairs``, their count.
     """
     rows = []
-    cols = ["toggle", "value", "baseline", "lr", "metric", "mean", "low", "high", "n", "pairs", "rate_off",
+    cols = ["toggle", "value", "baseline", LR, "metric", "mean", "low", "high", "n", "pairs", "rate_off",
             "rate_on"]
-    if "seed" not in finished:
+    if SEED not in finished:
         gaps.append("toggle effects: the runs record no seed, so effects over seeds cannot be computed")
         return pd.DataFrame(columns=cols)
     finished = finished.assign(failed=finished["status"].isin([DIVERGED, COLLAPSED]).astype(float))
     metric_cols = [m for m, _, _ in EFFECT_METRICS if m in finished]
-    lrs = distinct_values(finished["lr"]) if "lr" in finished and "lr" in sweep.varying_hparams else [None]
+    lrs = distinct_values(finished[LR]) if LR in finished and LR in sweep.varying_hparams else [None]
     for toggle in sweep.toggles:
         values = distinct_values(finished[toggle])
         if len(values) < 2:
@@ -133,17 +134,17 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
             gaps.append(f"effect of {toggle}: its baseline {baseline!r} has no finished run; compared with "
                         f"{values[0]!r} instead")
             baseline = values[0]
-        match_on = [c for c in sweep.config_columns if c not in (toggle, "seed")
+        match_on = [c for c in sweep.config_columns if c not in (toggle, SEED)
                     and (c in sweep.toggles or not _determined_by(finished, toggle, c))]
         for value in values:
             if M.same_value(value, baseline):
                 continue
             n_pairs = 0
             for lr in lrs:
-                at = finished if lr is None else finished[finished["lr"].map(lambda x, v=lr: M.same_value(x, v))]
+                at = finished if lr is None else finished[finished[LR].map(lambda x, v=lr: M.same_value(x, v))]
                 treat = at[at[toggle].map(lambda x, v=value: M.same_value(x, v))]
                 ctrl = at[at[toggle].map(lambda x, v=baseline: M.same_value(x, v))]
-                base = {"toggle": toggle, "value": value, "baseline": baseline, "lr": lr}
+                base = {"toggle": toggle, "value": value, "baseline": baseline, LR: lr}
                 for metric in metric_cols:
                     ci, _ = M.seed_effect(M.paired_by_seed(treat, ctrl, metric, match_on), options.confidence)
                     rows.append({**base, "metric": metric, "mean": ci.mean, "low": ci.low, "high": ci.high,
@@ -163,7 +164,7 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
 
 def _determined_by(frame: pd.DataFrame, toggle: str, column: str) -> bool:
     """True when ``column`` takes exactly one value per value of ``toggle`` (and varies): it moves with it."""
-    if column in (toggle, "seed") or column not in frame:
+    if column in (toggle, SEED) or column not in frame:
         return False
     per_value = frame.groupby(frame[toggle].map(M.key_text))[column].agg(lambda s: len(distinct_values(s)))
     return bool((per_value == 1).all()) and len(distinct_values(frame[column])) > 1
@@ -172,7 +173,7 @@ def _determined_by(frame: pd.DataFrame, toggle: str, column: str) -> bool:
 def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
                          gaps: list[str]) -> pd.DataFrame:
     """LR sensitivity per configuration-without-lr (:func:`stability.analysis.metrics.lr_sensitivity`)."""
-    cfg = [c for c in sweep.config_columns if c != "lr"]
+    cfg = [c for c in sweep.config_columns if c != LR]
     key = group_key(finished, cfg)
     rows = []
     for k in sorted_keys(finished, cfg, sweep, key):
@@ -183,11 +184,11 @@ def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOp
                 gaps.append(f"LR sensitivity of {config_label(sweep, g.iloc[0])}: no {loss_col}; "
                             f"used final_train_loss")
             loss_col = "final_train_loss"
-        lrs = g["lr"].astype(float).to_numpy()
+        lrs = g[LR].astype(float).to_numpy()
         losses = pd.to_numeric(g.get(loss_col), errors="coerce").to_numpy(dtype=float)
         failed = (g["diverged"] | g["collapsed"]).astype(bool).to_numpy()  # count at the initial loss
         res = M.lr_sensitivity(lrs, losses, g["initial_loss_used"].astype(float).to_numpy(), failed,
-                               g["seed"].to_numpy() if "seed" in g else None)
+                               g[SEED].to_numpy() if SEED in g else None)
         row = {c: g[c].iloc[0] for c in cfg}
         row.update(res._asdict())
         row.update(loss=loss_col, lr_min=float(lrs.min()), lr_max=float(lrs.max()), n_runs=len(g),
@@ -203,23 +204,23 @@ def divergence_table(sweep: Sweep, finished: pd.DataFrame) -> pd.DataFrame:
     block "(all)" covers every run when no toggle but warmup varies.
     """
     has_warmup = "warmup" in finished
-    has_lr = "lr" in finished
+    has_lr = LR in finished
     toggles = [t for t in sweep.toggles if t != "warmup" and len(distinct_values(finished[t])) > 1]
     blocks = toggles or ["(all)"]
     rows = []
     for toggle in blocks:
         dims = ([toggle] if toggle != "(all)" else []) + (["warmup"] if has_warmup else []) + \
-            (["lr"] if has_lr else [])
+            ([LR] if has_lr else [])
         key = group_key(finished, dims)
         for k in sorted_keys(finished, dims, sweep, key):
             g = finished[key == k]
             first = g.iloc[0]
             rows.append({"toggle": toggle, "value": first[toggle] if toggle != "(all)" else "",
                          "warmup": first["warmup"] if has_warmup else None,
-                         "lr": first["lr"] if has_lr else None, "n": len(g),
+                         LR: first[LR] if has_lr else None, "n": len(g),
                          "k": int(g["diverged"].sum()), "rate": float(g["diverged"].mean()),
                          "k_collapsed": int(g["collapsed"].sum())})
-    return pd.DataFrame(rows, columns=["toggle", "value", "warmup", "lr", "n", "k", "rate", "k_collapsed"])
+    return pd.DataFrame(rows, columns=["toggle", "value", "warmup", LR, "n", "k", "rate", "k_collapsed"])
 
 
 def edf_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Ablation sweeps: grid files -> planned runs -> executors (a local process pool, or SLURM via submitit).
 
 Modules, in the order data flows through them:
-- :mod:`~stability.sweep.grid`: grid YAML -> checked :class:`GridSpec` -> cells (resolved configs);
+- :mod:`~stability.sweep.grid`: grid YAML -> checked :class:`GridSpec`;
+- :mod:`~stability.sweep.cells`: a grid -> its cells (resolved configs, seeded);
 - :mod:`~stability.sweep.plan`: validate every cell, name it (:mod:`stability.record.identity`), write ``plan.json``;
 - :mod:`~stability.sweep.store`: ``plan.json``, and the record of a run that died (run folders, statuses and
   locks are :mod:`stability.record.files` and :mod:`stability.record.status`, shared with training and the report);
@@ -18,6 +19,7 @@ Run a sweep with ``stability sweep GRID`` (or ``python -m stability.cli sweep GR
 :mod:`stability.cli` turns its errors into one line and an exit code.
 """
 
-from stability.sweep.grid import Cell, GridSpec, expand, load_grid
+from stability.sweep.cells import Cell, expand
+from stability.sweep.grid import GridSpec, load_grid
 
 __all__ = ["Cell", "GridSpec", "expand", "load_grid"]

@@ -31,7 +31,8 @@ from stability.record.files import (
 )
 from stability.record.identity import config_hash
 from stability.record.status import run_status
-from stability.sweep.grid import GridSpec, expand
+from stability.sweep.cells import expand
+from stability.sweep.grid import GridSpec
 from stability.sweep.local import LocalExecutor
 from stability.sweep.plan import PlannedRun, make_plan, plan_document, shard
 from stability.sweep.progress import Progress, format_duration

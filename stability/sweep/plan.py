@@ -19,7 +19,8 @@ from typing import Any
 from stability.errors import ConfigError
 from stability.record.config_files import get_dotted
 from stability.record.identity import config_hash, run_name
-from stability.sweep.grid import GridSpec, base_config, expand
+from stability.sweep.cells import base_config, expand
+from stability.sweep.grid import GridSpec
 from stability.sweep.store import PLAN_FORMAT
 
 

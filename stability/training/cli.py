@@ -28,7 +28,8 @@ from stability.training.messages import user_errors
 from stability.training.module import ViTClassifier
 from stability.training.run_folder import AtomicCheckpointIO
 from stability.training.telemetry import DivergenceDetector, StabilityTelemetry
-from stability.training.tensorboard import RunLogger, with_user_loggers
+from stability.training.tensorboard import RunLogger
+from stability.training.user_loggers import with_user_loggers
 
 # Defaults that differ from Lightning's: per-step curves need log_every_n_steps=1; ablation runs need no
 # model summary or sanity check; ``deterministic`` makes a seed reproduce its numbers.

@@ -179,7 +179,8 @@ def test_collapse_rule_catches_a_stalled_run_not_a_slow_learner() -> None:
 def test_a_grid_seed_draws_the_training_seed_and_the_data_split_together(tmp_path: Path) -> None:
     from sweep_helpers import write_grid
 
-    from stability.sweep.grid import expand, load_grid
+    from stability.sweep.cells import expand
+    from stability.sweep.grid import load_grid
 
     grid = write_grid(tmp_path, "g", {"seeds": [0, 3]})
     cells = expand(load_grid(grid))
@@ -192,7 +193,8 @@ def test_the_logit_growth_claim_pairs_dot_product_runs_only(grid: str, tmp_path:
     qk-norm logits stay at 10. The claim is about dot-product attention, so its effect is exactly one decade;
     a ``where`` that let cosine or qk-norm pairs in would average their zero growth into it."""
     from stability.record.identity import toggles_of
-    from stability.sweep.grid import expand, load_grid
+    from stability.sweep.cells import expand
+    from stability.sweep.grid import load_grid
 
     spec = load_grid(Path(__file__).parents[2] / "ablations" / grid)
     for cell in expand(spec):

@@ -14,7 +14,8 @@ from sweep_helpers import BASE, ROOT, TINY, SweepResult, fabricate_cifar10, writ
 
 from stability.cli import COMMANDS, main
 from stability.record.files import COLLAPSED, COMPLETED, RunSummary
-from stability.sweep.grid import expand, header_facts, load_grid
+from stability.sweep.cells import expand
+from stability.sweep.grid import header_facts, load_grid
 from stability.sweep.plan import make_plan
 
 TINY_FIT = ["--config", str(BASE), "--model.vit.embed_dim", "16", "--model.vit.depth", "1", "--model.vit.num_heads",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stability.model import TOGGLES
+from stability.model import MODEL_TOGGLES
 from stability.record.identity import TOGGLES as RUN_TOGGLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def _yaml_word(value: object) -> str:
 # those that do not live in the model (warmup, in stability/training/module.py).
 ALL_TOGGLES: dict[str, tuple[str, ...]] = {
     name: tuple(_yaml_word(v) for v in toggle.values) for name, toggle in RUN_TOGGLES.items()}
-RECIPE_TOGGLES = {name: values for name, values in ALL_TOGGLES.items() if name not in TOGGLES}
+RECIPE_TOGGLES = {name: values for name, values in ALL_TOGGLES.items() if name not in MODEL_TOGGLES}
 COLUMNS = ("toggle", "values", "source", "file")  # how the table's header cells start, in order
 
 
@@ -112,7 +112,7 @@ def test_readme_table_lists_exactly_the_toggles() -> None:
     problems = ([f"no row for: {', '.join(missing)}"] if missing else []) \
         + ([f"rows for unknown toggles: {', '.join(extra)}"] if extra else [])
     assert not problems, f"README.md toggle table has {'; '.join(problems)} (the toggles are those of " \
-                         f"stability.model.TOGGLES and the recipe's {', '.join(RECIPE_TOGGLES)})"
+                         f"stability.model.MODEL_TOGGLES and the recipe's {', '.join(RECIPE_TOGGLES)})"
 
 
 @pytest.mark.parametrize("toggle", list(ALL_TOGGLES))
@@ -135,19 +135,19 @@ def test_readme_table_names_an_existing_file(toggle: str) -> None:
 
 
 # ---------------------------------------------------------------- ablations/base/digits.yaml
-@pytest.mark.parametrize("toggle", list(TOGGLES))
+@pytest.mark.parametrize("toggle", list(MODEL_TOGGLES))
 def test_base_config_sets_each_model_toggle_to_its_baseline_and_lists_its_values(toggle: str) -> None:
     text = BASE_CONFIG.read_text(encoding="utf-8")
     where = f"{BASE_CONFIG.relative_to(ROOT)}: model.vit.{toggle}"
     vit = (yaml.safe_load(text).get("model") or {}).get("vit") or {}
     assert toggle in vit, f"{where} is not set"
-    baseline = TOGGLES[toggle][0]
+    baseline = MODEL_TOGGLES[toggle][0]
     assert vit[toggle] == baseline, f"{where} is {vit[toggle]!r}, not its baseline {baseline!r}"
     _, comment = yaml_lines(text)[f"model.vit.{toggle}"]
     assert comment is not None, f"{where} has no trailing comment listing its values " \
-                                f"(# {' | '.join(TOGGLES[toggle])})"
+                                f"(# {' | '.join(MODEL_TOGGLES[toggle])})"
     listed = [value.strip() for value in comment.split("|")]
-    assert tuple(listed) == TOGGLES[toggle], f"{where}: the comment {_diff(listed, TOGGLES[toggle])}"
+    assert tuple(listed) == MODEL_TOGGLES[toggle], f"{where}: the comment {_diff(listed, MODEL_TOGGLES[toggle])}"
 
 
 @pytest.mark.parametrize("toggle", list(RECIPE_TOGGLES))

@@ -265,3 +265,16 @@ def test_the_order_check_finds_a_back_arrow() -> None:
         "stability.report.cli (report) imports stability.cli (cli)",
         "stability.training.run (training) imports stability.sweep.grid (sweep)",
     ]
+
+
+MAX_LINES = 420  # "about 400": a module longer than this holds more than one job, or says why it does not
+LONG_REASON = "reads best whole"  # the phrase a longer module's docstring uses to say why
+
+
+def test_no_module_is_long_without_a_reason() -> None:
+    long = []
+    for name, (path, _) in package_modules().items():
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_LINES and LONG_REASON not in (ast.get_docstring(ast.parse(text)) or ""):
+            long.append(f"{name}: {len(text.splitlines())} lines")
+    assert not long, f"modules over {MAX_LINES} lines whose docstring does not say why: {long}"

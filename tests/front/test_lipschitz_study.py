@@ -8,7 +8,8 @@ import pytest
 
 from stability.record.config_files import load_config_files
 from stability.record.identity import config_hash
-from stability.sweep.grid import expand, load_grid
+from stability.sweep.cells import expand
+from stability.sweep.grid import load_grid
 from stability.training.cli import parse
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stability.model import TOGGLES, VisionTransformer, ViTConfig
+from stability.model import MODEL_TOGGLES, VisionTransformer, ViTConfig
 from stability.model.attention import CosineAttention
 from stability.model.init import spectral_init
 from stability.model.norms import NORMS, CenterNorm, RMSNorm
@@ -67,7 +67,7 @@ NORM_FORMULAS = {"layernorm": layer_norm, "centernorm": center_norm, "rmsnorm": 
 
 
 def test_every_norm_has_a_reference_formula() -> None:
-    assert tuple(NORM_FORMULAS) == TOGGLES["norm"]
+    assert tuple(NORM_FORMULAS) == MODEL_TOGGLES["norm"]
 
 
 # ---------------------------------------------------------------- CenterNorm
@@ -254,7 +254,7 @@ def test_weighted_residual_pre_norm_block_formula() -> None:
         assert torch.allclose(blk(x, None)[0], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm", TOGGLES["norm"])
+@pytest.mark.parametrize("norm", MODEL_TOGGLES["norm"])
 def test_post_norm_block_formula(norm: str) -> None:
     """LipsFormer code order: x = N_1(x + a_1 Attn(x)); x = N_2(x + a_2 MLP(x))."""
     model = randomise_(VisionTransformer(ViTConfig(norm_placement="post", residual="weighted", norm=norm,
@@ -302,7 +302,7 @@ def _assert_reset(norm: torch.nn.Module, where: str) -> None:
         assert torch.equal(bias, torch.zeros_like(bias)), f"{where}: {type(norm).__name__} bias not reset to 0"
 
 
-@pytest.mark.parametrize("norm", TOGGLES["norm"])
+@pytest.mark.parametrize("norm", MODEL_TOGGLES["norm"])
 def test_spectral_init_resets_every_norm_the_toggle_builds(norm: str) -> None:
     """Whatever ``NORMS[norm]`` builds is reset by spectral init (weight 1, bias 0 where it has one), alone and
     inside a model, together with the norms inside components (conv-stem BatchNorm, LaPE's and qk-layernorm's

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tbparse import SummaryReader
 
 from stability.errors import ConfigError
-from stability.model import TOGGLES, VisionTransformer, ViTConfig
+from stability.model import MODEL_TOGGLES, VisionTransformer, ViTConfig
 from stability.model.config import with_requirements
 from stability.model.lipschitz import (
     LipschitzBound,
@@ -170,17 +170,17 @@ def bounded_combinations() -> list[dict[str, str]]:
     """For each bounded attention, three combinations that between them give every free toggle each of its
     values (case k takes value k mod n of every toggle): every value meets both bounded attentions, and
     many toggles change at once. The full product is the slow test below."""
-    free = [name for name in TOGGLES if name not in BOUNDED]
+    free = [name for name in MODEL_TOGGLES if name not in BOUNDED]
     combos = []
     for attention in BOUNDED["attention"]:
-        for k in range(max(len(TOGGLES[name]) for name in free)):
+        for k in range(max(len(MODEL_TOGGLES[name]) for name in free)):
             values = {"norm": "centernorm", "attention": attention}
-            values |= {name: TOGGLES[name][(k + i) % len(TOGGLES[name])] for i, name in enumerate(free)}
+            values |= {name: MODEL_TOGGLES[name][(k + i) % len(MODEL_TOGGLES[name])] for i, name in enumerate(free)}
             if attention == "shift" and values["pos_embed"] == "lape":
                 values["pos_embed"] = "default"  # rejected by the config
             combos.append(values)
     for name in free:  # every value is covered (with lape for cosine_paper only)
-        for value in TOGGLES[name]:
+        for value in MODEL_TOGGLES[name]:
             assert any(c[name] == value for c in combos), (name, value)
     return combos
 
@@ -208,10 +208,10 @@ def test_upper_bound_is_above_the_lower_bound_and_every_local_slope(values: dict
 @pytest.mark.slow
 def test_upper_bound_is_above_the_lower_bound_for_the_full_bounded_product() -> None:
     """The product of every free toggle's values, for both bounded attentions (~1,150 models, ~5 min)."""
-    free = [name for name in TOGGLES if name not in BOUNDED]
+    free = [name for name in MODEL_TOGGLES if name not in BOUNDED]
     pixels = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     for attention in BOUNDED["attention"]:
-        for combo in itertools.product(*(TOGGLES[name] for name in free)):
+        for combo in itertools.product(*(MODEL_TOGGLES[name] for name in free)):
             values = {"norm": "centernorm", "attention": attention, **dict(zip(free, combo))}
             if attention == "shift" and values["pos_embed"] == "lape":
                 continue

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from stability.errors import ConfigError
-from stability.model import TOGGLES, VisionTransformer, ViTConfig, count_flops
+from stability.model import MODEL_TOGGLES, VisionTransformer, ViTConfig, count_flops
 from stability.model.attention import ATTENTIONS
 from stability.model.config import REQUIRED_SETTINGS, with_requirements
 from stability.model.heads import HEADS
@@ -53,17 +53,17 @@ INVALID_PAIRS = {frozenset({("attention", "shift"), ("pos_embed", "lape")})}
 
 
 def test_every_toggle_value_has_exactly_one_component() -> None:
-    assert set(MAPS) == set(TOGGLES)
-    for name, valid in TOGGLES.items():
+    assert set(MAPS) == set(MODEL_TOGGLES)
+    for name, valid in MODEL_TOGGLES.items():
         assert tuple(MAPS[name]) == valid, name
-    assert tuple(BLOCK_PE) == TOGGLES["pos_embed"]
-    assert tuple(CLS_HAS_PE) == TOGGLES["pos_embed_type"]
+    assert tuple(BLOCK_PE) == MODEL_TOGGLES["pos_embed"]
+    assert tuple(CLS_HAS_PE) == MODEL_TOGGLES["pos_embed_type"]
 
 
 @pytest.mark.parametrize("toggle", list(BUILDERS))
 def test_component_builders_take_the_config(toggle: str) -> None:
     """Each map entry builds its component from the whole config (no per-component arguments from vit.py)."""
-    for value in TOGGLES[toggle]:
+    for value in MODEL_TOGGLES[toggle]:
         cfg = ViTConfig(**TINY, **with_requirements({toggle: value}))
         for builders in BUILDERS[toggle]:
             built = builders[value](cfg)
@@ -72,7 +72,7 @@ def test_component_builders_take_the_config(toggle: str) -> None:
 
 def test_default_config_is_the_baseline() -> None:
     cfg = ViTConfig()
-    assert cfg.toggles() == {name: valid[0] for name, valid in TOGGLES.items()}
+    assert cfg.toggles() == {name: valid[0] for name, valid in MODEL_TOGGLES.items()}
 
 
 # ---------------------------------------------------------------- 1. exactly timm at baseline
@@ -173,10 +173,10 @@ def test_every_combination_builds_runs_and_trains() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
     start = time.perf_counter()
-    combos = list(itertools.product(*TOGGLES.values()))
+    combos = list(itertools.product(*MODEL_TOGGLES.values()))
     rejected = 0
     for combo in combos:
-        values = dict(zip(TOGGLES, combo))
+        values = dict(zip(MODEL_TOGGLES, combo))
         if _is_invalid(values):
             _check_rejection(values)
             rejected += 1
@@ -184,7 +184,7 @@ def test_every_combination_builds_runs_and_trains() -> None:
             _check_forward_backward(_config(values), x, y)
     elapsed = time.perf_counter() - start
     print(f"{len(combos)} combinations ({rejected} rejected), forward + backward: {elapsed:.2f} s")
-    assert len(combos) == math.prod(len(values) for values in TOGGLES.values())
+    assert len(combos) == math.prod(len(values) for values in MODEL_TOGGLES.values())
 
 
 def _gain(chosen: dict[str, str], name: str, value: str, uncovered: set) -> int:
@@ -198,9 +198,9 @@ def pairwise_combinations() -> list[dict[str, str]]:
     """A small set of valid combinations holding every valid pair of values of two toggles (a greedy
     covering array, deterministic): bugs that need two toggles together show here at ~1/300 of the cost of
     the full product."""
-    names = list(TOGGLES)
+    names = list(MODEL_TOGGLES)
     pairs = {frozenset({(a, va), (b, vb)}) for i, a in enumerate(names) for b in names[i + 1:]
-             for va in TOGGLES[a] for vb in TOGGLES[b]}
+             for va in MODEL_TOGGLES[a] for vb in MODEL_TOGGLES[b]}
     uncovered = {pair for pair in pairs if pair not in INVALID_PAIRS}
     combos = []
     while uncovered:
@@ -208,7 +208,7 @@ def pairwise_combinations() -> list[dict[str, str]]:
         chosen = dict(first)
         for name in names:
             if name not in chosen:
-                chosen[name] = max(TOGGLES[name], key=lambda v, n=name, c=dict(chosen): _gain(c, n, v, uncovered))
+                chosen[name] = max(MODEL_TOGGLES[name], key=lambda v, n=name, c=dict(chosen): _gain(c, n, v, uncovered))
         combos.append(chosen)
         uncovered -= {frozenset({a, b}) for a in chosen.items() for b in chosen.items() if a != b}
     return combos
@@ -221,8 +221,8 @@ def test_every_pair_of_values_builds_runs_and_trains() -> None:
     x, y = torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
     combos = pairwise_combinations()
     covered = {frozenset({a, b}) for c in combos for a in c.items() for b in c.items() if a != b}
-    for a, b in itertools.combinations(TOGGLES, 2):
-        for va, vb in itertools.product(TOGGLES[a], TOGGLES[b]):
+    for a, b in itertools.combinations(MODEL_TOGGLES, 2):
+        for va, vb in itertools.product(MODEL_TOGGLES[a], MODEL_TOGGLES[b]):
             pair = frozenset({(a, va), (b, vb)})
             assert pair in covered or pair in INVALID_PAIRS, pair
     for values in combos:
@@ -241,13 +241,13 @@ def test_required_settings_are_what_the_values_need() -> None:
         ViTConfig(**with_requirements({toggle: value}))
 
 
-@pytest.mark.parametrize("toggle", list(TOGGLES))
+@pytest.mark.parametrize("toggle", list(MODEL_TOGGLES))
 def test_each_toggle_with_avg_pooling_and_drop_path(toggle: str) -> None:
     """The settings the product leaves at default: global_pool="avg", drop_path_rate > 0, patch 2."""
     torch.manual_seed(0)
     dims = {**TINY, "patch_size": 2}
     x, y = torch.randn(2, 1, 8, 8), torch.tensor([0, 2])
-    for value in TOGGLES[toggle][1:]:
+    for value in MODEL_TOGGLES[toggle][1:]:
         cfg = ViTConfig(**dims, global_pool="avg", drop_path_rate=0.2, **{toggle: value})
         _check_forward_backward(cfg, x, y)
         if toggle == "attention" and value == "shift":  # no class token: nothing the readout cannot reach
@@ -255,13 +255,13 @@ def test_each_toggle_with_avg_pooling_and_drop_path(toggle: str) -> None:
 
 
 # ---------------------------------------------------------------- 4. clear errors
-@pytest.mark.parametrize("toggle", list(TOGGLES) + ["global_pool"])
+@pytest.mark.parametrize("toggle", list(MODEL_TOGGLES) + ["global_pool"])
 def test_unknown_toggle_value_names_toggle_value_and_choices(toggle: str) -> None:
     with pytest.raises(ConfigError) as err:
         ViTConfig(**{toggle: "bogus"})
     msg = str(err.value)
     assert toggle in msg and "'bogus'" in msg and "\n" not in msg
-    valid = TOGGLES.get(toggle, ("token", "avg"))
+    valid = MODEL_TOGGLES.get(toggle, ("token", "avg"))
     assert all(v in msg for v in valid)
 
 
@@ -335,7 +335,7 @@ def test_weighted_residual_alpha_init() -> None:
 
 
 # ---------------------------------------------------------------- 5. telemetry and FLOPs
-@pytest.mark.parametrize("attention", [a for a in TOGGLES["attention"] if a != "shift"])
+@pytest.mark.parametrize("attention", [a for a in MODEL_TOGGLES["attention"] if a != "shift"])
 def test_attention_stats_match_explicit_logits(attention: str) -> None:
     torch.manual_seed(0)
     cfg = ViTConfig(attention=attention, **DIMS)
@@ -409,6 +409,6 @@ def test_bench_model_runs_and_prints_the_table(capsys: pytest.CaptureFixture[str
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "matmul rate" in out and "timm VisionTransformer" in out and "ours, baseline" in out
-    for name, values in TOGGLES.items():
+    for name, values in MODEL_TOGGLES.items():
         for value in values[1:]:
             assert f"{name}={value}" in out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stability.model.config import TOGGLES as MODEL_TOGGLES
+from stability.model.config import MODEL_TOGGLES
 from stability.record.files import RECORDED, STATUSES, RecordError, RunSummary, load_summary, read_summary
 from stability.record.identity import TOGGLES, baselines, config_hash, hparams_of, run_name, toggles_of
 

@@ -18,7 +18,8 @@ from stability.errors import ConfigError
 from stability.record.config_files import get_dotted, read_yaml, set_dotted
 from stability.record.identity import format_value, readable_name
 from stability.record.status import RunLock, is_locked, run_status
-from stability.sweep.grid import expand, load_grid
+from stability.sweep.cells import expand
+from stability.sweep.grid import load_grid
 from stability.sweep.plan import make_plan, parse_shard, plan_document, shard
 from stability.sweep.runner import Task, run_task
 from stability.sweep.store import write_plan
@@ -303,7 +304,8 @@ def test_slurm_runtime_config_leaves_requeue_to_submitit(monkeypatch: pytest.Mon
     assert plugin["class_path"].endswith("SLURMEnvironment") and plugin["init_args"] == {"auto_requeue": False}
     assert extra["trainer"]["devices"] == 1
     config = load_grid(SMOKE)
-    from stability.sweep.grid import base_config, deep_merge
+    from stability.record.config_files import deep_merge
+    from stability.sweep.cells import base_config
 
     merged = deep_merge(base_config(config), {"trainer": {"plugins": extra["trainer"]["plugins"]}})
     validate(merged)  # the plugin entry is a config the runs accept
