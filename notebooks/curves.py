@@ -13,9 +13,10 @@
 # %% [markdown]
 # # Divergence curves
 #
-# Which runs diverged, when, and what the telemetry did just before: training loss per toggle and
-# learning rate, then loss, gradient norm and maximum attention logit around each divergence step
-# (Wortsman et al. 2023 saw attention-logit growth precede divergence). All loading and plotting is in
+# Which runs failed (diverged, collapsed or raised), when, and what the telemetry did just before: training loss
+# per toggle and learning rate, then loss, gradient norm and maximum attention logit before each failure, the
+# same figures as the report's failures section (Wortsman et al. 2023 saw attention-logit growth precede
+# divergence). All loading and plotting is in
 # `stability.analysis.results` and `stability.report.plots`; this notebook only chooses what to look at. The README has
 # the papermill command that runs it on a sweep and keeps the executed notebook next to its figures.
 
@@ -30,13 +31,15 @@ from pathlib import Path
 from IPython.display import Image, Markdown, display
 
 from stability.analysis.results import load_curves
-from stability.report import build_report, plot_layout, plots, to_markdown
+from stability.report import build_report, plots, to_markdown
+from stability.report.failures import count_line
+from stability.report.figures import failure_telemetry
 
 # %% tags=["parameters"]
 sweep_dir = "runs/smoke"  # the folder `stability sweep` wrote
-out_dir = "runs/smoke/report/notebooks/curves"  # figures and the diverged-runs table go here
+out_dir = "runs/smoke/report/notebooks/curves"  # figures and the failed-runs table go here
 tags = ["train/loss", "train/grad_norm", "attn/max_logit/*"]  # tag names or shell patterns
-window = 200  # steps shown before (and after) a divergence
+window = 200  # steps shown before (and after) a failure
 
 # %%
 out = Path(out_dir)
@@ -56,14 +59,12 @@ print(f"{len(sweep.runs)} runs, {curves['run'].nunique()} with curves")
 print("tags:", ", ".join(sorted(curves["tag"].unique())))
 
 # %% [markdown]
-# ## Diverged runs
+# ## Failed runs (the report's failures section)
 
 # %%
-columns = [c for c in ["run", "status", *sweep.config_columns, "seed", "diverged_step", "divergence_reason"]
-           if c in report.runs]
-diverged = report.runs.loc[report.runs["diverged"].astype(bool), columns]
-diverged.to_csv(out / "diverged_runs.csv", index=False)
-display(Markdown(to_markdown(diverged.astype(str)) if len(diverged) else "No run diverged."))
+failed = report.tables["failures"]
+failed.to_csv(out / "failed_runs.csv", index=False)
+display(Markdown(count_line(sweep.runs) + ("\n\n" + to_markdown(report.text["failures"]) if len(failed) else "")))
 
 # %% [markdown]
 # ## Training loss, coloured by each toggle that varies (one panel per learning rate)
@@ -75,16 +76,13 @@ for toggle in varying:
     show(plots.divergence_curves(finished, curves, toggle, title=sweep.path.name), f"loss_by_{toggle or 'run'}")
 
 # %% [markdown]
-# ## Telemetry around each divergence (dashed line: the divergence step)
-# At most `plot_layout.MAX_LINES` runs per figure: `telemetry_diverged.png`, then `telemetry_diverged_2.png`, ...
+# ## Telemetry before each failure (dashed line: the step the run stopped at)
+# The report's figures (`plots.run_telemetry` through `failure_telemetry`): at most `plot_layout.MAX_LINES` runs
+# per figure, `failure_telemetry.png`, then `failure_telemetry_2.png`, ...
 
 # %%
-marks = {name: float(step) for name, step in diverged["diverged_step"].items()}
-names = list(diverged.index)
-for i in range(0, len(names), plot_layout.MAX_LINES):
-    chunk = names[i:i + plot_layout.MAX_LINES]
-    part = f"_{i // plot_layout.MAX_LINES + 1}" if i else ""
-    show(plots.run_telemetry(curves, chunk, mark=marks, window=window), f"telemetry_diverged{part}")
+for stem, fig in failure_telemetry(report, window=window):
+    show(fig, stem)
 
 # %% [markdown]
 # ## Loss spikes (the steps behind the spike counts of the tables)

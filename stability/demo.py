@@ -42,7 +42,9 @@ def print_verdicts(claims_csv: Path) -> None:
         return
     with claims_csv.open() as f:
         rows = list(csv.DictReader(f))
-    print("Verdicts (effect = treatment - control, mean [95% interval] over seeds):")
+    print("Verdicts (effect = treatment - control over seeds [95% interval]: a mean [t] for accuracies, losses and "
+          "logits, a difference of rates [Newcombe] for failure rates, a median [order statistics] for the largest "
+          "stable lr):")
     for r in rows:
         effect, low, high = (float(r[k]) if r[k] else math.nan for k in ("effect", "low", "high"))
         at = f" ({r['setting']})"

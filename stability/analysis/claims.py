@@ -18,8 +18,10 @@ Keys are toggle names (:data:`stability.record.identity.TOGGLES`) or headline hy
 (:data:`stability.record.identity.HPARAM_KEYS`: ``lr``, ``weight_decay``, ``optimizer``, ...); dotted config keys
 (``model.vit.pos_embed``, ``model.lr``) are accepted and mapped to them.
 
-How a claim becomes a verdict is :mod:`stability.analysis.verdicts`. Plain Python: a grid file's claims are checked
-when the grid is loaded, before anything runs.
+Each metric has a kind (:data:`KINDS`: continuous, binary, ordinal) that decides its statistic. How a claim becomes
+a verdict is :mod:`stability.analysis.verdicts`. Plain Python: a grid file's claims are checked
+when the grid is loaded, before anything runs, and ``stability sweep`` then checks that each selects runs of the
+grid that pair (:mod:`stability.sweep.claim_check`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from stability.errors import ConfigError
 from stability.record.identity import HPARAM_KEYS, TOGGLES
 
 DIRECTIONS = ("increase", "decrease")
+# What a metric's numbers are, which decides its statistic (stability.analysis.intervals): a real number per run
+# or seed, a 0/1 outcome per run, or a point of the lr grid.
+KINDS = ("continuous", "binary", "ordinal")
 CLAIM_KEYS = ("claim", "source", "treatment", "control", "metric", "direction", "min_effect", "where", "pool")
 
 
@@ -45,6 +50,7 @@ class Metric:
     unit: str  # how the effect reads: "accuracy", "nats", "decades", "fraction of runs"
     per: str = "run"  # "run": one value per run; "grid": one value per seed over the lr grid
     at_convergence: bool = True  # the verdict needs a converged control
+    kind: str = "continuous"  # one of KINDS: continuous (t-interval), binary (Newcombe), ordinal (median)
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
@@ -57,16 +63,18 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("max_attn_logit", "largest attention logit during training, log10", "decades", at_convergence=False),
     Metric("max_log_z", "largest mean log-partition log Z of the output logits during training", "nats",
            at_convergence=False),
+    # rates: each run is one Bernoulli trial (0 or 1), so they are compared as proportions, not averaged per seed
     Metric("failure_rate", "fraction of runs that diverged or collapsed", "fraction of runs",
-           at_convergence=False),
-    Metric("divergence_rate", "fraction of runs that diverged", "fraction of runs", at_convergence=False),
+           at_convergence=False, kind="binary"),
+    Metric("divergence_rate", "fraction of runs that diverged", "fraction of runs", at_convergence=False,
+           kind="binary"),
     Metric("collapse_rate", "fraction of runs that collapsed (trained, but stayed at chance)", "fraction of runs",
-           at_convergence=False),
+           at_convergence=False, kind="binary"),
     # relative to each configuration's own best loss, so it needs a control that trained well at its best lr
     Metric("lr_sensitivity", "Wortsman et al. 2023 LR sensitivity: mean over the lr grid of min(final val "
            "loss, initial loss) minus the best", "nats", per="grid"),
     Metric("largest_stable_lr", "largest lr of the grid whose run neither diverged nor collapsed, log10",
-           "decades", per="grid", at_convergence=False),
+           "decades", per="grid", at_convergence=False, kind="ordinal"),
 )}
 
 

@@ -99,11 +99,15 @@ def ema(values: ArrayLike, alpha: float = 0.1) -> np.ndarray:
     return pd.Series(np.asarray(values, dtype=float)).ewm(alpha=alpha, adjust=True).mean().to_numpy()
 
 
-def finite_prefix(steps: ArrayLike, losses: ArrayLike,
-                  diverged_step: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The curve up to (not including) its first non-finite loss and the divergence step.
+def finite_prefix(steps: ArrayLike, losses: ArrayLike, diverged_step: float | None = None, *,
+                  through_divergence: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The curve up to (not including) its first non-finite loss, and up to the divergence step.
 
-    Steps are sorted first. Everything after a divergence is the divergence, not training.
+    Steps are sorted first. Everything after a divergence is the divergence, not training. The divergence
+    step's own loss is kept when it is finite: it is the loss that stopped the run, so a run whose loss hit
+    25.7 is drawn ending at 25.7, not at the 9.1 before it (a non-finite one ends the curve at the last
+    finite value). ``through_divergence=False`` ends the curve before the divergence step, for the
+    statistics of training that leave the divergence itself out (:func:`curve_stats`, spikes).
     """
     steps = np.asarray(steps, dtype=float)
     losses = np.asarray(losses, dtype=float)
@@ -114,7 +118,7 @@ def finite_prefix(steps: ArrayLike, losses: ArrayLike,
     if len(bad):
         keep[bad[0]:] = False
     if diverged_step is not None and math.isfinite(diverged_step):
-        keep &= steps < diverged_step
+        keep &= steps <= diverged_step if through_divergence else steps < diverged_step
     return steps[keep], losses[keep]
 
 
@@ -209,7 +213,7 @@ def curve_stats(steps: ArrayLike, losses: ArrayLike, *, initial_loss: float | No
         no finite curve. ``max_spike`` is 1.0 for a run without spikes (no loss above its history).
     """
     options = options or CurveOptions()
-    s, y = finite_prefix(steps, losses, diverged_step if diverged else None)
+    s, y = finite_prefix(steps, losses, diverged_step if diverged else None, through_divergence=False)
     nonfinite = len(s) < len(np.asarray(losses))
     if initial_loss is None or not math.isfinite(initial_loss):
         initial_loss = float(y[0]) if len(y) else math.nan

@@ -4,24 +4,50 @@ How a verdict is reached (every rule is here, and every one is tested):
 
 - **The seed is the unit of replication.** A grid's seed sets both the training seed and the data split
   (:func:`stability.sweep.cells.set_seed`), so the interval over seeds includes the split's variance. A
-  treatment run is paired with the control run that agrees on every other configuration axis *and the seed*;
-  the pair differences of one seed are averaged (over the other axes the selection spans), giving one number
-  per seed. The effect is the mean over seeds with a Student-t 95% interval over the n seeds. Cells that share
-  a seed never count as separate replicates.
+  treatment run is paired with the control run that agrees on every other configuration axis *and the seed*.
+  Cells that share a seed never count as separate replicates.
 - **Per learning rate.** Unless ``pool: true`` (or ``where`` fixes the lr), each lr gets its own verdict.
-  Grid metrics (LR sensitivity, largest stable lr) are computed per seed over the lr grid instead.
+  Grid metrics (LR sensitivity, largest stable lr) are computed per seed over the lr grid instead, over the
+  learning rates the treatment and the control both have for that seed: at least :data:`MIN_LR_POINTS`, else
+  the seed does not count ("too few runs (fewer than 3 learning rates)").
 - **Bundles are compared as bundles.** Only runs that match every treatment key are treatment runs and only
   runs that match every control key are control runs, so a bundle's effect is never charged to one toggle.
+- **Each metric kind its statistic** (:attr:`stability.analysis.claims.Metric.kind`; the intervals and their
+  sources are :mod:`stability.analysis.intervals`; ``confidence`` 95% by default):
+
+  - *continuous*: effect = the mean over seeds of the per-seed difference (a seed's pairs averaged first);
+    interval = Student t over the n seeds.
+  - *binary* (the rates): effect = treatment rate - control rate, counted over the runs of the cells that pair,
+    each run one Bernoulli trial (the runs are taken as independent trials, treatment and control as
+    independent samples, although a seed's runs share its data split); interval = Newcombe's hybrid score
+    interval, which stays in [-1, 1].
+  - *ordinal* (the largest stable lr): effect = the median over seeds of the per-seed difference in decades
+    on the lr grid; interval = the order statistics ``[d_(k), d_(n+1-k)]`` with the largest k whose coverage
+    ``1 - 2 BinomCDF(k-1; n, 1/2)`` reaches the confidence (the sign-test interval).
+
+- **Gates**, in this order; the first that fails makes the verdict *inconclusive* and says why:
+
+  1. every kind: at least :data:`MIN_SEEDS` seeds pair (grid metrics: seeds with >= :data:`MIN_LR_POINTS`
+     common learning rates);
+  2. metrics read at convergence (``Metric.at_convergence``: the accuracies, the losses, LR sensitivity; not
+     the rates, the attention logits, log Z, the largest stable lr): the control converged (below). Only for
+     these is ``control_converged`` filled in; for the others it is empty;
+  3. every kind: the interval is finite;
+  4. ordinal: the order-statistic interval reaches the confidence, which needs 6 seeds at 95% (with fewer,
+     ``[min, max]`` is shown with its coverage ``1 - 2^(1-n)``);
+  5. every kind: the interval has non-zero width (identical seeds measure no spread: no verdict from them).
 - **Verdicts** (``e`` = the effect in the claimed direction, ``[lo, hi]`` its interval, ``m`` = min_effect):
   *supported* when ``lo > m`` (the whole interval shows an effect that matters); *contradicted* when
   ``hi < m`` (the whole interval is below what matters: no effect, or the opposite one); otherwise
-  *inconclusive*, and also when fewer than :data:`MIN_SEEDS` seeds pair up or when the control did not
-  converge (for metrics read at convergence).
+  *inconclusive*.
 - **Convergence** of the control (:func:`converged`): a run converged when it completed (not diverged,
   collapsed or failed) and its per-epoch mean training loss fell by at most ``CONVERGENCE_TOL`` x its initial
-  loss over the last quarter of its epochs. The control configuration counts as converged when, at the lr
-  where it does best in the sweep, every seed converged: then the runs were long enough, and a control that
-  fails at a higher lr is a result, not a run stopped too early.
+  loss over the last quarter of its epochs. The control converged when, for every seed (and setting of the
+  other axes), its run at that seed's best lr converged, the best lr being the one with that seed's highest
+  final *validation* accuracy. Chosen per seed, not on the mean over seeds: a seed whose best run stopped
+  early is not hidden behind the others, and each seed's choice uses its own validation split only. Then the
+  runs were long enough, and a control that fails at a higher lr is a result, not a run stopped too early.
+  The gate decides whether a verdict may be read; it never selects which runs the effect is computed from.
 - **Failures count.** A diverged or collapsed run scores chance accuracy (``1 / num_classes``) and its initial
   loss; the failure metrics count it as 1.
 """
@@ -37,14 +63,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stability.analysis import intervals
 from stability.analysis import metrics as M
 from stability.analysis.claims import METRICS, Claim, Metric
 from stability.record.files import COLLAPSED, COMPLETED, DIVERGED
 from stability.record.identity import LR, SEED
 
 MIN_SEEDS = 3  # fewer seeds than this never give a verdict
+# Learning rates per seed that a metric over the lr grid needs, common to treatment and control (and, in the
+# report, per configuration for its LR sensitivity and its curves against the lr): with two, "sensitivity" is
+# one difference and a "largest stable lr" one of two values.
+MIN_LR_POINTS = 3
 CONVERGENCE_TOL = 0.02  # see the module docstring: the last quarter's training-loss drop, x the initial loss
 VERDICTS = ("supported", "contradicted", "inconclusive")
+TOO_FEW_LRS = f"too few runs (fewer than {MIN_LR_POINTS} learning rates)"
 
 
 # -- per-run values -----------------------------------------------------------------------------------------
@@ -92,11 +124,11 @@ class Verdict:
 
     claim: Claim
     lr: float | None  # the lr this row is about (None: pooled, or the metric spans the lr grid)
-    effect: M.Interval  # treatment - control, in the metric's units, over seeds
+    effect: M.Interval  # treatment - control, in the metric's units, over seeds (``mean``: the kind's effect)
     verdict: str  # one of VERDICTS
     why: str
     seeds: list[Any]  # the seeds that paired
-    control_converged: str  # e.g. "3/3 at lr 0.003"
+    control_converged: str  # e.g. "3/3 at lr 0.003"; empty where the metric has no convergence gate
 
     @property
     def setting(self) -> str:
@@ -104,19 +136,34 @@ class Verdict:
         c = self.claim
         if LR in c.treatment:
             return f"lr {c.treatment['lr']:g} vs {c.control['lr']:g}"
-        if c.metric in METRICS and METRICS[c.metric].per == "grid":
+        if metric_of(c).per == "grid":
             return "over the lr grid"
         return f"lr {self.lr:g}" if self.lr is not None else "every lr, pooled"
 
     def row(self) -> dict[str, Any]:
         c = self.claim
-        unit = METRICS[c.metric].unit if c.metric in METRICS else ""
-        return {"claim": c.claim, "source": c.source, "metric": c.metric, "unit": unit,
+        metric = metric_of(c)
+        return {"claim": c.claim, "source": c.source, "metric": c.metric, "unit": metric.unit, "kind": metric.kind,
                 "direction": c.direction, "min_effect": c.min_effect, "setting": self.setting,
                 LR: math.nan if self.lr is None else self.lr, "effect": self.effect.mean,
                 "low": self.effect.low, "high": self.effect.high, "n_seeds": self.effect.n,
                 "verdict": self.verdict, "why": self.why, "control_converged": self.control_converged,
                 "seeds": ", ".join(map(str, self.seeds))}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A claim's effect at one setting, by its metric kind's statistic (module docstring)."""
+
+    interval: M.Interval  # effect (mean, median or difference of rates), low, high, n = seeds that paired
+    seeds: list[str]  # the seeds that paired, as key text
+    coverage: float  # what the interval achieves (the ordinal one can fall short of the confidence)
+    short_of_lrs: int = 0  # seeds left out of a grid metric for fewer than MIN_LR_POINTS common lrs
+
+
+def metric_of(claim: Claim) -> Metric:
+    """The claim's metric (a name not in METRICS, from code rather than a grid file: a continuous one)."""
+    return METRICS.get(claim.metric) or Metric(claim.metric, claim.metric, "")
 
 
 def _matches(runs: pd.DataFrame, selector: Mapping[str, Any]) -> pd.Series:
@@ -135,9 +182,10 @@ def evaluate(claim: Claim, runs: pd.DataFrame, config_columns: Sequence[str],
     :class:`stability.analysis.results.Sweep` plus ``train_loss_history``)."""
     finished = runs[runs["status"].isin([COMPLETED, DIVERGED, COLLAPSED])]
     keys = set(claim.treatment)
-    control_ok = _control_convergence(claim, finished, [c for c in config_columns if c not in keys])
+    metric = metric_of(claim)
+    control_ok = _control_convergence(claim, finished, [c for c in config_columns if c not in keys]) \
+        if metric.at_convergence else (True, "")
     selected = finished[_matches(finished, claim.where)]
-    metric = METRICS.get(claim.metric) or Metric(claim.metric, claim.metric, "")
     by_lr = metric.per == "run" and not claim.pool and LR not in keys and LR in selected \
         and len(sorted_values(selected[LR])) > 1
     # the axes a treatment run and its control run must agree on, besides the seed
@@ -145,17 +193,18 @@ def evaluate(claim: Claim, runs: pd.DataFrame, config_columns: Sequence[str],
     treat = selected[_matches(selected, claim.treatment)]
     ctrl = selected[_matches(selected, claim.control)]
     if metric.per == "grid":
-        per_seed = _grid_differences(claim, treat, ctrl, other)
-        return [_verdict(claim, None, per_seed, control_ok, confidence)]
+        estimate = _grid_estimate(claim, metric, treat, ctrl, other, confidence)
+        return [_verdict(claim, metric, None, estimate, control_ok, confidence)]
     lrs = sorted_values(selected[LR]) if by_lr else [None]
     single = sorted_values(selected[LR]) if LR in selected else []
     out = []
     for lr in lrs:
         t = treat if lr is None else treat[treat[LR].map(lambda x, v=lr: M.same_value(x, v))]
         c = ctrl if lr is None else ctrl[ctrl[LR].map(lambda x, v=lr: M.same_value(x, v))]
-        per_seed = _run_differences(claim, t, c, other)
+        estimate = _run_estimate(claim, metric, t, c, other, confidence)
         shown = lr if lr is not None else (single[0] if len(single) == 1 else None)
-        out.append(_verdict(claim, None if shown is None else float(shown), per_seed, control_ok, confidence))
+        out.append(_verdict(claim, metric, None if shown is None else float(shown), estimate, control_ok,
+                            confidence))
     return out
 
 
@@ -177,21 +226,41 @@ def _key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     return frame[cols].map(M.key_text).agg("|".join, axis=1)
 
 
-def _run_differences(claim: Claim, treat: pd.DataFrame, ctrl: pd.DataFrame, other: Sequence[str]) -> pd.Series:
-    """Treatment minus control per seed (:func:`stability.analysis.metrics.paired_by_seed`, then
-    :func:`~stability.analysis.metrics.seed_effect`)."""
+def _run_estimate(claim: Claim, metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame, other: Sequence[str],
+                  confidence: float) -> Estimate:
+    """A per-run metric's effect: rates as proportions of runs (binary), the rest as a mean over seeds."""
     if treat.empty or ctrl.empty or SEED not in treat:
-        return pd.Series(dtype=float)
-    pairs = M.paired_by_seed(treat.assign(_value=run_values(treat, claim.metric)),
-                             ctrl.assign(_value=run_values(ctrl, claim.metric)), "_value", other)
-    return M.seed_effect(pairs)[1]
+        return Estimate(M.Interval(math.nan, math.nan, math.nan, 0), [], confidence)
+    t = treat.assign(_value=run_values(treat, claim.metric))
+    c = ctrl.assign(_value=run_values(ctrl, claim.metric))
+    if metric.kind == "binary":
+        counts = intervals.paired_counts(t, c, "_value", other)
+        ci = intervals.newcombe_difference(counts.k_on, counts.n_on, counts.k_off, counts.n_off, confidence,
+                                   n=len(counts.seeds))
+        return Estimate(ci, counts.seeds, confidence)
+    per_seed = M.seed_effect(M.paired_by_seed(t, c, "_value", other))[1]
+    return Estimate(M.t_interval(per_seed.to_numpy(dtype=float), confidence), list(per_seed.index), confidence)
 
 
-def _grid_differences(claim: Claim, treat: pd.DataFrame, ctrl: pd.DataFrame, other: Sequence[str]) -> pd.Series:
-    """Per seed (and other axes, then averaged): the grid metric of the treatment minus the control's, over the
-    lrs both sides have."""
+def _grid_estimate(claim: Claim, metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame, other: Sequence[str],
+                   confidence: float) -> Estimate:
+    """A grid metric's effect over seeds: the median (ordinal) or the mean (continuous) of the seeds' values."""
+    per_seed, short = _grid_differences(claim, metric, treat, ctrl, other)
+    seeds = list(per_seed.index)
+    if metric.kind == "ordinal":
+        ci, coverage = intervals.median_interval(per_seed.to_numpy(dtype=float), confidence)
+        return Estimate(ci, seeds, coverage, short)
+    return Estimate(M.t_interval(per_seed.to_numpy(dtype=float), confidence), seeds, confidence, short)
+
+
+def _grid_differences(claim: Claim, metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame,
+                      other: Sequence[str]) -> tuple[pd.Series, int]:
+    """Per seed: the grid metric of the treatment minus the control's, over the lrs both sides have (at least
+    MIN_LR_POINTS); several settings of the other axes in one seed are averaged (ordinal: their median).
+
+    Returns the per-seed differences and how many seeds had too few common lrs (and were left out)."""
     if treat.empty or ctrl.empty or SEED not in treat or LR not in treat:
-        return pd.Series(dtype=float)
+        return pd.Series(dtype=float), 0
 
     def per_group(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
         keys = list(zip(frame[SEED].map(M.key_text), _key(frame, other), strict=True))
@@ -199,17 +268,21 @@ def _grid_differences(claim: Claim, treat: pd.DataFrame, ctrl: pd.DataFrame, oth
 
     t_groups, c_groups = per_group(treat), per_group(ctrl)
     diffs: dict[str, list[float]] = {}
+    short: set[str] = set()
     for k, t in t_groups.items():
         c = c_groups.get(k)
         if c is None:
             continue
         common = set(t[LR].map(M.key_text)) & set(c[LR].map(M.key_text))
-        if len(common) < 2:
+        if len(common) < MIN_LR_POINTS:
+            short.add(k[0])
             continue
         t = t[t[LR].map(M.key_text).isin(common)]
         c = c[c[LR].map(M.key_text).isin(common)]
         diffs.setdefault(k[0], []).append(_grid_value(claim.metric, t) - _grid_value(claim.metric, c))
-    return pd.Series({seed: float(np.mean(v)) for seed, v in diffs.items()}, dtype=float).dropna()
+    middle = np.median if metric.kind == "ordinal" else np.mean
+    per_seed = pd.Series({seed: float(middle(v)) for seed, v in diffs.items()}, dtype=float).dropna()
+    return per_seed, len(short - set(per_seed.index))
 
 
 def _grid_value(metric: str, runs: pd.DataFrame) -> float:
@@ -226,10 +299,11 @@ def _grid_value(metric: str, runs: pd.DataFrame) -> float:
 
 
 def _control_convergence(claim: Claim, finished: pd.DataFrame, other: Sequence[str]) -> tuple[bool, str]:
-    """Whether the control converged at the lr where it does best in the sweep (module docstring).
+    """Whether the control converged at each seed's best lr (module docstring).
 
     The control runs checked are those that pair with a treatment run on every axis but the lr (same seed,
-    same other toggles), at any lr of the sweep: the claim's ``where`` pins everything but the lr.
+    same other toggles), at any lr of the sweep: the claim's ``where`` pins everything but the lr. Per seed
+    (and setting of the other axes) the best lr is the one with the highest final validation accuracy.
     """
     pinned = {k: v for k, v in claim.where.items() if k != LR}
     treat = finished[_matches(finished, {**pinned, **claim.treatment})]
@@ -241,10 +315,17 @@ def _control_convergence(claim: Claim, finished: pd.DataFrame, other: Sequence[s
     ok = ctrl.apply(lambda r: converged(r.get("train_loss_history"), r.get("initial_loss"), r["status"]), axis=1)
     if LR not in ctrl or ctrl[LR].nunique() < 2:
         return bool(ok.all()), f"{int(ok.sum())}/{len(ok)}"
-    acc = run_values(ctrl, "final_val_acc")
-    best_lr = acc.groupby(ctrl[LR].astype(float)).mean().idxmax()
-    at_best = ctrl[LR].astype(float) == best_lr
-    return bool(ok[at_best].all()), f"{int(ok[at_best].sum())}/{int(at_best.sum())} at lr {best_lr:g}"
+    lr = ctrl[LR].astype(float)
+    acc = run_values(ctrl, "final_val_acc").fillna(-math.inf)  # no validation accuracy: never the best lr
+    best: dict[str, float] = {}
+    fine: dict[str, bool] = {}
+    for group, rows in ctrl.groupby(_key(ctrl, cols), sort=True):
+        best[group] = float(acc[rows.index].groupby(lr[rows.index]).mean().idxmax())
+        fine[group] = bool(ok[rows.index][lr[rows.index] == best[group]].all())
+    lrs = sorted(set(best.values()))
+    where = f"at lr {lrs[0]:g}" if len(lrs) == 1 else \
+        f"at each seed's best lr ({', '.join(f'{v:g}' for v in lrs)})"
+    return all(fine.values()), f"{sum(fine.values())}/{len(fine)} {where}"
 
 
 def _seed_value(text: str) -> int | str:
@@ -256,20 +337,42 @@ def _seed_value(text: str) -> int | str:
     return int(value) if value.is_integer() else text
 
 
-def _verdict(claim: Claim, lr: float | None, per_seed: pd.Series, control: tuple[bool, str],
+def _gate(metric: Metric, estimate: Estimate, control: tuple[bool, str], lo: float, hi: float,
+          confidence: float) -> str | None:
+    """Why no verdict can be read off the interval (the gates of the module docstring, in order), or None."""
+    n = estimate.interval.n
+    if n < MIN_SEEDS:
+        few = f"{n} seed(s) paired; a verdict needs {MIN_SEEDS}"
+        if estimate.short_of_lrs:
+            return f"{TOO_FEW_LRS} common to treatment and control in {estimate.short_of_lrs} seed(s); {few}"
+        return few
+    if metric.at_convergence and not control[0]:
+        return f"the control did not converge ({control[1]}); train longer"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no interval (the seeds' values are not finite)"
+    if metric.kind == "ordinal" and estimate.coverage < confidence:
+        return (f"{n} seeds bound an ordinal effect with at most {_percent(estimate.coverage)} confidence; "
+                f"{_percent(confidence)} needs {intervals.seeds_for_median(confidence)}")
+    if intervals.zero_width(lo, hi):
+        return "the interval has zero width (every seed gave the same difference): no spread was measured"
+    return None
+
+
+def _percent(fraction: float) -> str:
+    """``0.875`` -> ``"87.5%"``, rounded down: a coverage "at most" must not be read higher than it is."""
+    return f"{math.floor(fraction * 1000 + 1e-9) / 10:g}%"
+
+
+def _verdict(claim: Claim, metric: Metric, lr: float | None, estimate: Estimate, control: tuple[bool, str],
              confidence: float) -> Verdict:
-    ci = M.t_interval(per_seed.to_numpy(dtype=float), confidence)
-    seeds = sorted(_seed_value(s) for s in per_seed.index)
-    converged_ok, converged_text = control
+    ci = estimate.interval
+    seeds = sorted(_seed_value(s) for s in estimate.seeds)
     sign = 1.0 if claim.direction == "increase" else -1.0
     lo, hi = sorted((sign * ci.low, sign * ci.high)) if ci.n >= 2 else (math.nan, math.nan)
     m = claim.min_effect
-    if ci.n < MIN_SEEDS:
-        verdict, why = "inconclusive", f"{ci.n} seed(s) paired; a verdict needs {MIN_SEEDS}"
-    elif claim.metric in METRICS and METRICS[claim.metric].at_convergence and not converged_ok:
-        verdict, why = "inconclusive", f"the control did not converge ({converged_text}); train longer"
-    elif not (math.isfinite(lo) and math.isfinite(hi)):
-        verdict, why = "inconclusive", "no interval (the seeds' values are not finite)"
+    why = _gate(metric, estimate, control, lo, hi, confidence)
+    if why is not None:
+        verdict = "inconclusive"
     elif lo > m:
         verdict, why = "supported", f"the whole interval is beyond the minimal effect {m:g}"
     elif hi < m:
@@ -277,13 +380,13 @@ def _verdict(claim: Claim, lr: float | None, per_seed: pd.Series, control: tuple
         verdict, why = "contradicted", f"the whole interval is short of the minimal effect {m:g}{reversed_}"
     else:
         verdict, why = "inconclusive", f"the interval spans the minimal effect {m:g}"
-    return Verdict(claim, lr, ci, verdict, why, seeds, converged_text)
+    return Verdict(claim, lr, ci, verdict, why, seeds, control[1] if metric.at_convergence else "")
 
 
 def claims_table(claims: Sequence[Claim], runs: pd.DataFrame, config_columns: Sequence[str],
                  confidence: float = 0.95) -> pd.DataFrame:
     """One row per verdict (see :meth:`Verdict.row`), in claim order."""
     rows = [v.row() for claim in claims for v in evaluate(claim, runs, config_columns, confidence)]
-    cols = ["claim", "source", "metric", "unit", "direction", "min_effect", "setting", LR, "effect", "low", "high",
-            "n_seeds", "verdict", "why", "control_converged", "seeds"]
+    cols = ["claim", "source", "metric", "unit", "kind", "direction", "min_effect", "setting", LR, "effect", "low",
+            "high", "n_seeds", "verdict", "why", "control_converged", "seeds"]
     return pd.DataFrame(rows, columns=cols)

@@ -96,9 +96,20 @@ class RunSummary:
     best_val_loss: float | None = None
     test_acc: float | None = None  # the final model on the test split
     test_loss: float | None = None
-    max_grad_norm: float | None = None
-    max_attn_logit: float | None = None
+    max_grad_norm: float | None = None  # largest finite global gradient norm; None when none was finite
+    max_attn_logit: float | None = None  # largest over the probes (the failure probe included); None: none ran
     max_log_z: float | None = None  # largest batch-mean log-partition of the output logits (Wortsman et al.)
+    # A diverged run's telemetry at the step the divergence detector fired, measured whatever
+    # telemetry.every_n_steps says (the keys and their meaning: stability.training.telemetry, failure_at): the
+    # step's loss, log Z, lr and gradient norms, the attention stats and update ratios of the weights that
+    # produced the diverging loss, and the last steps' and probes' values up to it (window, probes). E.g.
+    #   {"step": 2, "probe": "replayed", "loss": 24.8, "log_z": 9.6, "lr": 1.0, "grad_norm": 32.9,
+    #    "max_attn_logit": 13.2, "attn_max_logit": [4.1, 13.2], "attn_entropy": [2.7, 0.4],
+    #    "grad_norm_blocks": [...], "update_ratio_blocks": [...],
+    #    "window": [{"step": 0, "loss": 2.31, "grad_norm": 1.2, "log_z": 2.4, "lr": 1.0}, ...], "probes": [...]}
+    # None for every other run, and then absent from summary.json: the records of runs that did not diverge
+    # are unchanged.
+    failure: dict[str, Any] | None = None
     train_loss_history: list[float] | None = None  # mean training loss of each epoch
     val_acc_history: list[float] | None = None  # validation accuracy after each epoch
     # Lipschitz measurements (stability.training.lipschitz_monitor), the model in evaluation mode, inputs in [0, 1]
@@ -120,6 +131,8 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: fields in declaration order, then the unknown keys that were read."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        if data["failure"] is None:  # written for diverged runs only (see the field)
+            del data["failure"]
         return {**data, **self.extra}
 
     @classmethod
@@ -129,7 +142,7 @@ class RunSummary:
             raise RecordError(f"{source}: expected a JSON object, got {type(data).__name__}")
         if data.get("status") not in RECORDED:
             raise RecordError(f"{source}: status {data.get('status')!r} is not one of {', '.join(RECORDED)}")
-        for key in ("toggles", "hparams", "versions", "certified_acc", "certified_acc_sqrt2"):
+        for key in ("toggles", "hparams", "versions", "certified_acc", "certified_acc_sqrt2", "failure"):
             if data.get(key) is not None and not isinstance(data[key], dict):
                 raise RecordError(f"{source}: {key} must be an object or null, got {type(data[key]).__name__}")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}

@@ -4,14 +4,17 @@
 :mod:`stability.analysis.results`), computes the statistics of :mod:`stability.analysis.metrics`, and writes
 
 0. ``claims``: each claim of the grid (:mod:`stability.analysis.claims`) with its effect over seeds and its verdict
-   (:mod:`stability.analysis.verdicts`), first;
+   (:mod:`stability.analysis.verdicts`), first; then ``failures`` (:mod:`stability.report.failures`): "k of n runs
+   failed" and every run that diverged, collapsed or raised, by configuration and lr, with the step it stopped at,
+   why, and a figure of its loss, gradient norm and attention logits before it (one line when none failed);
 1. ``configurations``: per configuration (toggle combination, and learning rate when the grid has several)
    mean +- std over seeds of best/final validation accuracy, final training loss and the loss-curve
    statistics, with n runs and "k/n diverged";
 2. ``effects``: for each toggle and learning rate, "on minus off" over runs that differ in that toggle alone
-   (same seed), mean and 95% t-interval over the seeds, and the change of the failure rate;
-3. ``lr_sensitivity``: Wortsman et al. 2023's LR sensitivity per configuration, best LR, largest LR that
-   did not diverge;
+   (same seed), mean and 95% t-interval over the seeds, and the change of the failure rate (runs counted,
+   Newcombe's 95% interval);
+3. ``lr_sensitivity``: Wortsman et al. 2023's LR sensitivity per configuration (too few runs below 3 learning
+   rates), best LR, largest LR that did not diverge;
 4. ``divergence``: fraction of runs diverged by toggle x warmup x learning rate;
 5. ``edf``: Xiao et al. 2021's error distribution, fraction of runs within e of the best (when the grid
    samples hyperparameters);
@@ -29,6 +32,7 @@ Modules, in the order data flows through them:
 - :mod:`~stability.report.tables`: each table as a numeric DataFrame (:class:`ReportOptions`: what is computed);
 - :mod:`~stability.report.certificates`: the Lipschitz bounds and certified accuracy, their columns and table;
 - :mod:`~stability.report.formatting`: text for people: cells, formatted tables, Markdown and LaTeX tables;
+- :mod:`~stability.report.failures`: the failed runs, their step, reason and last telemetry (plain pandas);
 - :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
 - :mod:`~stability.report.markdown`: ``report.md``, the whole report as one Markdown document;
 - :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.report.plots` with the

@@ -13,8 +13,10 @@ from stability.analysis import metrics as M
 from stability.analysis.results import Sweep, load_curves, load_sweep
 from stability.analysis.verdicts import claims_table
 from stability.record.identity import LR, SEED
+from stability.report import failures as F
 from stability.report.certificates import bound_violations, has_lipschitz, lipschitz_table
 from stability.report.configs import display_columns, distinct_values, format_cell, group_key, is_finite
+from stability.report.failure_map import failure_map_table, format_failure_map
 from stability.report.formatting import (
     format_claims,
     format_configurations,
@@ -40,6 +42,7 @@ from stability.report.tables import (
     spikes_table,
 )
 
+CURVE_COLUMNS = ["run", "tag", "step", "value", "wall_time"]
 LIPSCHITZ_NOTE = (
     "Lipschitz: bounds are l2 constants from pixels in [0, 1] to the logits (backbone: to the head's input); the "
     "lower bound is a slope the network was seen to reach. Certified = correct and provably unchanged within "
@@ -60,6 +63,8 @@ class Report:
     gaps: list[str]  # what could not be reported, one line each
     notes: list[str]  # context: fixed settings, definitions
     options: ReportOptions = field(default_factory=ReportOptions)
+    # the failed runs' telemetry (stability.report.failures.PROBES), long format like ``curves``: their figure
+    telemetry: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CURVE_COLUMNS))
 
     @property
     def has_results(self) -> bool:
@@ -85,14 +90,15 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
     gaps = list(sweep.problems)
     notes: list[str] = []
     finished_names = list(sweep.finished.index)
-    if curves is None:
-        curves = load_curves(sweep, tags=[LOSS_TAG], runs=finished_names)
+    curves, telemetry = _load_curves(sweep, curves)
     runs = _with_run_metrics(sweep, curves, options, gaps)
-    tables: dict[str, pd.DataFrame] = {"runs": runs_table(sweep, runs)}
+    tables: dict[str, pd.DataFrame] = {"failures": F.failures_table(sweep, runs, telemetry),
+                                       "runs": runs_table(sweep, runs)}
     gaps.extend(_status_gaps(sweep))
+    gaps.extend(_telemetry_gaps(sweep, telemetry))
     if sweep.finished.empty:
-        return Report(sweep, runs, curves, tables, {"runs": format_runs(tables["runs"])}, gaps, notes,
-                      options)
+        text = {"failures": F.format_failures(tables["failures"]), "runs": format_runs(tables["runs"])}
+        return Report(sweep, runs, curves, tables, text, gaps, notes, options, telemetry)
 
     finished = runs.loc[finished_names]
     notes.extend(_fixed_settings(sweep, finished))
@@ -112,6 +118,8 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
                         f"to draw a curve (needs {MIN_LR_POINTS})")
     else:
         gaps.append("LR sensitivity: the sweep has a single learning rate; it needs a grid over lr")
+    if LR in sweep.varying_hparams:
+        tables["failure_map"] = failure_map_table(sweep, finished)
     tables["divergence"] = divergence_table(sweep, finished)
     tables["spikes"] = spikes_table(runs, curves, finished_names, options)
     if [h for h in sweep.varying_hparams if h != SEED]:
@@ -126,6 +134,7 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
                     "hyperparameter settings to describe")
     text = {
         **({"claims": format_claims(tables["claims"])} if "claims" in tables else {}),
+        "failures": F.format_failures(tables["failures"]),
         "runs": format_runs(tables["runs"]),
         "configurations": format_configurations(sweep, tables["configurations"]),
         "effects": format_effects(tables["effects"]),
@@ -134,15 +143,36 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
     }
     if "lipschitz" in tables:
         text["lipschitz"] = format_lipschitz(tables["lipschitz"])
+    if "failure_map" in tables:
+        text["failure_map"] = format_failure_map(tables["failure_map"])
     if "lr_sensitivity" in tables:
         text["lr_sensitivity"] = format_lr_sensitivity(sweep, tables["lr_sensitivity"])
     if "edf" in tables:
         text["edf"] = format_edf(sweep, tables["edf"], options)
-    order = ["claims", "configurations", "lipschitz", "effects", "lr_sensitivity", "divergence", "edf", "spikes",
-             "runs"]
+    order = ["claims", "failures", "failure_map", "configurations", "lipschitz", "effects", "lr_sensitivity",
+             "divergence", "edf", "spikes", "runs"]
     tables = {k: tables[k] for k in order if k in tables}
     text = {k: text[k] for k in order if k in text}
-    return Report(sweep, runs, curves, tables, text, gaps, notes, options)
+    return Report(sweep, runs, curves, tables, text, gaps, notes, options, telemetry)
+
+
+def _load_curves(sweep: Sweep, curves: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the finished runs' training loss, the failed runs' telemetry), each run's events read once.
+
+    The failed runs' telemetry (:data:`stability.report.failures.TELEMETRY_TAGS`) gets the window of their
+    summaries' ``failure`` records where they have one; ``curves`` given: only the telemetry is read.
+    """
+    failed = F.failed_names(sweep.runs)
+    finished = list(sweep.finished.index)
+    telemetry = load_curves(sweep, tags=[LOSS_TAG, *F.TELEMETRY_TAGS], runs=failed) if failed else \
+        pd.DataFrame(columns=CURVE_COLUMNS)
+    if curves is None:
+        rest = [n for n in finished if n not in set(failed)]
+        loss = [load_curves(sweep, tags=[LOSS_TAG], runs=rest) if rest else telemetry.iloc[:0],
+                telemetry[(telemetry["tag"] == LOSS_TAG) & telemetry["run"].isin(finished)]]
+        curves = pd.concat([f for f in loss if len(f)] or [telemetry.iloc[:0]], ignore_index=True)
+        curves = curves.sort_values(["run", "tag", "step"], kind="stable").reset_index(drop=True)
+    return curves, F.with_windows(telemetry, sweep.runs, failed)
 
 
 # -------------------------------------------------------------------------------------------- per run
@@ -214,7 +244,7 @@ def _with_run_metrics(sweep: Sweep, curves: pd.DataFrame, options: ReportOptions
 def _status_gaps(sweep: Sweep) -> list[str]:
     gaps = []
     runs = sweep.runs
-    for status, what in (("failed", "failed (raised an exception; not in the tables)"),
+    for status, what in (("failed", "failed (raised an exception: under failed runs, not in the result tables)"),
                          ("running", "still running (not in the tables yet)"),
                          ("incomplete", "incomplete: no summary and no recent activity (cut off?)"),
                          ("pending", "pending: planned, never started")):
@@ -228,6 +258,17 @@ def _status_gaps(sweep: Sweep) -> list[str]:
                 line += f"; first error: {errs.iloc[0].splitlines()[0][:200]}"
         gaps.append(line)
     return gaps
+
+
+def _telemetry_gaps(sweep: Sweep, telemetry: pd.DataFrame) -> list[str]:
+    """A gap naming the failed runs whose telemetry the failures figure cannot draw (no events, no window)."""
+    failed = F.failed_names(sweep.runs)
+    drawn = set(telemetry["run"]) if len(telemetry) else set()
+    missing = [n for n in failed if n not in drawn]
+    if not missing:
+        return []
+    return [f"failure telemetry: {len(missing)} of {len(failed)} failed run(s) logged no loss, gradient norm or "
+            f"attention logit (no events, no failure window in the summary): {_names(missing)}"]
 
 
 def _fixed_settings(sweep: Sweep, finished: pd.DataFrame) -> list[str]:

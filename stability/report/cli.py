@@ -17,6 +17,7 @@ from stability.analysis import metrics as M
 from stability.analysis.results import Sweep
 from stability.errors import ArgumentParser, ConfigError
 from stability.report.build import Report, build_report
+from stability.report.failures import count_line
 from stability.report.formatting import TITLES, check_formats, to_markdown, write_tables, write_text
 from stability.report.markdown import render_markdown
 from stability.report.tables import ReportOptions
@@ -71,6 +72,9 @@ def main(argv: list[str]) -> int:
         print(f"# {TITLES['claims']}\n")
         print(to_markdown(report.text["claims"]))
         print()
+    print(f"# {TITLES['failures']}\n\n{count_line(report.sweep.runs)}\n")  # failures are results: on screen too
+    if not report.text["failures"].empty:
+        print(to_markdown(report.text["failures"].drop(columns="run")) + "\n")
     print(f"# {TITLES['configurations']}\n")
     print(to_markdown(report.text["configurations"]))
     print(f"\n# {TITLES['effects']}\n")
@@ -156,7 +160,7 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
     out.mkdir(parents=True, exist_ok=True)
     written = write_tables(out, report.tables, report.text, formats, TITLES)
     figures: list[Path] = []
-    if plots and report.has_results:
+    if plots and (report.has_results or not report.telemetry.empty):  # an all-failed sweep: its failures
         from stability.report.figures import write_figures  # matplotlib only when plots are asked for
 
         figures = write_figures(report, out / "plots")

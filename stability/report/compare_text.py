@@ -16,7 +16,8 @@ from stability.report.compare_tables import COMPARED_METRICS
 from stability.report.configs import distinct_values, format_cell, is_finite
 
 TABLES = {
-    "claims": "Claims: verdicts side by side (effect = treatment − control, mean [95% t-interval] over seeds)",
+    "claims": "Claims: verdicts side by side (effect = treatment − control over seeds: mean [95% t-interval]; "
+              "rates: difference [95% Newcombe]; largest stable lr: median [order-statistic interval])",
     "claims_elsewhere": "Claims stated in only some sweeps",
     "configurations": "Configurations side by side (mean over seeds; B − A = difference of the means)",
     "configurations_elsewhere": "Configurations in only some sweeps",

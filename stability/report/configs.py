@@ -80,18 +80,20 @@ def sorted_keys(frame: pd.DataFrame, columns: Sequence[str], sweep: Sweep, key: 
 
 
 def config_label(sweep: Sweep, row: pd.Series, columns: Sequence[str] | None = None) -> str:
-    """A configuration's name, e.g. ``"norm=centernorm,lr=0.01"``, or ``"baseline"``.
+    """A configuration's name, e.g. ``"norm=centernorm,lr=0.01"``, ``"baseline,lr=0.01"`` or ``"baseline"``.
 
     Names the values of ``row`` in ``columns`` (default: every configuration column) that vary in the sweep
-    (:func:`display_columns`), leaving out toggles at their baseline: the label says what differs."""
+    (:func:`display_columns`), leaving out toggles at their baseline: the label says what differs. When every
+    toggle is at its baseline the label starts with ``baseline``, so that the baseline at 12 epochs reads
+    ``baseline,max_epochs=12``, not as if the epochs were its trick."""
     shown = display_columns(sweep)
     cols = [c for c in (columns if columns is not None else sweep.config_columns) if c in shown]
-    parts = []
+    toggles, others = [], []
     for c in cols:
         if c in sweep.baselines and M.same_value(row[c], sweep.baselines[c]):
             continue
-        parts.append(f"{c}={format_cell(row[c])}")
-    return ",".join(parts) or "baseline"
+        (toggles if c in sweep.baselines else others).append(f"{c}={format_cell(row[c])}")
+    return ",".join((toggles or ["baseline"]) + others)
 
 
 def short_labels(sweep: Sweep, rows: Sequence[pd.Series]) -> list[str]:
@@ -102,18 +104,14 @@ def short_labels(sweep: Sweep, rows: Sequence[pd.Series]) -> list[str]:
     drop-path rate...) would name every setting of that recipe; a hyperparameter that takes one value per
     toggle combination says nothing the toggles do not, so it is left out of the name (the table row still
     holds it). One that varies within a toggle combination (the learning rate of a grid over lr, a margin)
-    stays in every name; the toggles' baseline is named "baseline" even then (``"baseline,lr=0.01"``).
+    stays in every name; the toggles' baseline is named "baseline" even then (``"baseline,lr=0.01"``, as
+    :func:`config_label` names it).
     """
     frame = pd.DataFrame(list(rows))
     toggles = group_key(frame, sweep.toggles)
     keep = [c for c in display_columns(sweep) if c in sweep.toggles
             or frame.groupby(toggles)[c].agg(lambda v: len(distinct_values(v))).max() > 1]
-    labels = []
-    for r in rows:
-        label = config_label(sweep, r, columns=keep)
-        at_baseline = config_label(sweep, r, columns=sweep.toggles) == "baseline"
-        labels.append(f"baseline,{label}" if at_baseline and label != "baseline" else label)  # not "lr=0.01"
-    return labels
+    return [config_label(sweep, r, columns=keep) for r in rows]
 
 
 def distinct_values(series: pd.Series) -> list[Any]:

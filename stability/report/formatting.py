@@ -23,20 +23,42 @@ from stability.report.configs import display_columns, format_cell, is_finite
 from stability.report.tables import EFFECT_METRICS, MIN_EDF_RUNS, RUN_METRICS, ReportOptions
 
 TITLES = {
-    "claims": "Claims and verdicts (effect = treatment − control, mean [95% t-interval] over seeds)",
+    "claims": "Claims and verdicts (effect = treatment − control over seeds: mean [95% t-interval]; rates: "
+              "difference of proportions [95% Newcombe]; largest stable lr: median [order-statistic interval])",
+    "failure_map": "Failure map: runs failed (diverged or collapsed) of runs, by configuration and learning rate",
+    "failures": "Failed runs (diverged, collapsed or raised), by configuration and learning rate",
     "configurations": "Per-configuration results (mean ± std over seeds)",
     "lipschitz": "Lipschitz bounds and certified robust accuracy (test split, l2 radius in [0, 1] pixel space; "
                  "accuracies mean ± std over seeds, bounds median (min–max))",
-    "effects": "Effect of each toggle per learning rate (on − off, mean [95% t-interval] over seeds)",
+    "effects": "Effect of each toggle per learning rate (on − off, mean [95% t-interval] over seeds; failure "
+               "rate: difference [95% Newcombe])",
     "lr_sensitivity": "Learning-rate sensitivity (Wortsman et al. 2023)",
     "divergence": "Runs diverged (and collapsed), by toggle × warmup × learning rate",
     "edf": "Error distribution (Xiao et al. 2021): fraction of runs within e of the best",
     "spikes": "Loss spikes (loss > spike factor × its smoothed history)",
     "runs": "All runs",
 }
+NOT_MEASURED = "not measured"
+# Telemetry a run may never have measured (no probe step before it stopped, a run that raised first): a missing
+# value there is "not measured", which neither 0 nor a dash (no value of another kind) would say.
+MEASURED_ONLY = ("max_attn_logit", "max_grad_norm")
 
 
 # ---------------------------------------------------------------------------------------------- cells
+
+
+def fmt_measured(value: Any, digits: int) -> str:
+    """A telemetry value (``"12.3"``, ``"3.1e+07"`` from 1e5 on), ``"inf"`` when it was measured infinite, or
+    "not measured" for a missing one (None, NaN)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return NOT_MEASURED
+    if math.isnan(number):
+        return NOT_MEASURED
+    if math.isinf(number):
+        return str(number)
+    return f"{number:.{digits}f}" if abs(number) < 1e5 else f"{number:.1e}"
 
 
 def fmt_mean_std(mean: float, std: float, n: int, digits: int, n_expected: int | None = None) -> str:
@@ -79,8 +101,9 @@ def format_configurations(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
             continue
         if f"{col}_n" not in table or not table[f"{col}_n"].any():
             continue
-        out[label] = [fmt_mean_std(r[f"{col}_mean"], r[f"{col}_std"], int(r[f"{col}_n"]), digits,
-                                   int(r["n_runs"])) for _, r in table.iterrows()]
+        out[label] = [NOT_MEASURED if col in MEASURED_ONLY and not r[f"{col}_n"] else
+                      fmt_mean_std(r[f"{col}_mean"], r[f"{col}_std"], int(r[f"{col}_n"]), digits, int(r["n_runs"]))
+                      for _, r in table.iterrows()]
     out["n"] = table["n_runs"].astype(int)
     out["diverged"] = _k_of_n(table["n_diverged"], table["n_runs"])
     out["collapsed"] = _k_of_n(table["n_collapsed"], table["n_runs"])
@@ -213,7 +236,8 @@ def format_effects(table: pd.DataFrame) -> pd.DataFrame:
 
     A (toggle value, lr) cell with no pair of runs is left out: a grid that runs a toggle at one learning rate,
     or only inside a bundle, would otherwise fill the table with "no pairs" lines. The CSV keeps every cell
-    (``n`` = 0) and the report's gaps name each toggle that has no pair at all.
+    (``n`` = 0) and the report's gaps name each toggle that has no pair at all. Failures are counted per run
+    (``k/n`` off and on) and their change has Newcombe's interval (:func:`stability.report.tables.effects_table`).
     """
     rows = []
     labels = {m: (label, d) for m, label, d in EFFECT_METRICS}
@@ -231,11 +255,15 @@ def format_effects(table: pd.DataFrame) -> pd.DataFrame:
         for _, r in g[g["metric"] != "failed"].iterrows():
             label, digits = labels[r["metric"]]
             row[label] = fmt_interval(r["mean"], r["low"], r["high"], int(r["n"]), digits) if r["n"] else "no pairs"
-        pairs = int(fail["pairs"])
-        k_off, k_on = round(fail["rate_off"] * pairs), round(fail["rate_on"] * pairs)
-        row["failed off → on"] = f"{k_off}/{pairs} → {k_on}/{pairs}"
+        row["failed off → on"] = f"{int(fail['k_off'])}/{int(fail['n_off'])} → {int(fail['k_on'])}/{int(fail['n_on'])}"
+        row["failure rate on − off"] = f"{fail['mean']:+.3f} [{fail['low']:+.3f}, {fail['high']:+.3f}]"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _too_few_lrs(n: int) -> str:
+    """A configuration run at fewer than MIN_LR_POINTS lrs: its "sensitivity" (0 at one lr) measures nothing."""
+    return f"too few runs ({n} learning rate{'' if n == 1 else 's'})"
 
 
 def format_lr_sensitivity(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
@@ -245,7 +273,8 @@ def format_lr_sensitivity(sweep: Sweep, table: pd.DataFrame) -> pd.DataFrame:
         out[c] = table[c].map(format_cell)
     if not shown:
         out["configuration"] = "all runs"
-    out["LR sensitivity"] = [fmt_mean_std(r["value"], r["std"], int(r["n_seeds"]), 3)
+    out["LR sensitivity"] = [_too_few_lrs(int(r["n_lrs"])) if r.get("too_few_lrs", False) else
+                             fmt_mean_std(r["value"], r["std"], int(r["n_seeds"]), 3)
                              if r["n_seeds"] else "– (no seed at every lr)" for _, r in table.iterrows()]
     out["best lr"] = table["best_lr"].map(format_cell)
     out["best loss"] = table["best_loss"].map(lambda v: f"{v:.3f}" if is_finite(v) else "–")
@@ -311,6 +340,8 @@ def format_runs(table: pd.DataFrame) -> pd.DataFrame:
             out[col] = out[col].map(lambda v: f"{v:.3f}" if is_finite(v) else "–")
         elif col in ("diverged_step", "steps", "steps_to_target", "n_spikes"):
             out[col] = out[col].map(lambda v: f"{v:.0f}" if is_finite(v) else "–")
+        elif col in MEASURED_ONLY:
+            out[col] = out[col].map(lambda v: fmt_measured(v, 1))
         else:
             out[col] = out[col].map(lambda v: "–" if _isna(v) else format_cell(v))
     return out

@@ -27,8 +27,9 @@ from markupsafe import Markup, escape
 
 from stability.analysis.verdicts import VERDICTS
 from stability.report.configs import format_cell
+from stability.report.failures import FIGURE_STEM, count_line, failed_names
 from stability.report.formatting import TITLES
-from stability.report.markdown import definitions
+from stability.report.markdown import definitions, split_figures
 
 if TYPE_CHECKING:
     from stability.report.build import Report
@@ -37,6 +38,8 @@ TEMPLATE = "report.html.jinja"
 # Navigation labels: the tables' titles are sentences, too long for a row of links.
 SHORT_TITLES = {
     "claims": "Claims",
+    "failure_map": "Failure map",
+    "failures": "Failures",
     "configurations": "Configurations",
     "lipschitz": "Lipschitz",
     "effects": "Effects",
@@ -47,6 +50,7 @@ SHORT_TITLES = {
     "runs": "Runs",
 }
 CAPTIONS = {
+    "failure_map": "Runs failed (diverged or collapsed) of runs, by configuration and learning rate.",
     "lr_curves": "Metrics against the learning rate.",
     "edf": "Error distribution functions.",
     "curves_all": "Training loss of every run.",
@@ -63,17 +67,23 @@ _NUMERIC = re.compile(r"^[\d.eE+\-−±/x%\s]*\d[\d.eE+\-−±/x%\s]*$")
 def render_html(report: Report, figures: Sequence[Path] = ()) -> str:
     """The whole report as one HTML document (a string); ``figures``: the files ``write_figures`` wrote.
 
-    Only the PNGs among ``figures`` are shown (embedded); none, no "Plots" section.
+    Only the PNGs among ``figures`` are shown (embedded); the failures' telemetry in the failures section (after
+    its count line and table), the others in "Plots" (none, no "Plots" section).
     """
     sweep = report.sweep
     counts = sweep.runs["status"].value_counts()
+    own, pngs = split_figures(figures)
     sections, styles = [], []
     for name, table in report.text.items():
         style, html = _split_style(table_html(table, name)) if not table.empty else ("", None)
         styles.append(style)
-        sections.append({"id": name, "title": TITLES.get(name, name), "short": SHORT_TITLES.get(name, name),
-                         "table": html})
-    pngs = [f for f in figures if f.suffix == ".png"]
+        section = {"id": name, "title": TITLES.get(name, name), "short": SHORT_TITLES.get(name, name),
+                   "table": html, "lead": None, "lead_class": "", "figures": [_figure(f) for f in own.get(name, [])]}
+        if name == "failures":  # a count line first (the whole section when none failed), its figures after
+            failed = failed_names(sweep.runs)
+            section.update(lead=count_line(sweep.runs), lead_class="failed" if failed else "none-failed",
+                           short=f"Failures ({len(failed)})")
+        sections.append(section)
     return _template().render(
         title=f"Report: {sweep.path.name}",
         sweep_path=str(sweep.path),
@@ -83,8 +93,13 @@ def render_html(report: Report, figures: Sequence[Path] = ()) -> str:
         sections=sections,
         table_styles=Markup("\n".join(s for s in styles if s)),
         gaps=report.gaps,
-        figures=[{"name": f.stem, "caption": figure_caption(f.stem), "uri": data_uri(f)} for f in pngs],
+        figures=[_figure(f) for f in pngs],
     )
+
+
+def _figure(path: Path) -> dict[str, str]:
+    """What the template shows of one PNG: its name, caption and bytes."""
+    return {"name": path.stem, "caption": figure_caption(path.stem), "uri": data_uri(path)}
 
 
 def table_html(table: pd.DataFrame, name: str) -> Markup:
@@ -134,6 +149,9 @@ def figure_caption(stem: str) -> str:
     """What a figure of :func:`stability.report.figures.write_figures` shows, from its file name."""
     if stem in CAPTIONS:
         return CAPTIONS[stem]
+    if stem == FIGURE_STEM or stem.startswith(FIGURE_STEM + "_"):
+        return ("Loss, gradient norm and max attention logit of each failed run before it stopped (dashed: the "
+                "step it stopped at).")
     if stem.startswith("curves_"):
         return f"Training loss by {stem.removeprefix('curves_')}."
     return stem

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 from stability.record.identity import TOGGLES, format_value
 from stability.report import palette
@@ -106,6 +107,19 @@ def spans_decades(values: np.ndarray) -> bool:
     """Whether positive values span a factor of 10 or more (then a log axis shows them best)."""
     v = values[np.isfinite(values)]
     return bool(len(v)) and bool((v > 0).all()) and v.max() / v.min() >= 10
+
+
+def log_scale(ax: Axes) -> None:
+    """A logarithmic y axis labelled in plain numbers ("0.1", "1000"), not matplotlib's "10^3" and "6e-01"; within
+    two decades the 2s and 5s between the powers of ten are labelled too."""
+    def minor(value: float, _: int) -> str:
+        low, high = ax.get_ylim()
+        lead = round(value / 10 ** np.floor(np.log10(value)))
+        return f"{value:g}" if high / low <= 100 and lead in (2, 5) else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def fit_range(ax: Axes, column: str, values: np.ndarray) -> None:

@@ -29,12 +29,13 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -51,6 +52,7 @@ from stability.report.plot_layout import (
     fit_range,
     keyed_grid,
     legend_columns,
+    log_scale,
     make_room,
     metric_range,
     row_major,
@@ -157,55 +159,70 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
     return fig
 
 
-def run_telemetry(curves: pd.DataFrame, runs: Sequence[str], mark: dict[str, float] | None = None,
-                  window: int | None = None) -> Figure:
-    """One panel per tag family (``attn/max_logit/layer_*`` share a panel), one colour per run.
-
-    Args:
-        curves: long-format curves (:func:`stability.analysis.results.load_curves`).
-        runs: run names to draw (a few: the notebook passes at most
-            :data:`~stability.report.plot_layout.MAX_LINES` at a time).
-        mark: run -> step to mark with a dashed line (its divergence step).
-        window: with ``mark``, show only the ``window`` steps before the marked step (and after it).
-    Attention-logit growth and gradient-norm growth before a divergence (Wortsman et al. 2023, sec. 3)
-    are what this is for. Runs are individual runs, not toggle values: their colours come from
-    :func:`stability.report.palette.run_colours`.
+def run_telemetry(curves: pd.DataFrame, runs: Sequence[str], mark: Mapping[str, float] | None = None,
+                  window: int | None = None, *, labels: Mapping[str, str] | None = None, title: str = "",
+                  panels: Sequence[str] | None = None) -> Figure:
+    """Telemetry against step, a panel per quantity, a colour per run (:func:`palette.run_colours`), each run's
+    failure step (``mark``) dashed and its last finite value by then crossed: what a run did before it failed
+    (Wortsman et al. 2023, sec. 3: attention logits and gradient norm grow first). A ``panel`` column of the
+    long-format ``curves`` (default: the tag) places each row, in the order of ``panels``
+    (:func:`stability.report.failures.probe_panels`; one without curves says "not measured"); a panel's tags
+    (layers) are drawn the first opaque. ``window``: steps that close to the mark; ``labels``: legend names; at most
+    :data:`~stability.report.plot_layout.MAX_LINES` runs. Non-finite values are triangles on the top edge.
     """
-    runs = list(runs)
-    data = curves[curves["run"].isin(runs)].copy()
-    data["family"] = data["tag"].str.replace(r"/(layer|block)_\d+$", "/*", regex=True)
-    families = sorted(dict.fromkeys(data["family"]), key=lambda f: (f != "train/loss", f)) or ["(no curves)"]
-    ncols = min(len(families), 3)
-    nrows = math.ceil(len(families) / ncols)
-    fig = Figure(figsize=(PANEL[0] * ncols, PANEL[1] * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    data = curves[curves["run"].isin(runs)].pipe(lambda d: d if "panel" in d else d.assign(panel=d["tag"]))
+    panels = list(panels) if panels is not None else list(dict.fromkeys(data["panel"])) or ["(no curves)"]
+    rows, cols = math.ceil(len(panels) / 3), min(len(panels), 3)
+    fig = Figure(figsize=(PANEL[0] * cols, PANEL[1] * rows + (0.3 if title else 0.0)), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colours = palette.run_colours(len(runs))
-    for ax, family in zip(axes, families, strict=False):
-        values = []
-        for run, colour in zip(runs, colours, strict=True):
-            sub = data[(data["run"] == run) & (data["family"] == family)]
-            step = (mark or {}).get(run)
-            if window and step is not None and math.isfinite(step):
-                sub = sub[(sub["step"] >= step - window) & (sub["step"] <= step + window)]
-            for j, (_, g) in enumerate(sub.groupby("tag")):
-                ax.plot(g["step"], g["value"], color=colour, lw=0.9, alpha=1.0 if j == 0 else 0.5)
-                values.append(g["value"].to_numpy(dtype=float))
-            if step is not None and math.isfinite(step):
-                ax.axvline(step, color=colour, ls="--", lw=0.8)
-        ax.set_title(family, fontsize=9)
+    for ax, panel in zip(axes, panels, strict=False):
+        sub = data[data["panel"] == panel]
+        drawn = [_telemetry_lines(ax, sub[sub["run"] == run], colour, (mark or {}).get(run), window)
+                 for run, colour in zip(runs, colours, strict=True)]
+        values = np.concatenate(drawn) if drawn else np.array([])
+        if not len(values):
+            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", color=palette.NEUTRAL)
+        elif spans_decades(values):
+            log_scale(ax)
+        ax.set_title(panel, fontsize=9)
         ax.set_xlabel("step")
-        if family.startswith(("train/loss", "train/grad_norm", "attn/max_logit")) and \
-                spans_decades(np.concatenate(values) if values else np.array([])):
-            ax.set_yscale("log")
-    for ax in axes[len(families):]:
+        ax.locator_params(axis="x", integer=True)  # steps: no "1.5"
+    for ax in axes[len(panels):]:
         ax.set_visible(False)
-    if runs:
-        handles = [Line2D([], [], color=c, lw=0.9) for c in colours]
-        ncols = legend_columns(runs, fig.get_figwidth(), fontsize=7)
-        legend = fig.legend(row_major(handles, ncols), row_major(runs, ncols), loc="outside lower center",
-                            fontsize=7, frameon=False, ncols=ncols)
-        make_room(fig, legend)
+    keys = [("--", "", "dashed: the step it stopped at"), ("", "x", "x: last finite value by then"),
+            ("", "v", "v: a non-finite value (nan/inf)")]
+    handles = [Line2D([], [], color=c, lw=1.2) for c in colours] + [
+        Line2D([], [], color=palette.NEUTRAL, ls=ls, lw=0.8, marker=m, ms=6, mew=1.4) for ls, m, _ in keys]
+    names = [(labels or {}).get(run, run) for run in runs] + [text for *_, text in keys]
+    ncols = legend_columns(names, fig.get_figwidth(), fontsize=7)
+    legend = fig.legend(row_major(handles, ncols), row_major(names, ncols), loc="outside lower center", fontsize=7,
+                        frameon=False, ncols=ncols)
+    fig.suptitle(title, fontsize=10)
+    make_room(fig, legend)
     return fig
+
+
+def _telemetry_lines(ax: Axes, curves: pd.DataFrame, colour: Any, step: float | None,
+                     window: int | None) -> np.ndarray:
+    """One run's curves in one panel (:func:`run_telemetry`); returns the finite values drawn (for the scale)."""
+    marked = step is not None and math.isfinite(step)
+    if window and marked:
+        curves = curves[(curves["step"] >= step - window) & (curves["step"] <= step + window)]
+    drawn = []
+    for j, (_, g) in enumerate(curves.sort_values("step").groupby("tag", sort=True)):
+        finite = np.isfinite(g["value"].to_numpy(dtype=float))
+        ax.plot(g["step"][finite], g["value"][finite], color=colour, lw=1.0, alpha=1.0 if j == 0 else 0.5)
+        if (~finite).any():
+            ax.plot(g["step"][~finite], np.ones((~finite).sum()), "v", color=colour, ms=6, clip_on=False,
+                    transform=ax.get_xaxis_transform(), gid="non-finite")  # x: a step, y: the panel's top
+        drawn.append(g["value"][finite].to_numpy(dtype=float))
+    if marked:
+        ax.axvline(step, color=colour, ls="--", lw=0.8, gid="failure-step")
+        before = curves[(curves["step"] <= step) & np.isfinite(curves["value"])].sort_values(["step", "value"])
+        if len(before):  # the last step's largest value (of several layers)
+            ax.plot(before["step"].iloc[-1], before["value"].iloc[-1], "x", color=colour, ms=6, mew=1.4, zorder=4)
+    return np.concatenate(drawn) if drawn else np.array([])
 
 
 def lr_curves(labels: pd.Series, runs: pd.DataFrame, metrics: Sequence[tuple[str, str]]) -> Figure:

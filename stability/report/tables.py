@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stability.analysis import intervals
 from stability.analysis import metrics as M
 from stability.analysis.results import Sweep
+from stability.analysis.verdicts import MIN_LR_POINTS
 from stability.record.files import COLLAPSED, DIVERGED, FINISHED
 from stability.record.identity import LR, SEED
 from stability.report.configs import (
@@ -31,7 +33,8 @@ from stability.report.configs import (
 LOSS_TAG = "train/loss"
 # Below these, a distribution or a curve over the grid is noise: tables say "too few runs (n)", plots skip it.
 MIN_EDF_RUNS = 10  # runs of one configuration for its error distribution (Xiao et al. draw dozens)
-MIN_LR_POINTS = 3  # learning rates of one configuration for a curve against the lr
+# MIN_LR_POINTS (stability.analysis.verdicts): learning rates of one configuration for its LR sensitivity and for a
+# curve against the lr
 # (column, label, decimals): the per-run numbers the configuration table aggregates over seeds.
 RUN_METRICS: tuple[tuple[str, str, int], ...] = (
     ("best_val_acc", "best val acc", 3),
@@ -113,12 +116,15 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
     exactly when warmup is off). Never another toggle: toggles that always move together (a bundle) give no
     pairs, and the gap is named, rather than charging the bundle to one of them. Each row is the mean ``on -
     off`` over the seeds (pairs of one seed averaged first) with its interval
-    (:func:`stability.analysis.metrics.seed_effect`): ``mean, low, high, n`` (n = seeds); the ``failed`` row
-    (diverged or collapsed) holds ``rate_off, rate_on`` over the paired cells and ``pairs``, their count.
+    (:func:`stability.analysis.metrics.seed_effect`): ``mean, low, high, n`` (n = seeds). The ``failed`` row
+    (diverged or collapsed) counts each run of the paired cells as one Bernoulli trial (``k_off/n_off``,
+    ``k_on/n_on``, rates ``rate_off, rate_on``, ``pairs`` = paired cells): ``mean`` is ``rate_on - rate_off``
+    and ``low, high`` Newcombe's interval (:func:`stability.analysis.intervals.newcombe_difference`), as the
+    failure-rate claims get.
     """
     rows = []
     cols = ["toggle", "value", "baseline", LR, "metric", "mean", "low", "high", "n", "pairs", "rate_off",
-            "rate_on"]
+            "rate_on", "k_off", "n_off", "k_on", "n_on"]
     if SEED not in finished:
         gaps.append("toggle effects: the runs record no seed, so effects over seeds cannot be computed")
         return pd.DataFrame(columns=cols)
@@ -149,17 +155,27 @@ def effects_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
                     ci, _ = M.seed_effect(M.paired_by_seed(treat, ctrl, metric, match_on), options.confidence)
                     rows.append({**base, "metric": metric, "mean": ci.mean, "low": ci.low, "high": ci.high,
                                  "n": ci.n})
-                failed = M.paired_by_seed(treat, ctrl, "failed", match_on)
-                ci, _ = M.seed_effect(failed, options.confidence)
-                n_pairs += len(failed)
-                rows.append({**base, "metric": "failed", "mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n,
-                             "pairs": len(failed), "rate_off": failed["off"].mean() if len(failed) else np.nan,
-                             "rate_on": failed["on"].mean() if len(failed) else np.nan})
+                rows.append({**base, **_failure_change(treat, ctrl, match_on, options.confidence)})
+                n_pairs += rows[-1]["pairs"]
             if not n_pairs:
                 gaps.append(f"effect of {toggle}={value} vs {baseline}: not in the effects table, no two finished "
                             f"runs differ in {toggle} alone (same seed and {', '.join(match_on) or 'nothing else'}); "
                             f"where it varies only inside a bundle, a claim can compare the bundle")
     return pd.DataFrame(rows, columns=cols)
+
+
+def _failure_change(treat: pd.DataFrame, ctrl: pd.DataFrame, match_on: Sequence[str],
+                    confidence: float) -> dict[str, Any]:
+    """The ``failed`` row of the effects table: failures counted per run over the paired cells, and the change
+    of the rate with Newcombe's interval (a t-interval over seeds of 0/1 values leaves [-1, 1] and has width
+    zero when every seed agrees)."""
+    counts = intervals.paired_counts(treat, ctrl, "failed", match_on)
+    ci = intervals.newcombe_difference(counts.k_on, counts.n_on, counts.k_off, counts.n_off, confidence,
+                                       n=len(counts.seeds))
+    return {"metric": "failed", "mean": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n, "pairs": counts.pairs,
+            "rate_off": counts.k_off / counts.n_off if counts.n_off else np.nan,
+            "rate_on": counts.k_on / counts.n_on if counts.n_on else np.nan,
+            "k_off": counts.k_off, "n_off": counts.n_off, "k_on": counts.k_on, "n_on": counts.n_on}
 
 
 def _determined_by(frame: pd.DataFrame, toggle: str, column: str) -> bool:
@@ -172,7 +188,10 @@ def _determined_by(frame: pd.DataFrame, toggle: str, column: str) -> bool:
 
 def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOptions,
                          gaps: list[str]) -> pd.DataFrame:
-    """LR sensitivity per configuration-without-lr (:func:`stability.analysis.metrics.lr_sensitivity`)."""
+    """LR sensitivity per configuration-without-lr (:func:`stability.analysis.metrics.lr_sensitivity`).
+
+    ``too_few_lrs``: the configuration ran at fewer than MIN_LR_POINTS learning rates, where the "sensitivity"
+    is one difference (or, at one lr, 0 by construction); the report says "too few runs" instead."""
     cfg = [c for c in sweep.config_columns if c != LR]
     key = group_key(finished, cfg)
     rows = []
@@ -192,7 +211,8 @@ def lr_sensitivity_table(sweep: Sweep, finished: pd.DataFrame, options: ReportOp
         row = {c: g[c].iloc[0] for c in cfg}
         row.update(res._asdict())
         row.update(loss=loss_col, lr_min=float(lrs.min()), lr_max=float(lrs.max()), n_runs=len(g),
-                   n_diverged=int(g["diverged"].sum()), n_collapsed=int(g["collapsed"].sum()))
+                   n_diverged=int(g["diverged"].sum()), n_collapsed=int(g["collapsed"].sum()),
+                   too_few_lrs=res.n_lrs < MIN_LR_POINTS)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -260,7 +280,7 @@ def spikes_table(report_runs: pd.DataFrame, curves: pd.DataFrame, finished: Sequ
             continue
         run = report_runs.loc[name]
         div = run["diverged_step"] if bool(run["diverged"]) and is_finite(run["diverged_step"]) else None
-        steps, values = M.finite_prefix(g["step"], g["value"], div)
+        steps, values = M.finite_prefix(g["step"], g["value"], div, through_divergence=False)  # as curve_stats
         l0 = run["initial_loss_used"] if is_finite(run["initial_loss_used"]) else \
             (values[0] if len(values) else 0.0)
         for sp in M.loss_spikes(steps, values, factor=options.curve.spike_factor,

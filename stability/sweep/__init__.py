@@ -3,6 +3,7 @@
 Modules, in the order data flows through them:
 - :mod:`~stability.sweep.grid`: grid YAML -> checked :class:`GridSpec`;
 - :mod:`~stability.sweep.cells`: a grid -> its cells (resolved configs, seeded);
+- :mod:`~stability.sweep.claim_check`: each claim of the grid selects runs that pair (checked at load);
 - :mod:`~stability.sweep.plan`: validate every cell, name it (:mod:`stability.record.identity`), write ``plan.json``;
 - :mod:`~stability.sweep.store`: ``plan.json``, and the record of a run that died (run folders, statuses and
   locks are :mod:`stability.record.files` and :mod:`stability.record.status`, shared with training and the report);

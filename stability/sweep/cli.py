@@ -24,6 +24,7 @@ import yaml
 from stability.errors import ArgumentParser, ConfigError
 from stability.record.config_files import ConfigLoader
 from stability.record.identity import SEED_KEY
+from stability.sweep.claim_check import check_claims
 from stability.sweep.drive import run_local, run_slurm
 from stability.sweep.dry_run import dry_run
 from stability.sweep.grid import MAX_CELLS, GridSpec, load_grid
@@ -126,6 +127,7 @@ def main(argv: list[str]) -> int:
         spec.overrides[key] = value
     if args.seeds is not None:
         spec.seeds = parse_seeds(args.seeds, spec)
+    check_claims(spec)  # a claim that can select no run is a grid error, found before anything runs
     shard_i, shard_n = parse_shard(args.shard) if args.shard else (0, 1)
     out = args.out or default_out(spec, args.smoke)
     if args.dry_run:

@@ -9,7 +9,9 @@ Modules, in the order data flows through them:
   ``error:`` line, and what Lightning says while checking it is held back;
 - :mod:`~stability.training.cli`: the LightningCLI subclass: parse, validate, build model, data and trainer;
 - :mod:`~stability.training.module`: the LightningModule: loss, optimiser, warmup + cosine, z-loss, margin;
-- :mod:`~stability.training.telemetry`: divergence detection and the per-step and sampled probes;
+- :mod:`~stability.training.telemetry`: divergence detection, the per-step and sampled probes, and the probe
+  of the step a run diverges on (the summary's ``failure`` record, its pieces in
+  :mod:`~stability.training.failure_record`);
 - :mod:`~stability.training.lipschitz_monitor`: Lipschitz bounds during and after training, certificates;
 - :mod:`~stability.training.tensorboard`, :mod:`~stability.training.user_loggers`: what TensorBoard shows
   of a run and a sweep (HParams, custom scalars, failure markers), and the user's own loggers beside it;

@@ -155,6 +155,8 @@ class ViTClassifier(L.LightningModule):
         # averages per class by default ("macro"), which differs from it whenever classes are unbalanced.
         self.val_acc = MulticlassAccuracy(num_classes=vit.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=vit.num_classes, average="micro")
+        # The last training step's loss (as returned, detached), log Z and lr: see training_step.
+        self.step_values: dict[str, torch.Tensor | float] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -208,7 +210,10 @@ class ViTClassifier(L.LightningModule):
         if self.hparams.z_loss > 0:
             loss = loss + self.hparams.z_loss * z_loss(logits)
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else float("nan")
-        self.log_dict({"train/loss": loss.detach(), "train/log_z": log_z, "train/lr": lr},
+        # Kept for the telemetry, which must know before the optimiser step whether this loss diverges (to
+        # measure the weights that produced it) and keeps the last steps' values; tensors: no device sync here.
+        self.step_values = {"loss": loss.detach(), "log_z": log_z, "lr": lr}
+        self.log_dict({"train/loss": self.step_values["loss"], "train/log_z": log_z, "train/lr": lr},
                       on_step=True, on_epoch=False, batch_size=labels.shape[0])
         return loss
 

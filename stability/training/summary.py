@@ -64,6 +64,7 @@ def build_summary(identity: RunIdentity, run_name: str, trainer: L.Trainer, mode
         max_grad_norm=telemetry.max_grad_norm,
         max_attn_logit=telemetry.max_attn_logit,
         max_log_z=tracker.max_log_z,
+        failure=telemetry.failure_at(divergence.diverged_step),
         train_loss_history=[round(v, 6) for v in tracker.train_loss_history],
         val_acc_history=[round(v, 6) for v in tracker.val_acc_history],
         threads=torch.get_num_threads(),
@@ -82,12 +83,16 @@ def write_summary(trainer: L.Trainer, summary: RunSummary, run_dir: Path) -> Non
 
 
 def _log_final_hparams(trainer: L.Trainer, summary: RunSummary) -> None:
-    """The run's result in its loggers: HParams metrics and session end in TensorBoard, the metrics in the others."""
+    """The run's result in its loggers: HParams metrics and session end in TensorBoard, the metrics in the others.
+
+    A run without an accuracy counts at chance there, so the loggers need the model's class count.
+    """
+    num_classes = trainer.lightning_module.vit_config.num_classes  # fit() attached the model before anything ran
     for logger in trainer.loggers:
         if isinstance(logger, RunLogger):
-            logger.log_result(summary, trainer.global_step)
+            logger.log_result(summary, trainer.global_step, num_classes)
         else:
-            logger.log_metrics(result_metrics(summary), step=trainer.global_step)
+            logger.log_metrics(result_metrics(summary, num_classes), step=trainer.global_step)
             if summary.status == COLLAPSED:  # the run's own logger marks it in log_result
                 mark(logger, max(trainer.global_step - 1, 0), "collapsed", summary.collapse_reason or "")
         logger.finalize("failed" if summary.status == FAILED else "success")

@@ -20,7 +20,10 @@ with a real server and browser (``tests/test_tensorboard_view.py``):
   root (TensorBoard's run ``.``), with the keys its cells vary, and lr and seed even when constant; each
   run writes only its session: its values at the start, its results and status at the end. A run outside
   a sweep writes an experiment of its own, with its non-baseline toggles, lr and seed as the shown columns.
-  The metrics start with the failure flags: ``diverged``, ``collapsed``.
+  The metrics start with the failure flags: ``diverged``, ``collapsed``. Every run writes every metric
+  (:data:`HPARAMS_METRICS` says what each means for a run that diverged, collapsed or failed): the
+  parallel-coordinates and scatter views draw only the runs that have them all
+  (``_build_session_groups``: a session without a metric is left out of the plots).
 - **Custom scalars.** Each run writes a layout (TensorBoard merges the runs' layouts and drops repeated
   charts): loss and the failure markers, then the max attention logit and the gradient norm per layer.
 - **Time Series** shows groups of tags sorted by name and opens the first two: the ``Stability/`` group
@@ -38,6 +41,7 @@ experiment without importing Lightning (seconds); :class:`RunLogger` is built on
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -76,7 +80,10 @@ class HParamsMetric:
     description: str
 
 
-# In reading order: the table shows the first VISIBLE_COLUMNS.
+# In reading order: the table shows the first VISIBLE_COLUMNS. Every run writes every one of them, because
+# TensorBoard's parallel-coordinates view draws only runs that have them all; so each says what a run that
+# diverged, collapsed or failed scores, by the rules the verdicts use (stability.analysis.verdicts.run_values:
+# a failure counts at chance accuracy and at its initial loss), or by a value no measurement can take.
 HPARAMS_METRICS = (
     HParamsMetric("hp/diverged", "diverged",
                   "1 if the run was stopped as diverged (training loss non-finite or above "
@@ -85,16 +92,28 @@ HPARAMS_METRICS = (
                   "1 if the run trained to the end but stayed near chance (last epoch's "
                   "training loss >= 0.9 x its initial loss, or validation accuracy "
                   "< 1.5 x chance), else 0"),
-    HParamsMetric("hp/diverged_step", "diverged at step", "the optimiser step at which a diverged run was stopped"),
+    HParamsMetric("hp/steps_survived", "steps survived",
+                  "optimiser steps trained before the divergence: a diverged run's divergence step; every other "
+                  "run's steps taken (0 for a run that failed before its first step)"),
     HParamsMetric("hp/test_acc", "test acc",
-                  "accuracy of the final model on the test split (none for diverged runs)"),
-    HParamsMetric("hp/best_val_acc", "best val acc", "best validation accuracy over epochs (optimistic)"),
-    HParamsMetric("hp/final_val_acc", "final val acc", "validation accuracy after the last epoch"),
-    HParamsMetric("hp/final_train_loss", "final train loss", "training loss of the last step"),
+                  "accuracy of the final model on the test split; chance (1 / classes) for a run without one "
+                  "(diverged, or failed before its test), as the verdicts score failures"),
+    HParamsMetric("hp/best_val_acc", "best val acc",
+                  "best validation accuracy over epochs (optimistic); chance (1 / classes) where none was "
+                  "measured (a run that diverged or failed before its first validation)"),
+    HParamsMetric("hp/final_val_acc", "final val acc",
+                  "validation accuracy after the last epoch; chance (1 / classes) where none was measured"),
+    HParamsMetric("hp/final_train_loss", "final train loss",
+                  "training loss of the last step; a diverged run counts at min(that loss, its initial loss), "
+                  "as the verdicts score it, and a run without a finite one at its initial loss (ln classes "
+                  "when it has none)"),
     HParamsMetric("hp/max_attn_logit", "max attention logit",
-                  "largest attention logit seen by the sampled probes"),
-    HParamsMetric("hp/max_grad_norm", "max grad norm", "largest global gradient norm (before clipping)"),
+                  "largest attention logit seen by the sampled probes and the probe of a diverged run's "
+                  "failing step; -1 where none was measured (no probe ran, or the attention has no logits)"),
+    HParamsMetric("hp/max_grad_norm", "max grad norm",
+                  "largest finite global gradient norm (before clipping); -1 where no gradient norm was finite"),
 )
+NOT_MEASURED = -1.0  # hp/max_attn_logit and hp/max_grad_norm of a run that never measured them (see above)
 
 
 # -- values --------------------------------------------------------------------------------------------------
@@ -222,16 +241,30 @@ def session_end(status: str) -> summary_pb2.Summary:
     return _summary(hparams_metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=info))
 
 
-def result_metrics(summary: RunSummary) -> dict[str, float]:
-    """The HParams metrics of a finished run, from its record; unknown values are left out (shown blank)."""
+def result_metrics(summary: RunSummary, num_classes: int) -> dict[str, float]:
+    """The HParams metrics of a finished run, from its record: every metric of :data:`HPARAMS_METRICS`, for every
+    run, unknown values scored as the metric says (chance accuracy is ``1 / num_classes``)."""
+    chance = 1.0 / num_classes
+    initial = summary.initial_loss if summary.initial_loss is not None else math.log(num_classes)
+    loss = summary.final_train_loss
+    if loss is None:
+        loss = initial
+    elif summary.status == DIVERGED:
+        loss = min(loss, initial)
     values = {
         "hp/diverged": float(summary.status == DIVERGED), "hp/collapsed": float(summary.status == COLLAPSED),
-        "hp/diverged_step": summary.diverged_step,
-        "hp/test_acc": summary.test_acc, "hp/best_val_acc": summary.best_val_acc,
-        "hp/final_val_acc": summary.final_val_acc, "hp/final_train_loss": summary.final_train_loss,
-        "hp/max_attn_logit": summary.max_attn_logit, "hp/max_grad_norm": summary.max_grad_norm,
+        "hp/steps_survived": summary.diverged_step if summary.diverged_step is not None else summary.steps or 0,
+        "hp/test_acc": _or(summary.test_acc, chance), "hp/best_val_acc": _or(summary.best_val_acc, chance),
+        "hp/final_val_acc": _or(summary.final_val_acc, chance), "hp/final_train_loss": loss,
+        "hp/max_attn_logit": _or(summary.max_attn_logit, NOT_MEASURED),
+        "hp/max_grad_norm": _or(summary.max_grad_norm, NOT_MEASURED),
     }
-    return {tag: float(value) for tag, value in values.items() if value is not None}
+    return {tag: float(value) for tag, value in values.items()}
+
+
+def _or(value: float | None, default: float) -> float:
+    """``value`` where it is a finite number, else ``default``."""
+    return default if value is None or not math.isfinite(value) else value
 
 
 # -- custom scalars ------------------------------------------------------------------------------------------
@@ -345,12 +378,12 @@ def _run_logger_class() -> type:
                 writer.add_summary(summary, 0)
 
         @rank_zero_only
-        def log_result(self, summary: RunSummary, step: int) -> None:
-            """The run's HParams metrics and the end of its session; a collapse marker at its last optimiser
-            step (``step - 1``: where its curves end) when the run was found collapsed."""
+        def log_result(self, summary: RunSummary, step: int, num_classes: int) -> None:
+            """The run's HParams metrics (:func:`result_metrics`) and the end of its session; a collapse marker
+            at its last optimiser step (``step - 1``: where its curves end) when the run was found collapsed."""
             if summary.status == COLLAPSED:
                 mark(self, max(step - 1, 0), COLLAPSED, summary.collapse_reason or "")
-            self.log_metrics(result_metrics(summary), step)
+            self.log_metrics(result_metrics(summary, num_classes), step)
             self.experiment._get_file_writer().add_summary(session_end(summary.status), step)
 
     return RunLogger

@@ -83,7 +83,7 @@ def test_a_bundle_is_never_charged_to_one_toggle(tmp_path: Path) -> None:
     """Baseline vs the LipsFormer-style bundle (centernorm + cosine): no run differs in attention alone."""
     for seed in range(3):
         fab.write_record(tmp_path, seed, final_val_acc=0.80)
-        fab.write_record(tmp_path, seed, norm="centernorm", attention="cosine", final_val_acc=0.95)
+        fab.write_record(tmp_path, seed, norm="centernorm", attention="cosine", final_val_acc=0.95 + 0.01 * seed)
     one = {"claim": "cosine helps", "treatment": {"attention": "cosine"}, "metric": "final_val_acc",
            "direction": "increase", "min_effect": 0.0}
     bundle = {**one, "claim": "the bundle helps", "treatment": {"norm": "centernorm", "attention": "cosine"}}
@@ -98,10 +98,11 @@ def test_a_bundle_is_never_charged_to_one_toggle(tmp_path: Path) -> None:
 
 
 def test_effects_are_given_per_learning_rate_unless_pooled(tmp_path: Path) -> None:
-    for seed in range(3):
+    for seed, wobble in enumerate((0.0, 0.002, -0.002)):
         for lr, gain in ((1e-3, 0.0), (1e-2, 0.3)):
             fab.write_record(tmp_path, seed, lr=lr, final_val_acc=0.6 + 0.01 * seed)
-            fab.write_record(tmp_path, seed, lr=lr, pos_embed="lape", final_val_acc=0.6 + 0.01 * seed + gain)
+            fab.write_record(tmp_path, seed, lr=lr, pos_embed="lape",
+                             final_val_acc=0.6 + 0.01 * seed + gain + wobble)
     rows = _verdicts(tmp_path, [LAPE, {**LAPE, "pool": True}, {**LAPE, "where": {"lr": 1e-2}}])
     assert [(r["lr"], r["verdict"]) for r in rows[:2]] == [(1e-3, "contradicted"), (1e-2, "supported")]
     pooled, at = rows[2], rows[3]
@@ -113,16 +114,19 @@ def test_effects_are_given_per_learning_rate_unless_pooled(tmp_path: Path) -> No
 def test_failures_score_chance_and_count_in_failure_rates(tmp_path: Path) -> None:
     for seed in range(3):
         fab.write_record(tmp_path, seed, lr=3e-2, warmup=False, status="diverged", final_val_acc=None)
-        fab.write_record(tmp_path, seed, lr=3e-2, warmup=False, norm="centernorm", final_val_acc=0.9)
+        fab.write_record(tmp_path, seed, lr=3e-2, warmup=False, norm="centernorm", final_val_acc=0.89 + 0.01 * seed)
         fab.write_record(tmp_path, seed, lr=1e-3, warmup=False, final_val_acc=0.9)  # the control trains at 1e-3
     acc = {"claim": "centernorm trains without warmup", "treatment": {"norm": "centernorm"},
            "where": {"lr": 3e-2, "warmup": False}, "metric": "final_val_acc", "direction": "increase",
            "min_effect": 0.2}
-    rate = {**acc, "metric": "failure_rate", "direction": "decrease", "min_effect": 0.5}
-    v_acc, v_rate = _verdicts(tmp_path, [acc, rate])
+    rate = {**acc, "metric": "failure_rate", "direction": "decrease", "min_effect": 0.1}
+    v_acc, v_rate, v_big = _verdicts(tmp_path, [acc, rate, {**rate, "min_effect": 0.5}])
     assert v_acc["effect"] == pytest.approx(0.8) and v_acc["verdict"] == "supported"  # 0.9 - chance (0.1)
     assert v_acc["control_converged"] == "3/3 at lr 0.001"
+    # 0/3 vs 3/3 failures: Newcombe's interval is [-1, -0.206], not the t-interval's [-1, -1]
     assert v_rate["effect"] == pytest.approx(-1.0) and v_rate["verdict"] == "supported"
+    assert (v_rate["low"], v_rate["high"]) == pytest.approx((-1.0, -0.2059), abs=1e-4)
+    assert v_big["verdict"] == "inconclusive" and "spans" in v_big["why"]
 
 
 def test_grid_metrics_compare_each_seeds_lr_grid(tmp_path: Path) -> None:
@@ -131,16 +135,16 @@ def test_grid_metrics_compare_each_seeds_lr_grid(tmp_path: Path) -> None:
     for seed in range(3):
         for lr in lrs:
             fab.write_record(tmp_path, seed, lr=lr, status="diverged" if lr >= 1e-2 else "completed",
-                             final_val_acc=None if lr >= 1e-2 else 0.9, final_val_loss=0.3)
+                             final_val_acc=None if lr >= 1e-2 else 0.9, final_val_loss=0.3 + 0.01 * seed)
             fab.write_record(tmp_path, seed, lr=lr, stem="conv", status="diverged" if lr >= 3e-2 else "completed",
                              final_val_acc=None if lr >= 3e-2 else 0.9, final_val_loss=0.3)
     claim = {"claim": "conv stem tolerates larger lr", "treatment": {"stem": "conv"},
              "metric": "largest_stable_lr", "direction": "increase", "min_effect": 0.1}
     sens = {**claim, "metric": "lr_sensitivity", "direction": "decrease", "min_effect": 0.05}
     v, v_sens = _verdicts(tmp_path, [claim, sens])
-    assert v["effect"] == pytest.approx(math.log10(1e-2 / 3e-3))
-    assert v["n_seeds"] == 3 and v["verdict"] == "supported" and math.isnan(v["lr"])
-    assert v["setting"] == "over the lr grid"
+    assert v["effect"] == pytest.approx(math.log10(1e-2 / 3e-3))  # the median of the seeds' differences
+    assert v["n_seeds"] == 3 and math.isnan(v["lr"]) and v["setting"] == "over the lr grid"
+    assert v["verdict"] == "inconclusive" and "at most 75% confidence; 95% needs 6" in v["why"]
     assert v_sens["effect"] < 0 and v_sens["verdict"] == "supported"
 
 
@@ -190,8 +194,8 @@ def test_a_grid_seed_draws_the_training_seed_and_the_data_split_together(tmp_pat
 @pytest.mark.parametrize("grid", ["digits.yaml", "digits_full.yaml"])
 def test_the_logit_growth_claim_pairs_dot_product_runs_only(grid: str, tmp_path: Path) -> None:
     """Each cell of the shipped grid, fabricated: dot-product logits grow one decade per 10x lr, cosine and
-    qk-norm logits stay at 10. The claim is about dot-product attention, so its effect is exactly one decade;
-    a ``where`` that let cosine or qk-norm pairs in would average their zero growth into it."""
+    qk-norm logits stay at 10. The claim is about dot-product attention, so its effect is exactly the decades
+    between its two lrs; a ``where`` that let cosine or qk-norm pairs in would average their zero growth into it."""
     from stability.record.identity import toggles_of
     from stability.sweep.cells import expand
     from stability.sweep.grid import load_grid
@@ -201,9 +205,9 @@ def test_the_logit_growth_claim_pairs_dot_product_runs_only(grid: str, tmp_path:
         toggles, hp = toggles_of(cell.config), cell.config["model"]
         lr, seed = float(hp["lr"]), int(cell.config["seed_everything"])
         logit = 10.0 if toggles["attention"] in ("cosine", "qknorm") else 10.0 * lr / 3e-3
-        fab.write_record(tmp_path, seed, lr=lr, max_attn_logit=logit,
+        fab.write_record(tmp_path, seed, lr=lr, max_attn_logit=logit, max_epochs=cell.config["trainer"]["max_epochs"],
                          **{k: v for k, v in toggles.items() if k in fab.BASE_TOGGLES})
     claim = next(c for c in spec.claims if c["claim"] == "dot-product attention logits grow with the learning rate")
     [verdict] = _verdicts(tmp_path, [claim])
     assert verdict["n_seeds"] >= 3
-    assert verdict["effect"] == pytest.approx(1.0)
+    assert verdict["effect"] == pytest.approx(math.log10(claim["treatment"]["lr"] / claim["control"]["lr"]))

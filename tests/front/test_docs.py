@@ -170,18 +170,28 @@ def test_readme_result_tables_equal_the_committed_report_files() -> None:
 
 
 def test_the_readme_names_exactly_the_verdicts_that_differ_between_the_two_seed_sets() -> None:
-    """The committed replications of ablations/digits.yaml (seeds 0-2 and 3-5): exact numbers may differ and so
+    """The committed replications of ablations/digits.yaml (seeds 0-5 and 6-11): exact numbers may differ and so
     may a borderline verdict; the README must say which verdicts differ, no more and no fewer."""
     import pandas as pd
 
     first, second = (pd.read_csv(ROOT / "notebooks" / "results" / name / "claims.csv")
-                     for name in ("digits", "digits-345"))
+                     for name in ("digits", "digits-seeds6-11"))
     assert list(first["claim"]) == list(second["claim"]) and list(first["setting"]) == list(second["setting"])
     differ = {claim for claim, a, b in zip(first["claim"], first["verdict"], second["verdict"], strict=True) if a != b}
     said = re.search(r"<!-- verdicts that differ between the two seed sets: (.*?) -->", README.read_text())
     assert said, "README.md does not say which verdicts differ between the two seed sets"
     listed = {c.strip() for c in said[1].split(";") if c.strip() and c.strip() != "none"}
     assert listed == differ, f"README lists {sorted(listed)}, the committed tables differ in {sorted(differ)}"
+    words = " ".join(README.read_text()[said.end():].split("### ")[0].split())
+    number = ["No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven", "Twelve"]
+    assert f"{number[len(first) - len(differ)]} of the {number[len(first)].lower()} verdicts agree" in words
+    fmap = pd.read_csv(ROOT / "notebooks" / "results" / "digits-seeds6-11" / "failure_map.csv").set_index(
+        ["configuration", "lr"])["failed"]
+    assert f"{fmap[('warmup=False,max_epochs=12', 0.3)]} of 6 fail without warmup, " \
+           f"{fmap[('baseline,max_epochs=12', 0.3)]} with it" in words
+    lape = second.set_index("claim").loc[["LaPE raises accuracy at convergence",
+                                          "LaPE raises accuracy at convergence (test split)"], "effect"]
+    assert "LaPE's gain (+{:.0f} and +{:.0f} points)".format(*(100 * lape)) in words
 
 
 def test_stale_blocks_sees_a_changed_table(tmp_path: Path) -> None:
@@ -195,54 +205,90 @@ def test_stale_blocks_sees_a_changed_table(tmp_path: Path) -> None:
 
 
 def test_the_readme_words_on_the_default_study_match_its_committed_tables() -> None:
-    """The "In words" paragraph under the verdicts restates numbers of notebooks/results/digits: each is
-    recomputed from the committed configurations table and must read the same at the paragraph's precision."""
+    """The "In words" list under the verdicts restates numbers of notebooks/results/digits (failure counts,
+    accuracies, attention logits, failing steps, gradient norms, intervals): each is recomputed from the
+    committed tables and must read the same at the list's precision."""
     import pandas as pd
 
+    results = ROOT / "notebooks" / "results" / "digits"
     text = README.read_text(encoding="utf-8")
-    words = text[text.index("In words: at convergence LaPE"):text.index("How a verdict is reached")]
-    words = " ".join(words.split())
-    c = pd.read_csv(ROOT / "notebooks" / "results" / "digits" / "configurations.csv")
-    base = (c["stem"] == "patchify") & (c["norm"] == "layernorm") & (c["pos_embed"] == "default")
+    words = " ".join(text[text.index("In words:"):text.index("The telemetry before each failure")].split())
+    fmap = pd.read_csv(results / "failure_map.csv")
+    c = pd.read_csv(results / "configurations.csv")
+    failures = pd.read_csv(results / "failures.csv")
+    claims = pd.read_csv(results / "claims.csv").set_index("claim")
+    ladder = c["max_epochs"] == 12
+    base = ladder & (c["stem"] == "patchify") & (c["norm"] == "layernorm")
+    dot, qk = base & (c["attention"] == "dot"), base & (c["attention"] == "qknorm")
+    lipsformer = ladder & (c["norm"] == "centernorm")
+
+    def failed(label: str, lr: float) -> int:
+        row = fmap[(fmap["configuration"] == label) & (fmap["lr"] == lr)]
+        assert len(row) == 1, (label, lr)
+        return int(row["failed"].iloc[0])
 
     def one(mask: pd.Series, column: str) -> float:
         rows = c.loc[mask, column]
         assert len(rows) == 1, (column, len(rows))
         return float(rows.iloc[0])
 
-    dot = base & (c["attention"] == "dot") & c["warmup"]
-    lipsformer = (c["norm"] == "centernorm") & ~c["warmup"] & (c["lr"] == 0.03)
-    no_warmup = base & (c["attention"] == "dot") & ~c["warmup"] & (c["lr"] == 0.03)
-    said = re.search(r"LipsFormer parts keep ([\d.]+) validation accuracy where the baseline falls to ([\d.]+)", words)
-    assert said and float(said[1]) == round(one(lipsformer, "final_val_acc_mean"), 2)
-    assert float(said[2]) == round(one(no_warmup, "final_val_acc_mean"), 2)
-    said = re.search(r"grows from about ([\d,]+) at lr 0.003 to about ([\d,]+) at lr 0.03", words)
-    assert said and int(said[1]) == round(one(dot & (c["lr"] == 0.003), "max_attn_logit_mean"))
-    assert int(said[2].replace(",", "")) == round(one(dot & (c["lr"] == 0.03), "max_attn_logit_mean"), -1)
-    for kind in ("cosine", "qknorm"):  # "keep it near 10"
-        assert 5 <= one(base & (c["attention"] == kind), "max_attn_logit_mean") <= 15
-    claims = pd.read_csv(ROOT / "notebooks" / "results" / "digits" / "claims.csv").set_index("claim")
-    said = re.search(r"LaPE raises validation accuracy by about (\d+) points", words)
-    assert said and int(said[1]) == round(100 * claims.loc["LaPE raises accuracy at convergence", "effect"])
+    no_warmup, warmup = "warmup=False,max_epochs=12", "baseline,max_epochs=12"
+    lf = [label for label in fmap["configuration"] if label.startswith("norm=centernorm")][0]
+    assert [failed(no_warmup, lr) for lr in (0.03, 0.1, 0.3, 1.0)] == [
+        int(x) for x in re.search(r"baseline fails in (\d), (\d) and (\d) of 6 seeds at lr 0.03, 0.1 and 0.3, and "
+                                  r"in all 6 at 1.0", words).groups()] + [6]
+    assert failed(warmup, 0.3) == 1 and failed(warmup, 1.0) == 6 and "with it, in 1 of 6 at 0.3" in words
+    steps = failures[(failures["configuration"] == warmup) & (failures["lr"] == 1.0)]["step"]
+    assert f"diverging at steps {steps.min():.0f}-{steps.max():.0f}" in words
+    rate = claims.loc["warmup lowers the failure rate at a learning rate where the baseline without it fails"]
+    assert f"lower by {-rate['effect']:.2f}" in words
+    assert f"[−{-rate['low']:.2f}, +{rate['high']:.2f}]" in words and rate["verdict"] == "inconclusive"
+
+    said = re.search(r"to ([\d.]+) and ([\d.]+) validation accuracy at lr 3e-3 and 0.03 after 12 epochs, where "
+                     r"the baseline without warmup reaches ([\d.]+) and ([\d.]+)", words)
+    assert said and [float(x) for x in said.groups()] == [
+        round(one(lipsformer & (c["lr"] == lr), "final_val_acc_mean"), 2) for lr in (0.003, 0.03)] + [
+        round(one(dot & ~c["warmup"] & (c["lr"] == lr), "final_val_acc_mean"), 2) for lr in (0.003, 0.03)]
+    assert failed(lf, 0.1) == 6 and failed(no_warmup, 0.1) == 2
+    lf_runs = failures[(failures["configuration"] == lf) & (failures["lr"] == 0.1)]
+    assert f"diverging at steps {lf_runs['step'].min():.0f}-{lf_runs['step'].max():.0f}), where" in words
+    assert f"reaches {lf_runs['grad_norm'].min():.0f}-{lf_runs['grad_norm'].max():,.0f}" in words
+    assert lf_runs["max_attn_logit"].between(5, 10.5).all()  # "cosine attention's scale (about 10)"
+    verdict = claims.loc["the LipsFormer parts make training without warmup more reliable at a high learning rate"]
+    assert verdict["verdict"] == "contradicted"
+
+    assert round(one(qk & (c["lr"] == 0.1), "max_attn_logit_mean")) == int(re.search(
+        r"largest attention logit near (\d+) at lr 0.1", words)[1])
+    assert f"reaches about {round(one(dot & ~c['warmup'] & (c['lr'] == 0.1), 'max_attn_logit_mean'), -2):,.0f}" \
+        in words
+    assert failed("attention=qknorm,warmup=False,max_epochs=12", 0.3) == failed(no_warmup, 0.3) == 4
+    grow = re.search(r"grow from about (\d+) at lr 3e-3 to about ([\d,]+) at 0.1", words)
+    assert int(grow[1]) == round(one(dot & c["warmup"] & (c["lr"] == 0.003), "max_attn_logit_mean"))
+    assert int(grow[2].replace(",", "")) == round(one(dot & c["warmup"] & (c["lr"] == 0.1), "max_attn_logit_mean"), -2)
+    assert failed("stem=conv,warmup=False,max_epochs=12", 0.3) == 6
+
+    edges = claims[claims["metric"] == "largest_stable_lr"]
+    assert (edges["verdict"] == "inconclusive").all() and ((edges["high"] - edges["low"]) > 1).all()
+    lape = claims.loc[[name for name in claims.index if name.startswith("LaPE")]]
+    assert (lape["verdict"] == "supported").all()
+    assert int(re.search(r"LaPE\* raises accuracy at convergence by about (\d) points", words)[1]) == \
+        round(100 * lape["effect"].mean())
 
 
 def test_the_readme_words_on_the_fuller_study_match_its_committed_tables() -> None:
-    """The paragraph under the fuller study's claims table (ablations/digits_full.yaml, seeds 0-4): which
-    verdicts differ from the default study, and every interval it quotes, recomputed from the committed CSVs."""
+    """The paragraph under the accuracy study's claims table (ablations/digits_full.yaml, seeds 0-4): every
+    verdict and interval it quotes, recomputed from the committed CSVs."""
     import pandas as pd
 
     results = ROOT / "notebooks" / "results"
     text = README.read_text(encoding="utf-8")
-    default, full = (pd.read_csv(results / name / "claims.csv") for name in ("digits", "digits_full"))
-    assert list(default["claim"]) == list(full["claim"]) and list(default["setting"]) == list(full["setting"])
-    differ = {c for c, a, b in zip(default["claim"], default["verdict"], full["verdict"], strict=True) if a != b}
-    said = re.search(r"<!-- verdicts that differ from the default study: (.*?) -->", text)
-    assert said, "README.md does not say which verdicts of the fuller study differ from the default study's"
-    assert {c.strip() for c in said[1].split(";") if c.strip() and c.strip() != "none"} == differ
-
-    words = " ".join(text[said.end():text.index("### The full factorial")].split())
-    agree = len(full) - len(differ)
-    assert f"{['No', 'One', 'Two', 'Three', 'Four', 'Five', 'Six', 'Seven'][agree]} of the seven" in words
+    full = pd.read_csv(results / "digits_full" / "claims.csv")
+    start = text.index("<!-- table: notebooks/results/digits_full/claims.md -->")
+    words = " ".join(text[text.index("<!-- end table -->", start):text.index("### The full factorial")].split())
+    verdicts = full.set_index("claim")["verdict"]
+    assert verdicts["LaPE raises accuracy at convergence (test split)"] == "supported"
+    assert "supported on the test" in words
+    assert verdicts["LaPE raises accuracy at convergence"] == "inconclusive" and "inconclusive on validation" in words
 
     def interval(mean: float, low: float, high: float) -> str:
         return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"

@@ -318,8 +318,9 @@ def test_plots_draw_dataframes_and_the_report_writes_its_figures(report: Report,
         "train/loss by run (x = diverged)"
     written = write_figures(report, tmp_path)
     # 2 learning rates and 4 runs per configuration: too few for a curve against lr or an EDF, so neither is
-    # drawn, and the gaps say why
-    assert [p.name for p in written] == ["curves_norm.png", "curves_norm.pdf"]
+    # drawn, and the gaps say why; the diverged and the failed run get their telemetry
+    assert [p.name for p in written] == ["failure_map.png", "failure_map.pdf", "curves_norm.png", "curves_norm.pdf",
+                                         "failure_telemetry.png", "failure_telemetry.pdf"]
     assert all(p.stat().st_size > 1000 for p in written)
     assert any("too few learning rates (2)" in g for g in report.gaps)
     assert any("EDF" in g and "too few runs (4)" in g for g in report.gaps)

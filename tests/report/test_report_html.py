@@ -189,8 +189,9 @@ def test_a_sweep_with_nothing_finished_still_gets_its_run_list(tmp_path: Path) -
     sweep = fab.make_failed_sweep(tmp_path / "failed")
     assert main([str(sweep), "--format", "html"]) == 1
     page = Page((sweep / "report" / "report.html").read_text(encoding="utf-8"))
-    assert page.errors == [] and page.sections == ["runs", "gaps"] and page.images == []
+    assert page.errors == [] and page.sections == ["failures", "runs", "gaps"]
     assert len(page.table("runs").rows) == 3 and any("3 run(s) failed" in item for item in page.items)
+    assert len(page.table("failures").rows) == 3 and len(page.images) == 1  # what they did before they raised
 
 
 def test_verdicts_are_styled(tmp_path: Path) -> None:
@@ -304,6 +305,83 @@ def test_in_chromium_the_page_renders(out: Path, tmp_path: Path) -> None:
                     f"--screenshot={shot}", "--window-size=1400,3000", (out / "report.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+# A tiny grid at lr 1 without warmup: every run's loss explodes within 3 steps (the divergence detector stops it).
+FAILING = {"model.lr": 1.0, "model.warmup": False, "telemetry.every_n_steps": 1, "trainer.limit_train_batches": 4}
+# Run once the page has loaded: each image's decoded width, and where the failures section and its figure sit.
+MEASURE = """<script>window.addEventListener("load", function () {
+  document.querySelectorAll("img").forEach(function (img) { img.setAttribute("data-width", img.naturalWidth); });
+  var top = function (el) { return Math.round(el.getBoundingClientRect().top + window.scrollY); };
+  document.body.setAttribute("data-failures-top", top(document.getElementById("failures")));
+  document.body.setAttribute("data-count-top", top(document.querySelector("#failures p.count")));
+});</script>"""
+WINDOW = (1400, 1000)  # a laptop's browser window: what a reader sees before scrolling or clicking
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``stability sweep`` of a grid that fails: norm {layernorm, centernorm} x seeds {0, 1} at lr 1, no warmup."""
+    from sweep_helpers import TINY, run_sweep, write_grid
+
+    folder = tmp_path_factory.mktemp("failing")
+    grid = write_grid(folder, "fails", {"overrides": TINY | FAILING,
+                                        "axes": {"model.vit.norm": ["layernorm", "centernorm"]}, "seeds": [0, 1]})
+    result = run_sweep([str(grid)], folder / "out")
+    assert result.rc == 0, result.stdout + result.stderr
+    return result.out
+
+
+def _keep(shot: Path) -> None:
+    """Copy a screenshot to ``STABILITY_SCREENSHOTS`` when it is set (to look at it)."""
+    import os
+
+    if os.environ.get("STABILITY_SCREENSHOTS"):
+        target = Path(os.environ["STABILITY_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, target / shot.name)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs chromium")
+def test_in_chromium_a_failing_sweep_shows_every_failure_without_a_click(failing_sweep: Path, tmp_path: Path) -> None:
+    """The report of a real sweep that diverges, in a real browser: the failures section is on the first screen,
+    lists every run with the step it stopped at (within 3), and its telemetry figure decodes (~40 s)."""
+    import re
+
+    from sweep_helpers import summaries
+
+    records = summaries(failing_sweep)
+    assert len(records) == 4 and {r["status"] for r in records.values()} <= {"diverged", "collapsed"}
+    assert all(r["diverged_step"] <= 3 for r in records.values() if r["status"] == "diverged")
+    out = tmp_path / "report"
+    assert main([str(failing_sweep), "--out", str(out), "--format", "md,html"]) == 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    measured = tmp_path / "measured.html"
+    measured.write_text(html.replace("</body>", MEASURE + "\n</body>"), encoding="utf-8")
+    dom_text = subprocess.run([_chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                               f"--window-size={WINDOW[0]},{WINDOW[1]}", measured.as_uri()], capture_output=True,
+                              text=True, timeout=120, check=True).stdout
+    dom = Page(dom_text)
+    assert dom.errors == [] and dom.sections[0] == "failures"  # no claims in this grid: failures come first
+    table = dom.table("failures")
+    col = {name: table.header.index(name) for name in ("run", "status", "stopped at step", "why")}
+    listed = {row[col["run"]][0]: (row[col["status"]][0], int(row[col["stopped at step"]][0]), row[col["why"]][0])
+              for row in table.rows}
+    assert listed == {name: (r["status"], r["diverged_step"], r["divergence_reason"]) if r["status"] == "diverged"
+                      else (r["status"], r["steps"] - 1, r["collapse_reason"]) for name, r in records.items()}
+    assert f"{len(records)} of {len(records)} runs failed" in dom_text
+    body = re.search(r'<body[^>]*data-failures-top="(\d+)"[^>]*data-count-top="(\d+)"', dom_text)
+    assert body, "the measuring script did not run"
+    assert int(body.group(2)) < WINDOW[1] - 100  # the count line is on the first screen
+    widths = dict(re.findall(r'<img[^>]*alt="([^"]+)"[^>]*data-width="(\d+)"', dom_text))
+    assert int(widths["failure_telemetry"]) > 1000  # decoded, not a broken image
+    shot = tmp_path / "report_failures.png"
+    subprocess.run([_chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1400,2200", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    _keep(shot)
 
 
 def test_every_table_has_a_navigation_label() -> None:

@@ -6,6 +6,7 @@ The views themselves (a real TensorBoard server, a real browser) are tested in t
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,10 @@ def test_one_tensorboard_run_per_cell_with_toggles_and_metrics(smoke_sweep: Swee
         assert last["hp/best_val_acc"] == pytest.approx(summary["best_val_acc"])
         assert last["hp/test_acc"] == pytest.approx(summary["test_acc"])
         assert last["hp/diverged"] == float(summary["status"] == "diverged")
-        assert "hp_metric" not in last and "hp/diverged_step" not in last  # none of them diverged
+        assert "hp_metric" not in last
+        # every run writes every metric (TensorBoard's parallel coordinates draw only such runs)
+        assert {m.tag for m in HPARAMS_METRICS} <= set(last)
+        assert last["hp/steps_survived"] == summary["steps"]  # none of them diverged: all their steps
         assert {"train/loss", "train/grad_norm", "attn/max_logit/layer_0", "val/acc"} <= set(last)
 
 
@@ -135,7 +139,7 @@ def test_the_sweep_root_holds_the_one_experiment_in_reading_order(smoke_sweep: S
     assert sorted(exp.hparam_infos, key=lambda h: (not h.differs, h.name)) == list(exp.hparam_infos)
     assert shown_by_default(exp) == ["norm", "stem", "lr", "seed"]  # fewer than five: lr and seed too
     visible = [m.name.tag for m in exp.metric_infos][:VISIBLE_COLUMNS]
-    assert visible == ["hp/diverged", "hp/collapsed", "hp/diverged_step", "hp/test_acc", "hp/best_val_acc"]
+    assert visible == ["hp/diverged", "hp/collapsed", "hp/steps_survived", "hp/test_acc", "hp/best_val_acc"]
     # Runs of a sweep write no experiment of their own: TensorBoard would pick one of them arbitrarily.
     for run_dir in (p.parent for p in root.glob("*/summary.json")):
         assert experiment(run_dir) is None
@@ -220,9 +224,10 @@ def test_divergence_is_marked_at_its_step(single_runs: dict) -> None:
     assert [step for step, _ in text] == [summary.diverged_step]
     message = text[0][1].tensor.string_val[0].decode()
     assert message == f"**diverged** at step {summary.diverged_step}: {summary.divergence_reason}"
-    # HParams: the step it diverged at, and no test accuracy (blank, not NaN)
-    assert tags["hp/diverged"][-1][1] == 1.0 and tags["hp/diverged_step"][-1][1] == summary.diverged_step
-    assert "hp/test_acc" not in tags
+    # HParams: every metric, the steps it survived, and chance accuracy for the test it never had
+    assert {m.tag for m in HPARAMS_METRICS} <= set(tags)
+    assert tags["hp/diverged"][-1][1] == 1.0 and tags["hp/steps_survived"][-1][1] == summary.diverged_step
+    assert summary.test_acc is None and tags["hp/test_acc"][-1][1] == pytest.approx(0.1)  # 10 classes
     assert tags["hp/collapsed"][-1][1] == 0.0 and "Stability/collapsed" not in tags
     flat_dir, _ = single_runs["flat"]
     assert "Stability/diverged" not in scalars(flat_dir)
@@ -243,13 +248,37 @@ def test_collapse_is_marked_at_the_end_of_training(single_runs: dict) -> None:
 
 
 def test_result_metrics_flag_each_failure_once() -> None:
-    flags = {status: {tag: result_metrics(RunSummary(status=status, run_name="r", run_id="0"))[tag]
+    flags = {status: {tag: result_metrics(RunSummary(status=status, run_name="r", run_id="0"), 10)[tag]
                       for tag in ("hp/diverged", "hp/collapsed")}
              for status in (COMPLETED, DIVERGED, COLLAPSED, FAILED)}
     assert flags == {COMPLETED: {"hp/diverged": 0.0, "hp/collapsed": 0.0},
                      DIVERGED: {"hp/diverged": 1.0, "hp/collapsed": 0.0},
                      COLLAPSED: {"hp/diverged": 0.0, "hp/collapsed": 1.0},
                      FAILED: {"hp/diverged": 0.0, "hp/collapsed": 0.0}}
+
+
+def test_every_run_gets_every_metric_with_its_documented_failure_value() -> None:
+    """TensorBoard's parallel-coordinates view draws only runs that have every HParams metric: a run that never
+    measured a value gets the one HPARAMS_METRICS documents (chance, its initial loss, -1), never a gap."""
+    tags = [m.tag for m in HPARAMS_METRICS]
+    bare = {status: result_metrics(RunSummary(status=status, run_name="r", run_id="0"), 4)
+            for status in (COMPLETED, DIVERGED, COLLAPSED, FAILED)}
+    assert all(list(values) == tags for values in bare.values())
+    failed = bare[FAILED]
+    assert failed["hp/steps_survived"] == 0.0  # failed before its first step
+    assert failed["hp/test_acc"] == failed["hp/best_val_acc"] == failed["hp/final_val_acc"] == 0.25  # chance
+    assert failed["hp/final_train_loss"] == pytest.approx(math.log(4))  # no initial loss either: ln classes
+    assert failed["hp/max_attn_logit"] == failed["hp/max_grad_norm"] == -1.0  # never measured
+    diverged = result_metrics(RunSummary(status=DIVERGED, run_name="r", run_id="0", diverged_step=7, steps=8,
+                                         initial_loss=2.3, final_train_loss=31.2, max_grad_norm=40.0,
+                                         max_attn_logit=90.0), 10)
+    assert diverged["hp/steps_survived"] == 7.0 and diverged["hp/test_acc"] == pytest.approx(0.1)
+    assert diverged["hp/final_train_loss"] == pytest.approx(2.3)  # min(loss, initial loss), as the verdicts
+    assert diverged["hp/max_attn_logit"] == 90.0 and diverged["hp/max_grad_norm"] == 40.0
+    completed = result_metrics(RunSummary(status=COMPLETED, run_name="r", run_id="0", steps=12, test_acc=0.8,
+                                          initial_loss=2.3, final_train_loss=0.4), 10)
+    assert completed["hp/steps_survived"] == 12.0 and completed["hp/test_acc"] == pytest.approx(0.8)
+    assert completed["hp/final_train_loss"] == pytest.approx(0.4)
 
 
 def test_the_stability_group_repeats_the_signals_that_come_first(single_runs: dict) -> None:

@@ -217,13 +217,15 @@ def test_the_server_takes_the_sweep_experiment_from_the_root(tensorboard: str, s
                                                                     "warmup"]
     assert [h.get("differs", False) for h in experiment["hparamInfos"]] == [True] * 5 + [False]
     assert [m["displayName"] for m in experiment["metricInfos"]][:5] == [
-        "diverged", "collapsed", "diverged at step", "test acc", "best val acc"]
+        "diverged", "collapsed", "steps survived", "test acc", "best val acc"]
     groups = _post(f"{tensorboard}/data/plugin/hparams/session_groups", SESSION_QUERY)["sessionGroups"]
     records = summaries(sweep)
     flags = {}
     for group in groups:
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         flags[group["name"]] = (values["hp/diverged"], values["hp/collapsed"])
+        # the parallel-coordinates view draws a run only when it has every metric: every run has them all
+        assert set(values) == {m["name"]["tag"] for m in experiment["metricInfos"]}, group["name"]
     assert flags == {name: (float(r["status"] == "diverged"), float(r["status"] == "collapsed"))
                      for name, r in records.items()}
     assert {n for n, (d, _) in flags.items() if d} == {n for n in records if n.startswith("warmup=off,lr=1000,")}
@@ -259,7 +261,7 @@ def test_hparams_table_opens_on_lr_seed_and_the_failures(tensorboard: str, brows
     text = browser.wait_for(lambda t: "Trial ID" in t and any(s.startswith("warmup=off,lr=1000,") for s in t))
     header = text[text.index("Trial ID"):text.index("Trial ID") + 12]
     assert header == ["Trial ID", "Show Metrics", "attention", "norm", "stem", "lr", "seed", "diverged",
-                      "collapsed", "diverged at step", "test acc", "best val acc"]
+                      "collapsed", "steps survived", "test acc", "best val acc"]
     boxes = dict(browser.call("Runtime.evaluate", page_call=True, expression=CHECKBOXES,
                               returnByValue=True)["result"]["value"])
     assert {name: boxes.get(name) for name in ("lr", "seed", "stem", "warmup", "collapsed")} == {
@@ -294,3 +296,43 @@ def test_custom_scalars_open_on_loss_and_failures(tensorboard: str, browser: Bro
     assert text.index("loss and failures") < text.index("max attention logit per layer (attn/max_logit)")
     assert "training loss (train/loss)" in text
     keep(browser, "custom_scalars", tmp_path)
+
+
+# The HParams dashboard's parallel-coordinates tab (a paper-tab in shadow DOM) and the lines it draws: d3 draws one
+# path per session group in the plot's "foreground" group, and only for the groups that have a value for every
+# metric shown, so a run missing one is left out of the picture without a word.
+OPEN_PARALLEL_COORDINATES = """(() => { let tab = null;
+  const walk = (node) => {
+    if (tab) return;
+    if (node.nodeName === 'PAPER-TAB' && /parallel coordinates/i.test(node.textContent)) { tab = node; return; }
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.children || []) walk(child);
+  };
+  walk(document.body); if (tab) tab.click(); return !!tab; })()"""
+DRAWN_SESSIONS = """(() => { let n = 0;
+  const walk = (node, inPlot) => {
+    inPlot = inPlot || node.nodeName === 'TF-HPARAMS-PARALLEL-COORDS-PLOT';
+    if (inPlot && node.nodeName === 'path' && node.parentNode.classList.contains('foreground')
+        && getComputedStyle(node).display !== 'none' && node.getAttribute('d')) n += 1;
+    if (node.shadowRoot) walk(node.shadowRoot, inPlot);
+    for (const child of node.children || []) walk(child, inPlot);
+  };
+  walk(document.body, false); return n; })()"""
+
+
+@needs_chromium
+def test_hparams_parallel_coordinates_draw_every_run(tensorboard: str, browser: Browser, tmp_path: Path) -> None:
+    browser.open(f"{tensorboard}/#hparams")
+    browser.wait_for(lambda t: "Trial ID" in t and any(s.startswith("warmup=off,lr=1000,") for s in t))
+
+    def evaluate(expression: str) -> Any:
+        return browser.call("Runtime.evaluate", page_call=True, expression=expression,
+                            returnByValue=True)["result"]["value"]
+
+    assert evaluate(OPEN_PARALLEL_COORDINATES), "no parallel-coordinates tab"
+    deadline, drawn = time.monotonic() + 30, 0
+    while drawn < RUNS and time.monotonic() < deadline:  # the plot draws once the tab's data arrived
+        time.sleep(0.5)
+        drawn = evaluate(DRAWN_SESSIONS)
+    keep(browser, "hparams_parallel_coordinates", tmp_path)  # kept before the verdict: a failure shows why
+    assert drawn == RUNS, f"the parallel-coordinates view draws {drawn} of the {RUNS} runs"

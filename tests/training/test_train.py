@@ -157,7 +157,7 @@ def test_divergence_is_a_result(tmp_path: Path) -> None:
     assert summary.test_acc is None
     tags = scalars(tmp_path / "diverged")
     assert tags["hp/diverged"][-1][1] == 1.0
-    assert tags["hp/diverged_step"][-1][1] == summary.diverged_step
+    assert tags["hp/steps_survived"][-1][1] == summary.diverged_step
 
 
 def test_failed_run_is_recorded_and_raises(tmp_path: Path) -> None:
