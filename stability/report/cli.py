@@ -75,6 +75,8 @@ def main(argv: list[str]) -> int:
     print(f"# {TITLES['failures']}\n\n{count_line(report.sweep.runs)}\n")  # failures are results: on screen too
     if not report.text["failures"].empty:
         print(to_markdown(report.text["failures"].drop(columns="run")) + "\n")
+    if "failure_map" in report.text and not report.text["failure_map"].empty:
+        print(f"# {TITLES['failure_map']}\n\n{to_markdown(report.text['failure_map'])}\n")
     print(f"# {TITLES['configurations']}\n")
     print(to_markdown(report.text["configurations"]))
     print(f"\n# {TITLES['effects']}\n")

@@ -50,9 +50,12 @@ def test_the_heat_map_draws_configurations_with_an_edge(sweep_dir: Path) -> None
     assert sorted(t.get_text() for t in ax.texts) == ["0/3", "2/3\n(1 collapsed)", "3/3"]
 
 
-def test_the_report_shows_the_map_after_the_failures(sweep_dir: Path, tmp_path: Path) -> None:
+def test_the_report_shows_the_map_after_the_failures(sweep_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report"
     assert main([str(sweep_dir), "--out", str(out), "--format", "md,csv,html"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("# Failed runs") < printed.index("# Failure map") < printed.index("# Per-configuration")
     md = (out / "report.md").read_text()
     assert md.index("## Failed runs") < md.index("## Failure map") < md.index("## Per-configuration")
     assert "![failure_map](plots/failure_map.png)" in md.split("## Failure map")[1].split("## ")[0]
