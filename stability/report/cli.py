@@ -20,6 +20,7 @@ from stability.report.build import Report, build_report
 from stability.report.failures import count_line
 from stability.report.formatting import TITLES, check_formats, to_markdown, write_tables, write_text
 from stability.report.markdown import render_markdown
+from stability.report.output_folder import check_output_folder, finish, own_names, previous_files
 from stability.report.tables import ReportOptions
 
 FORMATS = ("md", "csv", "tex", "html")
@@ -39,6 +40,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--format", default="md,csv,tex,html", help="comma-separated subset of md,csv,tex,html "
                         "(comparing sweeps: md,csv,tex)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG/PDF plots")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files under the report's names that no earlier report wrote (by default "
+                             "the report refuses; it never removes a file it did not write)")
     parser.add_argument("--target-loss", type=float, default=None,
                         help="absolute loss for 'steps to target' (default: target-fraction x initial loss)")
     parser.add_argument("--target-fraction", type=float, default=0.25,
@@ -60,7 +64,7 @@ def main(argv: list[str]) -> int:
         args.sweep = args.sweeps[0]
         report = build_report(args.sweep, options)
         out = Path(args.out) if args.out else Path(args.sweep) / "report"
-        written = write_report(report, out, formats, plots=not args.no_plots)
+        written = write_report(report, out, formats, plots=not args.no_plots, overwrite=args.overwrite)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -151,14 +155,17 @@ def _why_nothing(sweep: Sweep) -> str:
 
 
 def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = FORMATS,
-                 plots: bool = True) -> list[Path]:
+                 plots: bool = True, overwrite: bool = False) -> list[Path]:
     """Write every table in every format (plus ``report.md``, ``report.html`` and, with ``plots``, ``plots/``).
 
     Returns the paths written. CSVs hold the numeric tables (``Report.tables``); Markdown and LaTeX the
-    formatted ones (``Report.text``).
+    formatted ones (``Report.text``). Only files an earlier report wrote are replaced or removed
+    (:mod:`stability.report.output_folder`); others under the report's names need ``overwrite``.
     """
     check_formats(formats, FORMATS)
     out = Path(out_dir)
+    previous = previous_files(out, TITLES)
+    check_output_folder(out, own_names(out, report.tables, formats), plots, previous, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     written = write_tables(out, report.tables, report.text, formats, TITLES)
     figures: list[Path] = []
@@ -173,19 +180,6 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
         from stability.report.html import render_html  # jinja2 only when HTML is asked for
 
         written.append(write_text(out / "report.html", render_html(report, figures)))
-    _remove_stale(out, written)
+    # what the earlier report wrote and this one did not (a stale lr_curves.png would show old runs) goes
+    finish(out, written, previous)
     return written
-
-
-def _remove_stale(out: Path, written: Sequence[Path]) -> None:
-    """Delete what an earlier report left in ``out`` and this one did not write: a table this sweep no
-    longer has, a figure it no longer draws (a stale ``lr_curves.png`` beside a fresh report would show old
-    runs). Only files a report writes are touched: the tables' names and formats, ``plots/*.png|pdf``."""
-    keep = {p.resolve() for p in written}
-    ours = [out / f"{name}.{fmt}" for name in TITLES for fmt in ("csv", "md", "tex")]
-    ours += [out / "report.md", out / "report.html"]
-    plots = out / "plots"
-    ours += [p for p in plots.glob("*") if p.suffix in (".png", ".pdf")] if plots.is_dir() else []
-    for path in ours:
-        if path.is_file() and path.resolve() not in keep:
-            path.unlink()

@@ -6,6 +6,7 @@ sweep folder: the fabricated one, and the real ``stability sweep ablations/smoke
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from stability.report import (
     write_report,
 )
 from stability.report.configs import config_label, distinct_values, format_cell, group_key, is_finite
+from stability.report.output_folder import MANIFEST
 
 # --------------------------------------------------------------------------------------------- metrics
 
@@ -361,7 +363,7 @@ def test_main_writes_every_format_and_prints_the_main_table(sweep_dir: Path, tmp
 def test_main_default_out_and_format_subset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sweep = fab.make_sweep(tmp_path / "s", unfinished=False)
     assert main([str(sweep), "--format", "csv", "--no-plots"]) == 0
-    files = sorted(p.name for p in (sweep / "report").iterdir())
+    files = sorted(p.name for p in (sweep / "report").iterdir() if p.name != MANIFEST)
     assert files and all(f.endswith(".csv") for f in files)
     capsys.readouterr()
     assert main([str(sweep), "--format", "md,pdf"]) == 2
@@ -377,6 +379,8 @@ def test_a_report_removes_what_an_earlier_report_left_and_only_that(tmp_path: Pa
     mine = [out / "notes.txt", out / "plots" / "sketch.svg"]
     for path in stale + mine:
         path.write_text("from before")
+    # the stale files are an earlier report's: its manifest lists them (the user's files are not in it)
+    (out / MANIFEST).write_text(json.dumps({"files": [str(p.relative_to(out)) for p in stale]}))
     assert main([str(sweep), "--out", str(out), "--format", "md,csv", "--no-plots"]) == 0
     assert not any(p.exists() for p in stale)  # this sweep has no claims, no Lipschitz fields; no plots asked
     assert all(p.read_text() == "from before" for p in mine)

@@ -182,7 +182,7 @@ def test_no_plots_no_figures_and_the_same_sweep_gives_the_same_bytes(sweep_dir: 
     assert first == (tmp_path / "b" / "report.html").read_bytes()  # and the output folder is not in it
     page = Page(first.decode("utf-8"))
     assert page.errors == [] and page.images == [] and "plots" not in page.sections
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["report.html"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".stability-report.json", "report.html"]
 
 
 def test_a_sweep_with_nothing_finished_still_gets_its_run_list(tmp_path: Path) -> None:
