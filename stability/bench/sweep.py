@@ -81,12 +81,17 @@ def bench_sweep(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         counts = [int(w) for w in args.workers.split(",")]
-        fraction = int(args.fraction.split("/")[1]) if "/" in args.fraction else int(args.fraction)
     except ValueError:
-        raise ConfigError(f"--workers {args.workers!r} / --fraction {args.fraction!r}: give e.g. "
-                          "--workers 1,2 --fraction 1/4") from None
-    if not counts or min(counts) < 1 or fraction < 1:
-        raise ConfigError(f"--workers {args.workers!r}: give worker counts >= 1, e.g. 1,2")
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--workers: got {args.workers!r}; give worker counts >= 1, comma-separated, e.g. 1,2")
+    head, _, k = args.fraction.partition("/")
+    try:
+        fraction = int(k) if head == "1" else 0
+    except ValueError:
+        fraction = 0
+    if fraction < 1:
+        raise ConfigError(f"--fraction: got {args.fraction!r}; give 1/K with a whole K >= 1, e.g. 1/4")
     if not args.grid.is_file():
         raise ConfigError(f"--grid: {args.grid} does not exist")
     root = args.out or Path(tempfile.mkdtemp(prefix="stability-bench-sweep-"))

@@ -381,12 +381,31 @@ CASES = [
     # -- report -------------------------------------------------------------------------------------------------
     Case("report-missing-folder", lambda f: ["report", str(f / "nowhere")], r"nowhere' does not exist"),
     Case("report-bad-format", lambda f: ["report", str(f), "--format", "pdf"], r"--format: got 'pdf'; valid values"),
+    # -- bench ----------------------------------------------------------------------------------------------------
+    Case("bench-reps-0", lambda f: ["bench", "model", "--reps", "0"], r"--reps: got 0; give a whole number >= 1"),
+    Case("bench-steps-0", lambda f: ["bench", "model", "--steps", "0"], r"--steps: got 0; give a whole number"),
+    Case("bench-batch-0", lambda f: ["bench", "model", "--batch", "0"], r"--batch: got 0; give a whole number"),
+    Case("bench-threads-negative", lambda f: ["bench", "telemetry", "--threads", "-3"],
+         r"argument --threads: got -3; give a whole number >= 0"),
+    Case("bench-every-0", lambda f: ["bench", "telemetry", "--every", "0"], r"argument --every: got 0"),
+    Case("bench-lipschitz-reps-x", lambda f: ["bench", "lipschitz", "--reps", "x"], r"argument --reps: got 'x'"),
+    Case("bench-device-unknown", lambda f: ["bench", "model", "--device", "tpu"], r"argument --device: invalid choice"),
+    Case("bench-sweep-fraction-1-0", lambda f: ["bench", "sweep", "--fraction", "1/0"],
+         r"--fraction: got '1/0'; give 1/K with a whole K >= 1"),
+    Case("bench-sweep-workers-0", lambda f: ["bench", "sweep", "--workers", "0,1"], r"--workers: got '0,1'"),
 ]
 
 
 def tree(folder: Path) -> dict[str, int]:
     """Every path under ``folder`` (files with their size, folders as -1)."""
     return {str(p.relative_to(folder)): (p.stat().st_size if p.is_file() else -1) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is visible: --device cuda is valid")
+def test_bench_on_cuda_without_a_gpu_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "model", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: stability bench: --device cuda: no CUDA GPU is visible here; use --device cpu"]
 
 
 def test_the_suite_is_large() -> None:
