@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+from pathlib import Path
 from typing import NoReturn
 
 # errno values meaning "the storage is full", not "this path is wrong"
@@ -24,6 +25,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def folder_argument(text: str) -> Path:
+    """An argparse type for ``--out``: a folder name; an empty one (``--out ''``) would mean the current folder
+    by accident, so it is refused (argparse names the option in its one-line error)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"got {text!r}; give a folder (e.g. runs/my-sweep)")
+    return Path(text)
 
 
 class OutOfSpace(RuntimeError):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stability.analysis import metrics as M
 from stability.analysis.results import Sweep
-from stability.errors import ArgumentParser, ConfigError
+from stability.errors import ArgumentParser, ConfigError, folder_argument
 from stability.report.build import Report, build_report
 from stability.report.failures import count_line
 from stability.report.formatting import TITLES, check_formats, to_markdown, write_tables, write_text
@@ -36,7 +36,8 @@ def main(argv: list[str]) -> int:
                     "compares them: claims and configurations side by side (compare.md).")
     parser.add_argument("sweeps", nargs="+", metavar="SWEEP",
                         help="sweep folder (one sub-folder per run); two or more: compare them, the first is A")
-    parser.add_argument("--out", help="output folder (default: SWEEP/report; comparing: FIRST/report/compare)")
+    parser.add_argument("--out", type=folder_argument,
+                        help="output folder (default: SWEEP/report; comparing: FIRST/report/compare)")
     parser.add_argument("--format", default="md,csv,tex,html", help="comma-separated subset of md,csv,tex,html "
                         "(comparing sweeps: md,csv,tex)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG/PDF plots")

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from stability.errors import ArgumentParser, ConfigError
+from stability.errors import ArgumentParser, ConfigError, folder_argument
 from stability.record.config_files import ConfigLoader
 from stability.record.identity import SEED_KEY
 from stability.sweep.claim_check import check_claims
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every cell of an ablation grid; re-running the command resumes the sweep.",
     )
     parser.add_argument("grid", type=Path, help="grid file, e.g. ablations/digits.yaml")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=folder_argument, default=None,
                         help="sweep folder (default: runs/<grid file stem>; runs/<stem>-smoke with --smoke)")
     parser.add_argument("--workers", type=int, default=None,
                         help="local worker processes (default: one per GPU, else one per CPU core)")

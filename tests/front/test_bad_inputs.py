@@ -381,6 +381,8 @@ CASES = [
     # -- report -------------------------------------------------------------------------------------------------
     Case("report-missing-folder", lambda f: ["report", str(f / "nowhere")], r"nowhere' does not exist"),
     Case("report-bad-format", lambda f: ["report", str(f), "--format", "pdf"], r"--format: got 'pdf'; valid values"),
+    Case("report-out-empty", lambda f: ["report", str(f), "--out", ""], r"argument --out: got ''; give a folder"),
+    Case("sweep-out-empty", lambda f: [*sweep(ONE_CELL)(f)[:-1], ""], r"argument --out: got ''; give a folder"),
     # -- bench ----------------------------------------------------------------------------------------------------
     Case("bench-reps-0", lambda f: ["bench", "model", "--reps", "0"], r"--reps: got 0; give a whole number >= 1"),
     Case("bench-steps-0", lambda f: ["bench", "model", "--steps", "0"], r"--steps: got 0; give a whole number"),
