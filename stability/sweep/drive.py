@@ -38,7 +38,7 @@ from stability.sweep.plan import PlannedRun, make_plan, plan_document, shard
 from stability.sweep.progress import Progress, format_duration
 from stability.sweep.runner import KILLED, OUT_OF_SPACE, Outcome, Task
 from stability.sweep.store import MAX_KILLS, read_plan, write_plan
-from stability.sweep.workers import default_workers, plan_threads, visible_gpus, wants_gpu
+from stability.sweep.workers import capped_workers, default_workers, plan_threads, visible_gpus, wants_gpu
 from stability.training.tensorboard import write_sweep_view
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED = 0, 1, 2, 3
@@ -194,6 +194,10 @@ def run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int,
     threads = plan_threads(args, out, gpus)
     expected = _expected_work(spec, out, args, shard_n)
     workers = args.workers or default_workers(expected, gpus, threads)
+    if args.workers:
+        workers, note = capped_workers(args.workers, expected, gpus, threads)
+        if note:
+            print(note, flush=True)
     pool = LocalExecutor(workers, threads, gpus or None)
     # From a fresh interpreter, start the workers first when there is likely work: they import lightning
     # (~5 s) once, then validate the cells in parallel and run them; a malformed grid kills them before any

@@ -47,6 +47,23 @@ def default_workers(n_cells: int, gpus: list[int], threads: int = CPU_THREADS_PE
     return max(1, min(per_machine, n_cells))
 
 
+def capped_workers(asked: int, n_cells: int, gpus: list[int],
+                   threads: int = CPU_THREADS_PER_WORKER) -> tuple[int, str | None]:
+    """``--workers N`` bounded by what can run at once: never more workers than runs left to run, and on CPUs
+    never more than the cores hold runs of ``threads`` (each worker is a process that imports Lightning; 1,000
+    of them would storm the machine). GPUs may be shared by several workers on purpose, so with GPUs only the
+    runs bound it. Returns (workers, the one line saying so, or None when nothing was capped)."""
+    cores = usable_cores()
+    bounds = [max(1, n_cells)] + ([] if gpus else [max(1, cores // threads)])
+    workers = min(asked, *bounds)
+    if workers == asked or n_cells == 0:  # nothing to run: no worker starts, nothing to say
+        return workers, None
+    why = f"{n_cells} run{'s' if n_cells != 1 else ''} to run"
+    if not gpus:
+        why += f", {cores} core{'s' if cores != 1 else ''} at {threads} thread{'s' if threads != 1 else ''} each"
+    return workers, f"note: --workers {asked}: using {workers} ({why})"
+
+
 def default_threads(gpus: list[int]) -> int:
     """Threads per run for a new plan, from the machine alone: on CPUs CPU_THREADS_PER_WORKER (measured
     fastest for sweeps of small models), on GPUs the cores shared among the GPUs (data loading, Python)."""

@@ -347,3 +347,15 @@ def test_default_workers_one_per_gpu_else_per_core(monkeypatch: pytest.MonkeyPat
     assert workers.visible_gpus() == []
     assert workers.wants_gpu({"trainer": {"accelerator": "cpu"}}) is False
     assert workers.wants_gpu({"trainer": {}}) is True  # "auto" takes a GPU when there is one
+
+
+def test_asked_workers_are_capped_by_runs_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stability.sweep import workers
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    assert workers.capped_workers(1000, 1, []) == (1, "note: --workers 1000: using 1 (1 run to run, 2 cores at "
+                                                      "1 thread each)")
+    assert workers.capped_workers(1000, 30, [], threads=1)[0] == 2  # the cores
+    assert workers.capped_workers(4, 30, [0])[0] == 4  # a GPU may be shared on purpose: only the runs bound it
+    assert workers.capped_workers(2, 30, []) == (2, None)  # nothing capped, nothing said
+    assert workers.capped_workers(8, 0, []) == (1, None)  # a finished sweep starts no worker
