@@ -307,3 +307,24 @@ def test_the_readme_words_on_the_fuller_study_match_its_committed_tables() -> No
                              ("cosine", 3e-3, "at lr 3e-3"), ("cosine", 3e-2, "at 3e-2")]:
         row = effects.loc[(value, lr)]
         assert f"{interval(row['mean'], row['low'], row['high'])} {where}" in words, (value, lr)
+
+
+def test_the_readme_words_on_how_runs_fail_match_the_committed_tables() -> None:
+    """The telemetry and "what changed" paragraphs: the baseline's logits and steps at lr 1, the gradient norms of
+    the LipsFormer parts and of the baseline at their failures, and the accuracy study's LipsFormer interval."""
+    import pandas as pd
+
+    results = ROOT / "notebooks" / "results"
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    words = text[text.index("The telemetry before each failure"):text.index("How a verdict is reached")]
+    f = pd.read_csv(results / "digits" / "failures.csv")
+    base = f[(f["configuration"] == "baseline,max_epochs=12") & (f["lr"] == 1.0)]
+    lf = f[f["configuration"].str.startswith("norm=centernorm") & (f["lr"] == 0.1)]
+    logits = f"{base['max_attn_logit'].min():,.0f}-{base['max_attn_logit'].max():,.0f}"
+    assert f"reaches {logits} by the step the loss explodes (steps {base['step'].min():.0f}-{base['step'].max():.0f})" \
+        in words
+    assert f"{lf['grad_norm'].min():.0f}-{lf['grad_norm'].max():,.0f} against the baseline's " \
+           f"{base['grad_norm'].min():.0f}-{base['grad_norm'].max():.0f} at lr 1" in words
+    full = pd.read_csv(results / "digits_full" / "claims.csv")
+    row = full[full["claim"].str.startswith("the LipsFormer parts")].iloc[0]
+    assert f"{row['effect']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]" in words and row["verdict"] == "supported"
