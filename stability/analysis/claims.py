@@ -11,6 +11,8 @@ A grid file may state the claims its runs test (``claims:``), each in a small vo
         metric: final_val_acc                            # one of METRICS
         direction: increase                              # increase | decrease (what the claim predicts)
         min_effect: 0.01                                 # the smallest effect that matters, in the metric's units
+        equivalence_margin: 0.01                         # optional: "no effect" is a finding when the effect is
+                                                         #   shown to lie within +-this (two one-sided tests)
         where: {lr: 0.003}                               # optional: only runs with these values (a list: any of)
         pool: false                                      # true: one verdict over every lr (averaged per seed)
 
@@ -38,7 +40,8 @@ DIRECTIONS = ("increase", "decrease")
 # What a metric's numbers are, which decides its statistic (stability.analysis.intervals): a real number per run
 # or seed, a 0/1 outcome per run, or a point of the lr grid.
 KINDS = ("continuous", "binary", "ordinal")
-CLAIM_KEYS = ("claim", "source", "treatment", "control", "metric", "direction", "min_effect", "where", "pool")
+CLAIM_KEYS = ("claim", "source", "treatment", "control", "metric", "direction", "min_effect", "equivalence_margin",
+              "where", "pool")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Claim:
     where: dict[str, list[Any]] = field(default_factory=dict)
     pool: bool = False
     source: str = ""
+    equivalence_margin: float | None = None  # > 0: the verdict may be "equivalent" (stability.analysis.decisions)
 
 
 def _column(key: str) -> str | None:
@@ -134,6 +138,11 @@ def _parse_claim(entry: Any, at: str) -> Claim:
     if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
         raise ConfigError(f"{at}.min_effect: got {m!r}; it must be a number >= 0 in the metric's units "
                           f"({METRICS[entry['metric']].unit})")
+    margin = entry.get("equivalence_margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))
+                               or not math.isfinite(margin) or margin <= 0):
+        raise ConfigError(f"{at}.equivalence_margin: got {margin!r}; it must be a number > 0 in the metric's "
+                          f"units ({METRICS[entry['metric']].unit}), or absent")
     treatment = _selector(entry["treatment"], f"{at}.treatment", allow_empty=False)
     control = _selector(entry.get("control") or {}, f"{at}.control", allow_empty=True)
     extra = [k for k in control if k not in treatment]
@@ -153,7 +162,8 @@ def _parse_claim(entry: Any, at: str) -> Claim:
         raise ConfigError(f"{at}.pool: got {pool!r}; valid values: true, false")
     return Claim(claim=entry["claim"].strip(), treatment=treatment, control=control, metric=entry["metric"],
                  direction=entry["direction"], min_effect=float(m), where=where_raw, pool=pool,
-                 source=str(entry.get("source") or ""))
+                 source=str(entry.get("source") or ""),
+                 equivalence_margin=None if margin is None else float(margin))
 
 
 def _selector(raw: Any, at: str, allow_empty: bool, lists: bool = False) -> dict[str, Any]:
@@ -170,7 +180,8 @@ def _selector(raw: Any, at: str, allow_empty: bool, lists: bool = False) -> dict
         if column in TOGGLES:
             bad = [v for v in values if v not in TOGGLES[column].values]
             if bad:
+                own = ", an entry point or a class path package.module.Class" if TOGGLES[column].component else ""
                 raise ConfigError(f"{at}.{key}: got {bad[0]!r}; valid values: "
-                                  f"{', '.join(map(str, TOGGLES[column].values))}")
+                                  f"{', '.join(map(str, TOGGLES[column].values))}{own}")
         out[column] = values if lists else value
     return out

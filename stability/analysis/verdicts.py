@@ -63,19 +63,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stability.analysis import intervals
+from stability.analysis import decisions, intervals
 from stability.analysis import metrics as M
 from stability.analysis.claims import METRICS, Claim, Metric
+from stability.analysis.decisions import Evidence
+from stability.analysis.grid_metrics import MIN_LR_POINTS, grid_differences, row_keys
 from stability.record.files import COLLAPSED, COMPLETED, DIVERGED
 from stability.record.identity import LR, SEED
 
 MIN_SEEDS = 3  # fewer seeds than this never give a verdict
-# Learning rates per seed that a metric over the lr grid needs, common to treatment and control (and, in the
-# report, per configuration for its LR sensitivity and its curves against the lr): with two, "sensitivity" is
-# one difference and a "largest stable lr" one of two values.
-MIN_LR_POINTS = 3
 CONVERGENCE_TOL = 0.02  # see the module docstring: the last quarter's training-loss drop, x the initial loss
-VERDICTS = ("supported", "contradicted", "inconclusive")
+VERDICTS = ("supported", "contradicted", "equivalent", "inconclusive")
 TOO_FEW_LRS = f"too few runs (fewer than {MIN_LR_POINTS} learning rates)"
 
 
@@ -129,6 +127,10 @@ class Verdict:
     why: str
     seeds: list[Any]  # the seeds that paired
     control_converged: str  # e.g. "3/3 at lr 0.003"; empty where the metric has no convergence gate
+    p_value: float = math.nan  # of "the effect is m" (stability.analysis.decisions); NaN when a gate failed
+    tost_p: float = math.nan  # of "no effect beyond the margin"; NaN without a margin or when a gate failed
+    equivalence: M.Interval | None = None  # the 1 - 2 alpha interval the equivalence reads (with a margin)
+    seeds_needed: float = math.nan  # an inconclusive verdict's estimate (decisions.seeds_needed)
 
     @property
     def setting(self) -> str:
@@ -143,12 +145,16 @@ class Verdict:
     def row(self) -> dict[str, Any]:
         c = self.claim
         metric = metric_of(c)
+        eq = self.equivalence
         return {"claim": c.claim, "source": c.source, "metric": c.metric, "unit": metric.unit, "kind": metric.kind,
-                "direction": c.direction, "min_effect": c.min_effect, "setting": self.setting,
+                "direction": c.direction, "min_effect": c.min_effect,
+                "margin": math.nan if c.equivalence_margin is None else c.equivalence_margin, "setting": self.setting,
                 LR: math.nan if self.lr is None else self.lr, "effect": self.effect.mean,
                 "low": self.effect.low, "high": self.effect.high, "n_seeds": self.effect.n,
                 "verdict": self.verdict, "why": self.why, "control_converged": self.control_converged,
-                "seeds": ", ".join(map(str, self.seeds))}
+                "seeds": ", ".join(map(str, self.seeds)), "p_value": self.p_value, "tost_p": self.tost_p,
+                "eq_low": eq.low if eq else math.nan, "eq_high": eq.high if eq else math.nan,
+                "seeds_needed": self.seeds_needed}
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,7 @@ class Estimate:
     seeds: list[str]  # the seeds that paired, as key text
     coverage: float  # what the interval achieves (the ordinal one can fall short of the confidence)
     short_of_lrs: int = 0  # seeds left out of a grid metric for fewer than MIN_LR_POINTS common lrs
+    evidence: Evidence | None = None  # what the interval came from, for p-values and power
 
 
 def metric_of(claim: Claim) -> Metric:
@@ -219,13 +226,6 @@ def sorted_values(series: pd.Series) -> list[Any]:
         return list(seen.values())
 
 
-def _key(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    cols = [c for c in columns if c in frame]
-    if not cols:
-        return pd.Series("", index=frame.index)
-    return frame[cols].map(M.key_text).agg("|".join, axis=1)
-
-
 def _run_estimate(claim: Claim, metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame, other: Sequence[str],
                   confidence: float) -> Estimate:
     """A per-run metric's effect: rates as proportions of runs (binary), the rest as a mean over seeds."""
@@ -235,67 +235,20 @@ def _run_estimate(claim: Claim, metric: Metric, treat: pd.DataFrame, ctrl: pd.Da
     c = ctrl.assign(_value=run_values(ctrl, claim.metric))
     if metric.kind == "binary":
         counts = intervals.paired_counts(t, c, "_value", other)
-        ci = intervals.newcombe_difference(counts.k_on, counts.n_on, counts.k_off, counts.n_off, confidence,
-                                   n=len(counts.seeds))
-        return Estimate(ci, counts.seeds, confidence)
+        evidence = Evidence("binary", np.empty(0), counts)
+        return Estimate(evidence.interval(confidence)[0], counts.seeds, confidence, evidence=evidence)
     per_seed = M.seed_effect(M.paired_by_seed(t, c, "_value", other))[1]
-    return Estimate(M.t_interval(per_seed.to_numpy(dtype=float), confidence), list(per_seed.index), confidence)
+    evidence = Evidence("continuous", per_seed.to_numpy(dtype=float))
+    return Estimate(evidence.interval(confidence)[0], list(per_seed.index), confidence, evidence=evidence)
 
 
 def _grid_estimate(claim: Claim, metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame, other: Sequence[str],
                    confidence: float) -> Estimate:
     """A grid metric's effect over seeds: the median (ordinal) or the mean (continuous) of the seeds' values."""
-    per_seed, short = _grid_differences(claim, metric, treat, ctrl, other)
-    seeds = list(per_seed.index)
-    if metric.kind == "ordinal":
-        ci, coverage = intervals.median_interval(per_seed.to_numpy(dtype=float), confidence)
-        return Estimate(ci, seeds, coverage, short)
-    return Estimate(M.t_interval(per_seed.to_numpy(dtype=float), confidence), seeds, confidence, short)
-
-
-def _grid_differences(claim: Claim, metric: Metric, treat: pd.DataFrame, ctrl: pd.DataFrame,
-                      other: Sequence[str]) -> tuple[pd.Series, int]:
-    """Per seed: the grid metric of the treatment minus the control's, over the lrs both sides have (at least
-    MIN_LR_POINTS); several settings of the other axes in one seed are averaged (ordinal: their median).
-
-    Returns the per-seed differences and how many seeds had too few common lrs (and were left out)."""
-    if treat.empty or ctrl.empty or SEED not in treat or LR not in treat:
-        return pd.Series(dtype=float), 0
-
-    def per_group(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-        keys = list(zip(frame[SEED].map(M.key_text), _key(frame, other), strict=True))
-        return {k: frame[[kk == k for kk in keys]] for k in dict.fromkeys(keys)}
-
-    t_groups, c_groups = per_group(treat), per_group(ctrl)
-    diffs: dict[str, list[float]] = {}
-    short: set[str] = set()
-    for k, t in t_groups.items():
-        c = c_groups.get(k)
-        if c is None:
-            continue
-        common = set(t[LR].map(M.key_text)) & set(c[LR].map(M.key_text))
-        if len(common) < MIN_LR_POINTS:
-            short.add(k[0])
-            continue
-        t = t[t[LR].map(M.key_text).isin(common)]
-        c = c[c[LR].map(M.key_text).isin(common)]
-        diffs.setdefault(k[0], []).append(_grid_value(claim.metric, t) - _grid_value(claim.metric, c))
-    middle = np.median if metric.kind == "ordinal" else np.mean
-    per_seed = pd.Series({seed: float(middle(v)) for seed, v in diffs.items()}, dtype=float).dropna()
-    return per_seed, len(short - set(per_seed.index))
-
-
-def _grid_value(metric: str, runs: pd.DataFrame) -> float:
-    """One configuration and seed over its lr grid."""
-    failed = runs["status"].isin([DIVERGED, COLLAPSED])
-    if metric == "largest_stable_lr":
-        stable = runs.loc[~failed, LR].astype(float)
-        return float(np.log10(stable.max())) if len(stable) else float(np.log10(runs[LR].astype(float).min()) - 1)
-    initial = pd.to_numeric(runs.get("initial_loss"), errors="coerce").fillna(math.log(10))
-    loss = pd.to_numeric(runs.get("final_val_loss"), errors="coerce")
-    res = M.lr_sensitivity(runs[LR].astype(float).to_numpy(), loss.to_numpy(dtype=float), initial.to_numpy(),
-                           failed.to_numpy())
-    return res.value
+    per_seed, short = grid_differences(claim, metric, treat, ctrl, other)
+    evidence = Evidence("ordinal" if metric.kind == "ordinal" else "continuous", per_seed.to_numpy(dtype=float))
+    ci, coverage = evidence.interval(confidence)
+    return Estimate(ci, list(per_seed.index), coverage, short, evidence)
 
 
 def _control_convergence(claim: Claim, finished: pd.DataFrame, other: Sequence[str]) -> tuple[bool, str]:
@@ -309,7 +262,7 @@ def _control_convergence(claim: Claim, finished: pd.DataFrame, other: Sequence[s
     treat = finished[_matches(finished, {**pinned, **claim.treatment})]
     ctrl = finished[_matches(finished, {**pinned, **claim.control})]
     cols = [c for c in other if c != LR] + [SEED]
-    ctrl = ctrl[_key(ctrl, cols).isin(set(_key(treat, cols)))]
+    ctrl = ctrl[row_keys(ctrl, cols).isin(set(row_keys(treat, cols)))]
     if ctrl.empty:
         return False, "no control run"
     ok = ctrl.apply(lambda r: converged(r.get("train_loss_history"), r.get("initial_loss"), r["status"]), axis=1)
@@ -319,7 +272,7 @@ def _control_convergence(claim: Claim, finished: pd.DataFrame, other: Sequence[s
     acc = run_values(ctrl, "final_val_acc").fillna(-math.inf)  # no validation accuracy: never the best lr
     best: dict[str, float] = {}
     fine: dict[str, bool] = {}
-    for group, rows in ctrl.groupby(_key(ctrl, cols), sort=True):
+    for group, rows in ctrl.groupby(row_keys(ctrl, cols), sort=True):
         best[group] = float(acc[rows.index].groupby(lr[rows.index]).mean().idxmax())
         fine[group] = bool(ok[rows.index][lr[rows.index] == best[group]].all())
     lrs = sorted(set(best.values()))
@@ -351,42 +304,59 @@ def _gate(metric: Metric, estimate: Estimate, control: tuple[bool, str], lo: flo
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "no interval (the seeds' values are not finite)"
     if metric.kind == "ordinal" and estimate.coverage < confidence:
-        return (f"{n} seeds bound an ordinal effect with at most {_percent(estimate.coverage)} confidence; "
-                f"{_percent(confidence)} needs {intervals.seeds_for_median(confidence)}")
+        return (f"{n} seeds bound an ordinal effect with at most {decisions.percent(estimate.coverage)} confidence; "
+                f"{decisions.percent(confidence)} needs {intervals.seeds_for_median(confidence)}")
     if intervals.zero_width(lo, hi):
         return "the interval has zero width (every seed gave the same difference): no spread was measured"
     return None
 
 
-def _percent(fraction: float) -> str:
-    """``0.875`` -> ``"87.5%"``, rounded down: a coverage "at most" must not be read higher than it is."""
-    return f"{math.floor(fraction * 1000 + 1e-9) / 10:g}%"
-
-
 def _verdict(claim: Claim, metric: Metric, lr: float | None, estimate: Estimate, control: tuple[bool, str],
              confidence: float) -> Verdict:
-    ci = estimate.interval
+    ci, evidence = estimate.interval, estimate.evidence
     seeds = sorted(_seed_value(s) for s in estimate.seeds)
     sign = 1.0 if claim.direction == "increase" else -1.0
-    lo, hi = sorted((sign * ci.low, sign * ci.high)) if ci.n >= 2 else (math.nan, math.nan)
-    m = claim.min_effect
+    lo, hi = decisions.oriented(ci, sign)  # for the gates
+    m, margin = claim.min_effect, claim.equivalence_margin
     why = _gate(metric, estimate, control, lo, hi, confidence)
+    out = Verdict(claim, lr, ci, "inconclusive", why or "", seeds, control[1] if metric.at_convergence else "")
     if why is not None:
-        verdict = "inconclusive"
-    elif lo > m:
-        verdict, why = "supported", f"the whole interval is beyond the minimal effect {m:g}"
-    elif hi < m:
-        reversed_ = " (the opposite direction)" if hi < 0 else ""
-        verdict, why = "contradicted", f"the whole interval is short of the minimal effect {m:g}{reversed_}"
-    else:
-        verdict, why = "inconclusive", f"the interval spans the minimal effect {m:g}"
-    return Verdict(claim, lr, ci, verdict, why, seeds, control[1] if metric.at_convergence else "")
+        if evidence is not None and not (metric.at_convergence and not control[0]):  # seeds cannot fix that gate
+            out.seeds_needed = decisions.seeds_needed(evidence, sign, m, margin, confidence)
+        return out
+    assert evidence is not None  # every estimate that passes the gates has its evidence
+    out.verdict, out.why, out.equivalence = decisions.decide(evidence, sign, m, margin, confidence)
+    out.p_value = decisions.p_value(evidence, sign, m)
+    if margin is not None:
+        out.tost_p = decisions.tost_p(evidence, margin)
+    if out.verdict == "inconclusive":
+        out.seeds_needed = decisions.seeds_needed(evidence, sign, m, margin, confidence)
+    return out
 
 
 def claims_table(claims: Sequence[Claim], runs: pd.DataFrame, config_columns: Sequence[str],
                  confidence: float = 0.95) -> pd.DataFrame:
-    """One row per verdict (see :meth:`Verdict.row`), in claim order."""
+    """One row per verdict (see :meth:`Verdict.row`), in claim order, with the study-wide correction beside
+    each (:func:`study_correction`)."""
     rows = [v.row() for claim in claims for v in evaluate(claim, runs, config_columns, confidence)]
-    cols = ["claim", "source", "metric", "unit", "kind", "direction", "min_effect", "setting", LR, "effect", "low",
-            "high", "n_seeds", "verdict", "why", "control_converged", "seeds"]
-    return pd.DataFrame(rows, columns=cols)
+    cols = ["claim", "source", "metric", "unit", "kind", "direction", "min_effect", "margin", "setting", LR,
+            "effect", "low", "high", "n_seeds", "verdict", "why", "control_converged", "seeds", "p_value", "tost_p",
+            "eq_low", "eq_high", "seeds_needed"]
+    return study_correction(pd.DataFrame(rows, columns=cols), 1 - confidence)
+
+
+def study_correction(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Add ``verdict_holm`` and the adjusted p-values: the verdicts a study keeps when its claims are held to a
+    family-wise error ``alpha`` together (Holm 1979, "A simple sequentially rejective multiple test
+    procedure", Scand. J. Statist. 6). The family is every hypothesis the table tested: each verdict's test
+    against the minimal effect, and each equivalence test; verdicts a gate stopped tested nothing and stay
+    inconclusive. A verdict survives when its own test still rejects after the correction."""
+    table = table.copy()
+    family = np.concatenate([table["p_value"].to_numpy(dtype=float), table["tost_p"].to_numpy(dtype=float)])
+    _, adjusted = decisions.holm(family, alpha)
+    table["p_holm"], table["tost_p_holm"] = adjusted[:len(table)], adjusted[len(table):]
+    keep = {"supported": table["p_holm"] < alpha, "contradicted": table["p_holm"] < alpha,
+            "equivalent": table["tost_p_holm"] < alpha}
+    table["verdict_holm"] = [v if v in keep and bool(keep[v][i]) else "inconclusive"
+                             for i, v in zip(table.index, table["verdict"], strict=True)]
+    return table

@@ -32,6 +32,9 @@ Modules, in the order data flows through them:
 - :mod:`~stability.report.tables`: each table as a numeric DataFrame (:class:`ReportOptions`: what is computed);
 - :mod:`~stability.report.certificates`: the Lipschitz bounds and certified accuracy, their columns and table;
 - :mod:`~stability.report.formatting`: text for people: cells, formatted tables, Markdown and LaTeX tables;
+- :mod:`~stability.report.claims_text`: the claims table for people (the study-wide verdict, seeds to settle);
+- :mod:`~stability.report.robust_table`: robust summaries over many configurations (IQM, bootstrap);
+- :mod:`~stability.report.study_tables`: the claims (settled ones too), the searched edges, the robust table;
 - :mod:`~stability.report.failures`: the failed runs, their step, reason and last telemetry (plain pandas);
 - :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
 - :mod:`~stability.report.markdown`: ``report.md``, the whole report as one Markdown document;

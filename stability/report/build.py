@@ -11,14 +11,12 @@ import pandas as pd
 
 from stability.analysis import metrics as M
 from stability.analysis.results import Sweep, load_curves, load_sweep
-from stability.analysis.verdicts import claims_table
 from stability.record.identity import LR, SEED
 from stability.report import failures as F
 from stability.report.certificates import bound_violations, has_lipschitz, lipschitz_table
 from stability.report.configs import display_columns, distinct_values, format_cell, group_key, is_finite
 from stability.report.failure_map import failure_map_table, format_failure_map
 from stability.report.formatting import (
-    format_claims,
     format_configurations,
     format_divergence,
     format_edf,
@@ -28,6 +26,7 @@ from stability.report.formatting import (
     format_runs,
     format_spikes,
 )
+from stability.report.study_tables import study_tables
 from stability.report.tables import (
     LOSS_TAG,
     MIN_EDF_RUNS,
@@ -102,8 +101,8 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
 
     finished = runs.loc[finished_names]
     notes.extend(_fixed_settings(sweep, finished))
-    if sweep.claims:
-        tables["claims"] = claims_table(sweep.claims, finished, sweep.config_columns, options.confidence)
+    study, study_text = study_tables(sweep, finished, options, gaps)
+    tables.update(study)
     tables["configurations"] = configuration_table(sweep, runs)
     if has_lipschitz(finished):
         tables["lipschitz"] = lipschitz_table(sweep, runs)
@@ -133,7 +132,7 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
         gaps.append("EDF: no hyperparameter other than the seed varies, so there is no distribution of "
                     "hyperparameter settings to describe")
     text = {
-        **({"claims": format_claims(tables["claims"])} if "claims" in tables else {}),
+        **study_text,
         "failures": F.format_failures(tables["failures"]),
         "runs": format_runs(tables["runs"]),
         "configurations": format_configurations(sweep, tables["configurations"]),
@@ -149,8 +148,8 @@ def build_report(sweep: Sweep | str | Path, options: ReportOptions | None = None
         text["lr_sensitivity"] = format_lr_sensitivity(sweep, tables["lr_sensitivity"])
     if "edf" in tables:
         text["edf"] = format_edf(sweep, tables["edf"], options)
-    order = ["claims", "failures", "failure_map", "configurations", "lipschitz", "effects", "lr_sensitivity",
-             "divergence", "edf", "spikes", "runs"]
+    order = ["claims", "edges", "failures", "failure_map", "configurations", "robust", "lipschitz", "effects",
+             "lr_sensitivity", "divergence", "edf", "spikes", "runs"]
     tables = {k: tables[k] for k in order if k in tables}
     text = {k: text[k] for k in order if k in text}
     return Report(sweep, runs, curves, tables, text, gaps, notes, options, telemetry)

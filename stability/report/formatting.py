@@ -24,7 +24,13 @@ from stability.report.tables import EFFECT_METRICS, MIN_EDF_RUNS, RUN_METRICS, R
 
 TITLES = {
     "claims": "Claims and verdicts (effect = treatment − control over seeds: mean [95% t-interval]; rates: "
-              "difference of proportions [95% Newcombe]; largest stable lr: median [order-statistic interval])",
+              "difference of proportions [95% Newcombe]; largest stable lr: median [order-statistic interval]; "
+              "held together: the verdict under Holm's correction over every test of the study; seeds to "
+              "settle: an estimate at the measured effect and spread, 80% power)",
+    "edges": "Stability edges by bisection (each side's largest stable lr per seed, searched on log lr; median "
+             "over seeds [order-statistic interval, its coverage]; the widest bracket left)",
+    "robust": "Robust summaries (Agarwal et al. 2021): interquartile mean over seeds [95% stratified bootstrap], "
+              "probability of improvement over the reference, and where a t-interval and the bootstrap disagree",
     "failure_map": "Failure map: runs failed (diverged or collapsed) of runs, by configuration and learning rate",
     "failures": "Failed runs (diverged, collapsed or raised), by configuration and learning rate",
     "configurations": "Per-configuration results (mean ± std over seeds)",
@@ -209,26 +215,6 @@ def _decimals(value: float) -> int:
     if not is_finite(value) or value == 0:
         return 3
     return max(0, 2 - math.floor(math.log10(abs(value))))
-
-
-def format_claims(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per verdict: the claim, where it was tested, the effect over seeds, the verdict and why."""
-    rows = []
-    for _, r in table.iterrows():
-        digits = 1 if r["unit"] == "decades" else 3
-        effect = fmt_interval(r["effect"], r["low"], r["high"], int(r["n_seeds"]), digits) \
-            if is_finite(r["effect"]) else "no pairs"
-        rows.append({
-            "claim": r["claim"],
-            "metric": f"{r['metric']} ({r['direction']} ≥ {r['min_effect']:g} {r['unit']})",
-            "tested at": r["setting"],
-            "effect": effect,
-            "seeds": f"{int(r['n_seeds'])} ({r['seeds']})" if r["seeds"] else "0",
-            "verdict": r["verdict"].upper() if r["verdict"] != "inconclusive" else "inconclusive",
-            "why": r["why"],
-            "control converged": r["control_converged"],
-        })
-    return pd.DataFrame(rows)
 
 
 def format_effects(table: pd.DataFrame) -> pd.DataFrame:

@@ -38,6 +38,8 @@ TEMPLATE = "report.html.jinja"
 # Navigation labels: the tables' titles are sentences, too long for a row of links.
 SHORT_TITLES = {
     "claims": "Claims",
+    "edges": "Edges",
+    "robust": "Robust",
     "failure_map": "Failure map",
     "failures": "Failures",
     "configurations": "Configurations",

@@ -16,8 +16,8 @@ import pandas as pd
 
 from stability.analysis import intervals
 from stability.analysis import metrics as M
+from stability.analysis.grid_metrics import MIN_LR_POINTS
 from stability.analysis.results import Sweep
-from stability.analysis.verdicts import MIN_LR_POINTS
 from stability.record.files import COLLAPSED, DIVERGED, FINISHED
 from stability.record.identity import LR, SEED
 from stability.report.configs import (
@@ -33,7 +33,7 @@ from stability.report.configs import (
 LOSS_TAG = "train/loss"
 # Below these, a distribution or a curve over the grid is noise: tables say "too few runs (n)", plots skip it.
 MIN_EDF_RUNS = 10  # runs of one configuration for its error distribution (Xiao et al. draw dozens)
-# MIN_LR_POINTS (stability.analysis.verdicts): learning rates of one configuration for its LR sensitivity and for a
+# MIN_LR_POINTS (stability.analysis.grid_metrics): learning rates of one configuration for its LR sensitivity and for a
 # curve against the lr
 # (column, label, decimals): the per-run numbers the configuration table aggregates over seeds.
 RUN_METRICS: tuple[tuple[str, str, int], ...] = (

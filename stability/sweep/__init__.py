@@ -11,6 +11,8 @@ Modules, in the order data flows through them:
 - :mod:`~stability.sweep.local`, :mod:`~stability.sweep.slurm`: the executors;
 - :mod:`~stability.sweep.workers`: a local sweep's workers, torch threads per run and GPUs;
 - :mod:`~stability.sweep.drive`: run the plan on an executor, then the closing lines and the exit status;
+- :mod:`~stability.sweep.settle`: ``--settle``: seeds added in rounds to the cells of inconclusive claims;
+- :mod:`~stability.sweep.edge_search`: ``--edge-search``: each configuration's stability edge by bisection;
 - :mod:`~stability.sweep.dry_run`: ``--dry-run``: the plan and what it will cost, from
   :mod:`~stability.sweep.cost` (a run's FLOPs and the rate a training step reaches on this machine);
 - :mod:`~stability.sweep.cli`: ``stability sweep`` (its options); :mod:`~stability.bench.sweep`:

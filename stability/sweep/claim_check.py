@@ -50,9 +50,9 @@ def _check_values(at: str, claim: Claim, rows: Sequence[Mapping[str, Any]]) -> N
 def _check_pairs(at: str, claim: Claim, rows: Sequence[Mapping[str, Any]]) -> None:
     """Some treatment cell has a control cell with the same seed and the same other settings (within ``where``),
     the pairing :func:`stability.analysis.verdicts.evaluate` makes."""
-    inside = [row for row in rows if _selects(row, claim.where)]
-    treat = [row for row in inside if _selects(row, claim.treatment)]
-    ctrl = [row for row in inside if _selects(row, claim.control)]
+    inside = [row for row in rows if selects(row, claim.where)]
+    treat = [row for row in inside if selects(row, claim.treatment)]
+    ctrl = [row for row in inside if selects(row, claim.control)]
     for part, side, selector in (("treatment", treat, claim.treatment), ("control", ctrl, claim.control)):
         if not side:
             where = f" with where {_pairs(claim.where)}" if claim.where else ""
@@ -70,7 +70,7 @@ def _check_pairs(at: str, claim: Claim, rows: Sequence[Mapping[str, Any]]) -> No
                           f"{', '.join(varying) or 'settings'}; nothing pairs, so no verdict could be reached")
 
 
-def _selects(row: Mapping[str, Any], selector: Mapping[str, Any]) -> bool:
+def selects(row: Mapping[str, Any], selector: Mapping[str, Any]) -> bool:
     """The cell matches every key of the selector (a list: any of its values)."""
     for key, value in selector.items():
         options = value if isinstance(value, list) else [value]

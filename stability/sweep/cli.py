@@ -27,8 +27,10 @@ from stability.record.identity import SEED_KEY
 from stability.sweep.claim_check import check_claims
 from stability.sweep.drive import run_local, run_slurm
 from stability.sweep.dry_run import dry_run
+from stability.sweep.edge_search import check_edge_args, search_edges
 from stability.sweep.grid import MAX_CELLS, GridSpec, load_grid
 from stability.sweep.plan import default_out, parse_shard
+from stability.sweep.settle import check_settle_args, settle
 from stability.sweep.workers import CPU_THREADS_PER_WORKER
 
 
@@ -60,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="override a config key in every cell, after the grid's overrides "
                              "(e.g. --set data.data_dir=/datasets/cifar); VALUE is YAML; repeatable")
+    settle = parser.add_argument_group("adaptive replication")
+    settle.add_argument("--settle", action="store_true",
+                        help="after the grid, add seeds in rounds to the cells of inconclusive claims until each "
+                             "settles or --max-seeds is reached (looks corrected by alpha spending; see settle.json)")
+    settle.add_argument("--max-seeds", type=int, default=None,
+                        help="the most seeds --settle may give a claim (default: twice the grid's)")
+    edges = parser.add_argument_group("stability edge by bisection")
+    edges.add_argument("--edge-search", action="store_true",
+                       help="after the grid, bisect each largest-stable-lr claim's edge per seed on log lr, within "
+                            "the span of the grid's lr ladder (see edges.json)")
+    edges.add_argument("--edge-rounds", type=int, default=3, help="rounds of probes (default 3)")
+    edges.add_argument("--edge-resolution", type=float, default=0.1,
+                       help="stop a bracket once it is this many decades wide (default 0.1)")
     slurm = parser.add_argument_group("SLURM executor (needs submitit: pip install 'stability[slurm]')")
     slurm.add_argument("--slurm-jobs", type=int, default=None,
                        help="array tasks (shards); default: one per run")
@@ -77,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("workers", "threads", "slurm_jobs", "max_cells"):
+    for name in ("workers", "threads", "slurm_jobs", "max_cells", "max_seeds", "edge_rounds"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: got {value}; give an integer >= 1")
@@ -130,9 +145,19 @@ def main(argv: list[str]) -> int:
     check_claims(spec)  # a claim that can select no run is a grid error, found before anything runs
     shard_i, shard_n = parse_shard(args.shard) if args.shard else (0, 1)
     out = args.out or default_out(spec, args.smoke)
+    if args.edge_search:
+        check_edge_args(args, spec)
+    if args.settle:
+        check_settle_args(args, spec)
+    elif args.max_seeds is not None:
+        raise ConfigError("--max-seeds: only with --settle")
     if args.dry_run:
         return dry_run(args, spec, out, shard_i, shard_n)
     out = out.resolve()  # run folders are recorded in each config.yaml: keep them independent of the cwd
+    if args.edge_search:
+        return search_edges(args, spec, out, lambda extra: run_local(args, spec, out, 0, 1, extra))
+    if args.settle:
+        return settle(args, spec, out, lambda extra: run_local(args, spec, out, 0, 1, extra))
     if args.executor == "slurm":
         return run_slurm(args, spec, out)
     return run_local(args, spec, out, shard_i, shard_n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from stability.record.files import (
 )
 from stability.record.identity import config_hash
 from stability.record.status import run_status
-from stability.sweep.cells import expand
+from stability.sweep.cells import Cell, expand
 from stability.sweep.grid import GridSpec
 from stability.sweep.local import LocalExecutor
 from stability.sweep.plan import PlannedRun, make_plan, plan_document, shard
@@ -187,12 +188,14 @@ def _expected_work(spec: GridSpec, out: Path, args: argparse.Namespace, shard_n:
     return sum(1 for s in statuses if s not in FINISHED and (s != FAILED or args.retry_failed))
 
 
-def run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int, shard_n: int) -> int:
+def run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int, shard_n: int,
+              extra: Sequence[Cell] = ()) -> int:
+    """Run the grid's unfinished cells (and ``extra`` cells: the seeds ``--settle`` adds) on local workers."""
     started = time.perf_counter()
-    cells = expand(spec, args.smoke)
+    cells = [*expand(spec, args.smoke), *extra]
     gpus = visible_gpus() if cells and wants_gpu(cells[0].config) else []
     threads = plan_threads(args, out, gpus)
-    expected = _expected_work(spec, out, args, shard_n)
+    expected = _expected_work(spec, out, args, shard_n) + len(extra)  # extra: at most that many more
     workers = args.workers or default_workers(expected, gpus, threads)
     if args.workers:
         workers, note = capped_workers(args.workers, expected, gpus, threads)
@@ -209,7 +212,7 @@ def run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int,
     finished_ok = False
     try:
         # every cell is validated before anything is written
-        runs = make_plan(spec, args.smoke, pool.resolve) if early else make_plan(spec, args.smoke)
+        runs = make_plan(spec, args.smoke, pool.resolve, extra) if early else make_plan(spec, args.smoke, extra=extra)
         mine = shard(runs, shard_i, shard_n)
         todo, already = _split(mine, out, args.retry_failed)
         check_run_folders(todo, out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from stability.errors import ConfigError
 from stability.record.config_files import get_dotted
 from stability.record.identity import config_hash, run_name
-from stability.sweep.cells import base_config, expand
+from stability.sweep.cells import Cell, base_config, expand
 from stability.sweep.grid import GridSpec
 from stability.sweep.store import PLAN_FORMAT
 
@@ -91,18 +91,20 @@ def resolve_batch(configs: list[dict[str, Any]]) -> list[Resolved]:
 
 
 def make_plan(spec: GridSpec, smoke: bool = False,
-              resolve_many: Callable[[list[dict[str, Any]]], list[Resolved]] = resolve_batch) -> list[PlannedRun]:
+              resolve_many: Callable[[list[dict[str, Any]]], list[Resolved]] = resolve_batch,
+              extra: Sequence[Cell] = ()) -> list[PlannedRun]:
     """Expand, validate and name every cell; two cells with the same resolved config are one run.
 
     Args:
         resolve_many: resolves the cells (in this process by default; the local executor passes its
             workers' :meth:`~stability.sweep.local.LocalExecutor.resolve`). The first invalid cell, in grid
             order, is reported.
+        extra: cells beyond the grid's, planned after them (the seeds ``--settle`` adds).
     """
     product = spec.product_keys()
     include_only = [k for k in spec.varying_keys() if k not in product]
     base = base_config(spec, smoke)
-    cells = expand(spec, smoke)
+    cells = [*expand(spec, smoke), *extra]
     runs: dict[str, PlannedRun] = {}
     for cell, (config, rid, error) in zip(cells, resolve_many([c.config for c in cells]), strict=True):
         if error is not None or config is None or rid is None:
