@@ -5,7 +5,9 @@ TensorBoard event files, ``checkpoints/`` and ``summary.json`` (written atomical
 downstream (tables, plots, notebooks) starts here, so this module is deliberately forgiving about what
 it finds and explicit about it: a run that has not finished is a row with status ``running``,
 ``incomplete`` or ``pending``, never a silently missing row, and whatever could not be read is listed in
-``Sweep.problems`` so a report can name its gaps.
+``Sweep.problems`` so a report can name its gaps. Nothing in the folder is trusted: records are read through
+:mod:`stability.record.checked_read` (regular files inside the sweep folder only, bounded in size, every field
+of summary.json checked), so a damaged or planted file is one line there, never a traceback or a hang.
 
 Statuses (column ``status``) are :mod:`stability.record.status`'s: ``completed``, ``diverged``, ``failed`` as the
 run recorded them; ``running``, ``incomplete``, ``pending`` inferred from the folder. Toggles and
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -28,11 +31,22 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from stability.analysis.claims import Claim, parse_claims
 from stability.errors import ConfigError
-from stability.record.files import COLLAPSED, CONFIG, DIVERGED, EVENTS_GLOB, FINISHED, PENDING, PLAN, SUMMARY
+from stability.record import checked_read as checked
+from stability.record.config_files import read_yaml
+from stability.record.files import (
+    COLLAPSED,
+    CONFIG,
+    DIVERGED,
+    EVENTS_GLOB,
+    FINISHED,
+    INCOMPLETE,
+    PENDING,
+    PLAN,
+    SUMMARY,
+)
 from stability.record.identity import SEED, TOGGLES, hparams_of, toggles_of
 from stability.record.status import is_run_dir, status_and_summary
 
@@ -179,9 +193,9 @@ def load_curves(sweep: Sweep | str | Path, tags: Iterable[str] | None = ("train/
     frames = []
     for name in names:
         run_dir = Path(sweep.runs.loc[name, "run_dir"])
-        if not run_dir.is_dir() or not any(run_dir.glob(EVENTS_GLOB)):
+        if not event_files(run_dir, sweep.path):
             continue
-        scalars = _read_scalars(run_dir)
+        scalars = _read_scalars(run_dir, sweep.path)
         if patterns is not None:
             keep = scalars["tag"].map(lambda tag: any(fnmatch(tag, p) for p in patterns))
             scalars = scalars[keep]
@@ -203,20 +217,34 @@ def dedupe_steps(curves: pd.DataFrame) -> pd.DataFrame:
     return curves.reset_index(drop=True)
 
 
-def _read_scalars(run_dir: Path) -> pd.DataFrame:
-    """All scalars of the event files directly in ``run_dir``: columns tag, step, value, wall_time.
+def event_files(run_dir: Path, sweep_dir: Path | None = None) -> list[Path]:
+    """The run's TensorBoard event files: regular files directly in ``run_dir`` (a link only to one inside the
+    run or sweep folder); dangling links, link loops, FIFOs and other loggers' sub-folders are not events."""
+    roots = [] if sweep_dir is None else [sweep_dir]
+    return checked.regular_entries(run_dir, lambda name: fnmatch(name, EVENTS_GLOB), roots)
 
-    The only place that knows about tbparse (see the module docstring).
+
+def _read_scalars(run_dir: Path, sweep_dir: Path | None = None) -> pd.DataFrame:
+    """All scalars of the run's event files (:func:`event_files`): columns tag, step, value, wall_time.
+
+    The only place that knows about tbparse (see the module docstring). Each file is read on its own: given a
+    folder, tbparse walks everything under it and stops at the first link it cannot follow. A file it cannot
+    read is left out with a warning (the run's other files still count).
     """
     from tbparse import SummaryReader  # imports tensorboard: only when curves are asked for
 
-    reader = SummaryReader(str(run_dir), extra_columns={"wall_time", "dir_name"})
-    scalars = reader.scalars
-    if scalars is None or scalars.empty:
+    frames = []
+    for path in event_files(run_dir, sweep_dir):
+        try:
+            scalars = SummaryReader(str(path), extra_columns={"wall_time"}).scalars
+        except (OSError, ValueError) as error:
+            warnings.warn(f"{path}: events unreadable ({error}); left out of the curves", stacklevel=2)
+            continue
+        if scalars is not None and not scalars.empty:
+            frames.append(scalars[["tag", "step", "value", "wall_time"]])
+    if not frames:
         return pd.DataFrame(columns=["tag", "step", "value", "wall_time"])
-    if "dir_name" in scalars:  # events of sub-folders (another logger) are not this run's
-        scalars = scalars[scalars["dir_name"].fillna("") == ""]
-    return scalars[["tag", "step", "value", "wall_time"]].astype(
+    return pd.concat(frames, ignore_index=True).astype(
         {"step": "int64", "value": "float64", "wall_time": "float64"})
 
 
@@ -236,15 +264,19 @@ def infer_baselines(runs: pd.DataFrame, toggles: Sequence[str]) -> dict[str, Any
 
 def _read_run(run_dir: Path, planned_config: dict[str, Any], now: float, stale_after_s: float,
               problems: list[str]) -> dict[str, Any]:
-    status, summary, unreadable = status_and_summary(run_dir, stale_after_s=stale_after_s, now=now)
+    status, summary, unreadable = status_and_summary(run_dir, stale_after_s=stale_after_s, now=now,
+                                                     root=run_dir.parent)
+    verb = "unreadable"
+    if summary is not None and (absurd := checked.implausible(summary.hparams)):  # valid, finished, absurd
+        status, summary, unreadable, verb = INCOMPLETE, None, f"{run_dir / SUMMARY}: {absurd}", "not used"
     if unreadable:
-        problems.append(f"{run_dir.name}: {SUMMARY} unreadable ({unreadable}); counted as incomplete")
+        problems.append(f"{run_dir.name}: {SUMMARY} {verb} ({unreadable}); counted as incomplete and left out of "
+                        "the tables")
     if summary is None:
         config = _read_config(run_dir, problems) or planned_config
         return _unrecorded_row(run_dir.name, run_dir, status, config, problems)
-    record = summary.to_dict()
-    row: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "has_summary": True, "status": status}
-    for key, value in record.items():
+    row: dict[str, Any] = {}
+    for key, value in summary.to_dict().items():
         if key in ("toggles", "hparams", "status"):
             continue
         if isinstance(value, dict):
@@ -252,7 +284,11 @@ def _read_run(run_dir: Path, planned_config: dict[str, Any], now: float, stale_a
                 row[f"{key}.{sub}"] = _cell(v)
         else:
             row[key] = _cell(value)
-    row["run_name"] = summary.run_name or run_dir.name
+    # the record's own columns last: no key of summary.json (a newer version's, or a hand edit) replaces them
+    row.update({"run": run_dir.name, "run_dir": str(run_dir), "has_summary": True, "status": status,
+                "run_name": summary.run_name or run_dir.name})
+    for name in ("diverged", "collapsed"):  # derived from the status in load_sweep
+        row.pop(name, None)
     return _with_values(row, summary.toggles or {}, summary.hparams or {})
 
 
@@ -263,7 +299,13 @@ def _unrecorded_row(name: str, run_dir: Path, status: str, config: dict[str, Any
     if not config:
         problems.append(f"{name}: no {CONFIG} and no plan entry; its configuration is unknown")
         return _with_values(row, {}, {})
-    return _with_values(row, toggles_of(config), hparams_of(config))
+    toggles, hparams = toggles_of(config), hparams_of(config)
+    for key, value in {**toggles, **hparams}.items():
+        if checked.scalar(value) is not None:  # a hand-edited config: a list or mapping where a toggle's value goes
+            problems.append(f"{name}: {CONFIG}: {key}: got {checked.shown(value)}; expected text, true/false, a finite "
+                            "number or null; its configuration is unknown")
+            return _with_values(row, {}, {})
+    return _with_values(row, toggles, hparams)
 
 
 def _with_values(row: dict[str, Any], toggles: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
@@ -276,21 +318,27 @@ def _with_values(row: dict[str, Any], toggles: dict[str, Any], hparams: dict[str
 
 def _read_config(run_dir: Path, problems: list[str]) -> dict[str, Any]:
     path = run_dir / CONFIG
-    if not path.exists():
-        return {}
     try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        problems.append(f"{run_dir.name}: {CONFIG} unreadable ({type(exc).__name__})")
+        if checked.regular_file(path, [run_dir.parent]) is None:
+            return {}
+        config = read_yaml(path)  # bounded, strict, and safe from alias bombs
+    except (checked.RecordError, ConfigError) as exc:
+        problems.append(f"{run_dir.name}: {CONFIG} unreadable ({exc})")
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def _read_plan(path: Path) -> Any:
+    """plan.json's content (see :func:`stability.record.checked_read.read_json`); raises FileNotFoundError,
+    RecordError."""
+    return checked.read_json(path / PLAN, [path], checked.MAX_PLAN_BYTES)
 
 
 def _planned_claims(path: Path, problems: list[str]) -> list[Claim]:
     """The claims plan.json carries (the grid file's ``claims:``); a claim that no longer parses is a problem."""
     try:
-        plan = json.loads((path / PLAN).read_text())
-    except (OSError, ValueError):
+        plan = _read_plan(path)
+    except (OSError, checked.RecordError):
         return []
     try:
         return parse_claims(plan.get("claims") if isinstance(plan, dict) else None, str(path / PLAN))
@@ -306,12 +354,11 @@ def _planned_runs(path: Path, problems: list[str]) -> dict[str, dict[str, Any]]:
     names, or objects with ``run_dir``/``name``, are read too. A plan in another form is ignored (the run
     folders still count).
     """
-    plan_path = path / PLAN
-    if not plan_path.exists():
-        return {}
     try:
-        plan = json.loads(plan_path.read_text())
-    except (OSError, ValueError) as exc:
+        plan = _read_plan(path)
+    except FileNotFoundError:
+        return {}
+    except (OSError, checked.RecordError) as exc:
         problems.append(f"{PLAN} unreadable ({exc}); runs not started yet cannot be listed")
         return {}
     entries = plan.get("runs", []) if isinstance(plan, dict) else plan
@@ -323,7 +370,7 @@ def _planned_runs(path: Path, problems: list[str]) -> dict[str, dict[str, Any]]:
         if isinstance(entry, dict):
             config = entry.get("config") or {}
             entry = entry.get("run_name") or entry.get("run_dir") or entry.get("name")
-        if isinstance(entry, str) and entry:
+        if isinstance(entry, str) and Path(entry).name not in ("", ".", ".."):
             planned[Path(entry).name] = config if isinstance(config, dict) else {}
     return planned
 

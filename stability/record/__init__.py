@@ -6,6 +6,8 @@ into tables; all three go through this wing, so the sweep parent and the report 
 Modules, in the order data flows through them:
 - :mod:`~stability.record.config_files`: the strict YAML reader and the merge rule of config files;
 - :mod:`~stability.record.identity`: a run's identity from its resolved config: toggles, hparams, id, name;
+- :mod:`~stability.record.checked_read`: reading record files without trusting the folder (regular files
+  only, bounded, ``summary.json`` checked field by field);
 - :mod:`~stability.record.files`: a run folder's file names, the statuses, ``summary.json`` as a typed
   record, atomic writes;
 - :mod:`~stability.record.progress`: a running run's ``progress.json``;

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from stability.record.checked_read import RecordError, check_summary_fields, parse_json, read_bounded
+
 # -- file names --------------------------------------------------------------------------------------------
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -57,10 +59,6 @@ PENDING = "pending"  # planned, never started
 FINISHED = (COMPLETED, DIVERGED, COLLAPSED)  # results: their numbers go into tables and they are never re-run
 RECORDED = (*FINISHED, FAILED)  # the statuses a summary.json holds
 STATUSES = (*RECORDED, RUNNING, INCOMPLETE, PENDING)
-
-
-class RecordError(ValueError):
-    """A record file exists but does not hold a valid record (the message says which file and why)."""
 
 
 @dataclass
@@ -137,7 +135,8 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = SUMMARY) -> RunSummary:
-        """Validate a parsed summary.json; raises :class:`RecordError` naming ``source`` and the key."""
+        """Validate a parsed summary.json field by field (:mod:`stability.record.checked_read`); raises
+        :class:`RecordError` naming ``source``, the field and what it held."""
         if not isinstance(data, dict):
             raise RecordError(f"{source}: expected a JSON object, got {type(data).__name__}")
         if data.get("status") not in RECORDED:
@@ -145,6 +144,7 @@ class RunSummary:
         for key in ("toggles", "hparams", "versions", "certified_acc", "certified_acc_sqrt2", "failure"):
             if data.get(key) is not None and not isinstance(data[key], dict):
                 raise RecordError(f"{source}: {key} must be an object or null, got {type(data[key]).__name__}")
+        check_summary_fields(data, source)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         known.setdefault("run_name", "")
@@ -158,20 +158,15 @@ class RunSummary:
         return path
 
 
-def load_summary(run_dir: str | Path) -> RunSummary | None:
-    """The run's summary; None while there is none. Raises :class:`RecordError` if it cannot be read."""
+def load_summary(run_dir: str | Path, root: str | Path | None = None) -> RunSummary | None:
+    """The run's summary; None while there is none. Raises :class:`RecordError` if it cannot be read: not a
+    regular file (a link is followed only inside the run folder or ``root``, the sweep folder), larger than
+    any record, not JSON, or a field that is not what a run writes."""
     path = Path(run_dir) / SUMMARY
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    data = read_bounded(path, [Path(root)] if root is not None else [])
+    if data is None:
         return None
-    except OSError as error:
-        raise RecordError(f"{path}: cannot be read ({error.strerror})") from None
-    try:
-        data = json.loads(text)
-    except ValueError as error:
-        raise RecordError(f"{path}: not valid JSON ({error})") from None
-    return RunSummary.from_dict(data, str(path))
+    return RunSummary.from_dict(parse_json(data, path), str(path))
 
 
 def read_summary(run_dir: str | Path) -> RunSummary | None:

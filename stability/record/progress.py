@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from stability.record.checked_read import read_json
 from stability.record.files import write_atomic
 
 PROGRESS = "progress.json"  # in the run folder, beside summary.json
@@ -53,7 +54,7 @@ def write_progress(run_dir: str | Path, progress: RunProgress) -> None:
 def read_progress(run_dir: str | Path) -> RunProgress | None:
     """The run's last progress, or None if it has not written one (or it cannot be read)."""
     try:
-        data = json.loads((Path(run_dir) / PROGRESS).read_text())
+        data = read_json(Path(run_dir) / PROGRESS)  # regular files only, bounded: a FIFO never blocks
         return RunProgress(**{k: data[k] for k in RunProgress.__dataclass_fields__})
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # RecordError is a ValueError
         return None

@@ -18,8 +18,10 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
+from stability.record.checked_read import entry_names
 from stability.record.files import (
     CHECKPOINTS,
     CONFIG,
@@ -33,6 +35,10 @@ from stability.record.files import (
     RunSummary,
     load_summary,
 )
+
+# Entries last_change looks at, at most: a run folder holds a dozen; a folder linked or copied in by mistake
+# (a dataset, a home directory) must not make a status check walk it all.
+MAX_WALK = 10_000
 
 
 def run_status(run_dir: str | Path, *, stale_after_s: float = 0.0, now: float | None = None) -> str:
@@ -48,11 +54,14 @@ def run_status(run_dir: str | Path, *, stale_after_s: float = 0.0, now: float | 
     return status_and_summary(Path(run_dir), stale_after_s=stale_after_s, now=now)[0]
 
 
-def status_and_summary(run_dir: Path, *, stale_after_s: float = 0.0,
-                       now: float | None = None) -> tuple[str, RunSummary | None, str | None]:
-    """(status, the summary or None, why the summary could not be read or None)."""
+def status_and_summary(run_dir: Path, *, stale_after_s: float = 0.0, now: float | None = None,
+                       root: Path | None = None) -> tuple[str, RunSummary | None, str | None]:
+    """(status, the summary or None, why the summary could not be read or None).
+
+    ``root``: the sweep folder, where a link named ``summary.json`` may point (else only inside the run folder).
+    """
     try:
-        summary = load_summary(run_dir)
+        summary = load_summary(run_dir, root)
     except RecordError as error:
         return INCOMPLETE, None, str(error)
     if summary is not None:
@@ -64,24 +73,44 @@ def status_and_summary(run_dir: Path, *, stale_after_s: float = 0.0,
 
 
 def has_logged(run_dir: Path) -> bool:
-    """Whether the run got far enough to write events or a checkpoint."""
-    return any(run_dir.glob(EVENTS_GLOB)) or (run_dir / CHECKPOINTS).exists()
+    """Whether the run got far enough to write events or a checkpoint (by name: nothing is followed or read)."""
+    return any(name == CHECKPOINTS or fnmatch(name, EVENTS_GLOB) for name in entry_names(run_dir))
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether a folder looks like a run folder (a config, a summary or events)."""
-    return (path / SUMMARY).exists() or (path / CONFIG).exists() or any(path.glob(EVENTS_GLOB))
+    """Whether a folder looks like a run folder (a config, a summary or events), by the names in it alone; a
+    folder that cannot be listed is none."""
+    return any(name in (SUMMARY, CONFIG) or fnmatch(name, EVENTS_GLOB) for name in entry_names(path))
 
 
 def last_change(run_dir: Path) -> float:
-    """The newest modification time of the folder and anything in it."""
-    times = [run_dir.stat().st_mtime]
-    for p in run_dir.rglob("*"):
+    """The newest modification time of the folder and anything in it (0 when it cannot be read).
+
+    Links are not followed (a link's own time counts), entries that vanish or cannot be read are skipped, and
+    at most :data:`MAX_WALK` entries are looked at: a link loop, a dangling link or a huge folder linked in
+    cannot stop or stall a status check.
+    """
+    try:
+        newest = os.stat(run_dir).st_mtime
+    except OSError:
+        return 0.0
+    folders, seen = [run_dir], 0
+    while folders and seen < MAX_WALK:
         try:
-            times.append(p.stat().st_mtime)
-        except OSError:  # a checkpoint being replaced as we look
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > MAX_WALK:
+                        break
+                    try:
+                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append(Path(entry.path))
+                    except OSError:  # a checkpoint being replaced as we look
+                        continue
+        except OSError:  # a sub-folder without permission, or removed meanwhile
             continue
-    return max(times)
+    return newest
 
 
 class RunLock:
@@ -94,7 +123,8 @@ class RunLock:
     def acquire(self) -> bool:
         """Take the lock if no other process holds it; False if one does."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # 0o666 minus the umask, like every file: a group-writable umask lets the group resume a shared sweep
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -122,7 +152,7 @@ def is_locked(run_dir: str | Path) -> bool:
     if not path.is_file():
         return False
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO put there must not block the probe
     except OSError:
         return False
     try:

@@ -9,55 +9,99 @@ The run folders and their files are described in :mod:`stability.record.files`; 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from stability.errors import ConfigError
+from stability.record.checked_read import MAX_PLAN_BYTES, read_bounded, read_json, shown
 from stability.record.files import FAILED, KILLS, PLAN, TRACEBACK, RecordError, RunSummary, read_summary, write_atomic
 
 PLAN_FORMAT = 1
 # A worker killed by a signal (the OOM killer, an admin) does not make its cell "failed": a plain re-run
 # tries it again, up to this many kills in all; then it is recorded failed, like a run that raised.
 MAX_KILLS = 2
+# Most torch threads per run a plan may fix: 4 per CPU of this machine, and never less than 256, so a plan made
+# on a bigger machine still resumes here (slowly), while a hand-edited 10**12 is refused before any worker starts.
+MIN_THREADS_BOUND = 256
+
+
+def max_threads() -> int:
+    return max(MIN_THREADS_BOUND, 4 * (os.cpu_count() or 1))
 
 
 def write_plan(sweep_dir: Path, plan: dict[str, Any]) -> Path:
     """Write ``plan.json``. Its content depends only on the grid, so every re-run writes the same bytes."""
     path = sweep_dir / PLAN
     text = json.dumps(plan, indent=1, sort_keys=False) + "\n"
-    if not (path.is_file() and path.read_text() == text):
+    try:
+        same = read_bounded(path, [sweep_dir], MAX_PLAN_BYTES) == text.encode()
+    except RecordError:  # a FIFO or a link where the plan goes: replaced (the link, not its target)
+        same = False
+    if not same:
         write_atomic(path, text)
     return path
 
 
 def read_plan(sweep_dir: Path) -> dict[str, Any]:
-    """``plan.json`` as written by :func:`write_plan`; raises OSError if missing, RecordError if malformed."""
-    path = Path(sweep_dir) / PLAN
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:  # not UTF-8, not JSON
-        raise RecordError(f"{path}: not a plan this program wrote ({' '.join(str(error).split())[:100]})") from None
-    runs = plan.get("runs") if isinstance(plan, dict) else None
-    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("run_name"), str)
-                                             for r in runs):
-        raise RecordError(f"{path}: not a plan this program wrote (no list of runs)")
+    """``plan.json`` as written by :func:`write_plan`; raises OSError if missing, RecordError if malformed (not a
+    regular file of bounded size, not JSON, a run whose name is not a folder name, a thread count out of range)."""
+    plan = _runs_of(Path(sweep_dir))
+    problem = _threads_problem(plan.get("threads"))
+    if problem:
+        raise RecordError(f"{Path(sweep_dir) / PLAN}: {problem}")
     return plan
 
 
 def planned_threads(sweep_dir: Path) -> int | None:
-    """The threads per run an earlier sweep on this folder fixed in its plan; None if there is none."""
+    """The threads per run an earlier sweep on this folder fixed in its plan; None if there is none (or no plan
+    this program wrote: it is planned afresh). A plan whose thread count is out of range is a ConfigError: the
+    count decides the numbers of the runs already started, so it is not guessed."""
     try:
-        threads = read_plan(sweep_dir).get("threads")
+        plan = _runs_of(Path(sweep_dir))
     except (OSError, RecordError):
         return None
-    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+    threads = plan.get("threads")
+    problem = _threads_problem(threads)
+    if problem:
+        raise ConfigError(f"{Path(sweep_dir) / PLAN}: {problem}; put back the count the sweep was planned with, "
+                          "or move plan.json away to plan afresh")
+    return threads
+
+
+def _runs_of(sweep_dir: Path) -> dict[str, Any]:
+    """plan.json read (bounded, regular files only) with its list of runs checked; threads not yet."""
+    path = sweep_dir / PLAN
+    plan = read_json(path, [sweep_dir], MAX_PLAN_BYTES)
+    runs = plan.get("runs") if isinstance(plan, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("run_name"), str)
+                                             for r in runs):
+        raise RecordError(f"{path}: not a plan this program wrote (no list of runs)")
+    for i, run in enumerate(runs):
+        name = run["run_name"]
+        if name in ("", ".", "..") or "/" in name or "\0" in name:  # the sweep joins it to its folder
+            raise RecordError(f"{path}: runs[{i}].run_name: got {shown(name)}; expected a folder name")
+        for key, kind in (("run_id", str), ("config", dict), ("params", dict)):
+            if key in run and not isinstance(run[key], kind):
+                raise RecordError(f"{path}: runs[{i}].{key}: got {shown(run[key])}; expected "
+                                  f"{'text' if kind is str else 'an object'}")
+    return plan
+
+
+def _threads_problem(threads: Any) -> str | None:
+    """What is wrong with a plan's ``threads`` (None: not fixed, or valid)."""
+    if threads is None or (isinstance(threads, int) and not isinstance(threads, bool)
+                           and 1 <= threads <= max_threads()):
+        return None
+    return f"threads: got {shown(threads)}; expected a whole number from 1 to {max_threads()}"
 
 
 def record_kill(run_dir: Path, signal_name: str) -> int:
     """Count one more kill of this cell's worker (``kills.json``); returns the count so far."""
     path = Path(run_dir) / KILLS
     try:
-        signals = json.loads(path.read_text()).get("signals")
-    except (OSError, ValueError, AttributeError):
+        signals = read_json(path).get("signals")
+    except (OSError, ValueError, AttributeError):  # RecordError is a ValueError
         signals = None
     signals = [*(signals if isinstance(signals, list) else []), signal_name]
     write_atomic(path, json.dumps({"signals": signals}) + "\n")
