@@ -17,12 +17,17 @@ Every error is one line on stderr, never a traceback:
   the same command resumes;
 - exit 1, ``failed: ...``: a run raised (its record says why); ``error: ...`` for any other OS error;
 - exit 130: interrupted (Ctrl-C); finished runs are kept.
+
+Output never fails on its characters: under the C/POSIX locale (``LC_ALL=C``, no UTF-8 mode) Python would
+write ASCII and stop with ``UnicodeEncodeError`` at a grid's first "—" or "é"; see :func:`readable_output`.
 """
 
 from __future__ import annotations
 
+import codecs
 import errno
 import importlib
+import locale
 import sys
 from collections.abc import Callable
 
@@ -68,7 +73,56 @@ def demo_main(argv: list[str]) -> int:
     return demo.main([args.out])
 
 
+READABLE = "stability.readable"  # the error handler of stdout and stderr, registered below
+
+
+def _readable(error: UnicodeError) -> tuple[str | bytes, int]:
+    """Encode what the stream's encoding cannot: a file name's undecodable byte (the surrogate ``os.fsdecode``
+    left for it) as that byte, as ``ls`` prints it; anything else as a ``\\u`` escape."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    code = ord(error.object[error.start])
+    if 0xDC80 <= code <= 0xDCFF:
+        return bytes([code - 0xDC00]), error.start + 1
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}", error.start + 1
+
+
+codecs.register_error(READABLE, _readable)
+
+
+def readable_output() -> None:
+    """Make printing any text safe and readable, whatever the locale.
+
+    Under the C/POSIX locale with UTF-8 mode off (``LC_ALL=C PYTHONUTF8=0``, as cron jobs, containers and
+    minimal ssh sessions have), Python's streams and ``open`` default to ASCII: a grid whose header says
+    "café" made ``stability sweep --dry-run`` crash, and files read by libraries without an explicit encoding
+    (jsonargparse reads ``--config`` files so) failed on UTF-8 text. Python itself answers an ASCII C locale
+    by switching to UTF-8 (PEP 538, PEP 540) unless told not to; this does the same for this process: the
+    character type locale becomes C.UTF-8 where it exists, and stdout and stderr write UTF-8. Bytes of a file
+    name that were not text in the file system's encoding are written back as those bytes (the terminal shows
+    the name as ``ls`` does), and any other character a stream cannot encode as an escape, never an error.
+    """
+    try:
+        ascii_locale = codecs.lookup(locale.getpreferredencoding(False)).name == "ascii"
+    except LookupError:
+        ascii_locale = False
+    if ascii_locale:
+        for name in ("C.UTF-8", "C.utf8", "UTF-8", "en_US.UTF-8"):
+            try:
+                locale.setlocale(locale.LC_CTYPE, name)
+                break
+            except locale.Error:
+                continue
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            ascii_stream = codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "ascii"
+            stream.reconfigure(**({"encoding": "utf-8"} if ascii_stream else {}), errors=READABLE)
+        except (AttributeError, LookupError, ValueError, OSError):
+            continue  # not a text stream that can be reconfigured (a test's replacement): left as it is
+
+
 def main(argv: list[str] | None = None) -> int:
+    readable_output()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-V", "--version"):
         print(version())
@@ -84,19 +138,28 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from stability.errors import ConfigError, OutOfSpace, RunFailed, full_disk_error
+
+    if name == "fit":  # before `import lightning`: a bad config file costs milliseconds
+        from stability.record.config_files import check_config_arguments
+
+        try:
+            check_config_arguments(rest)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     module, function, _ = COMMANDS[name]
     command: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
-
-    from stability.errors import ConfigError, OutOfSpace, RunFailed, full_disk_error
 
     try:
         return int(command(rest) or 0)
     except (ConfigError, ValueError) as error:
         # jsonargparse reports a `--trainer.logger` it cannot build as a long (sometimes multi-line) error
+        from stability.record.files import RecordError
         from stability.training.user_loggers import logger_error
 
         line = logger_error(error)
-        if line is None and not isinstance(error, ConfigError):
+        if line is None and not isinstance(error, (ConfigError, RecordError)):  # a record names its file
             raise
         print(f"error: {line or error}", file=sys.stderr)
         return 2

@@ -25,14 +25,14 @@ def blocks(text: str) -> list[tuple[str, str]]:
 
 
 def _body(root: Path, path: str) -> str:
-    return (root / path).read_text().rstrip("\n") + "\n"
+    return (root / path).read_text(encoding="utf-8").rstrip("\n") + "\n"
 
 
 def stale_blocks(document: Path) -> list[str]:
     """The files whose quoted block in ``document`` differs from the file (or that do not exist)."""
     root = document.parent
     stale = []
-    for path, body in blocks(document.read_text()):
+    for path, body in blocks(document.read_text(encoding="utf-8")):
         if not (root / path).is_file() or body != _body(root, path):
             stale.append(path)
     return stale
@@ -41,7 +41,7 @@ def stale_blocks(document: Path) -> list[str]:
 def sync(document: Path) -> int:
     """Rewrite every block of ``document`` from its file; returns how many blocks changed."""
     root = document.parent
-    text = document.read_text()
+    text = document.read_text(encoding="utf-8")
     changed = 0
 
     def replace(match: re.Match[str]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import stat
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,6 +34,24 @@ def folder_argument(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"got {text!r}; give a folder (e.g. runs/my-sweep)")
     return Path(text)
+
+
+def special_file(mode: int) -> str | None:
+    """What a path is, in words, when it is neither a regular file nor a folder (``mode`` from ``os.stat``).
+
+    A FIFO named where a config, grid or image is expected would block the first ``open`` or ``read``
+    forever, and a device like ``/dev/zero`` never ends: such paths are refused by their mode, before any
+    read, with one line saying what they are.
+    """
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 class OutOfSpace(RuntimeError):

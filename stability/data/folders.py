@@ -2,10 +2,17 @@
 
 The folder layout and the image headers are checked in ``__init__``, before any run folder exists: a missing
 folder or a file that is not an image raises :class:`~stability.errors.ConfigError` with one line naming it.
+
+Symbolic links are followed, since data sets are often assembled from links into shared storage: a link to a
+folder is walked, a link to an image is that image. But every folder is walked once and every image counted
+once per class, both by their resolved path, so a link to a folder walked already adds nothing, and a link
+back to the class folder or to a folder above it (a loop) is not followed. torchvision's own walk
+(``os.walk(followlinks=True)``) follows such a link again and again: one self-link multiplied a class's
+images about twentyfold, two never finished. An image that is a FIFO, a device or a link to nothing is an error.
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -16,7 +23,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from stability.data.loading import FileDataModule, check_common, require
-from stability.errors import ConfigError
+from stability.errors import ConfigError, special_file
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -32,6 +39,13 @@ class _ImageFolderWithClasses(ImageFolder):
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         return self._given_classes, {name: i for i, name in enumerate(self._given_classes)}
 
+    def make_dataset(self, directory: str | Path, class_to_idx: dict[str, int],  # type: ignore[override]
+                     extensions: object = None, is_valid_file: object = None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """(image, class index) pairs from :func:`_class_images`, classes in sorted order as torchvision's."""
+        return [(path, class_to_idx[name]) for name in sorted(class_to_idx)
+                for path in _class_images(Path(directory) / name)]
+
 
 def _class_folders(split_dir: Path) -> list[str]:
     return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
@@ -44,13 +58,63 @@ MAX_CHECKED_IMAGES = 20_000
 _CHECKED_FOLDERS: set[tuple] = set()  # folders whose images passed, with their class folders' mtimes
 
 
-def _image_files(split_dir: Path, classes: list[str]) -> list[Path]:
-    """The files ImageFolder would load from ``split_dir``, in its order."""
-    files: list[Path] = []
-    for name in classes:
-        for root, _, names in sorted(os.walk(split_dir / name, followlinks=True)):
-            files += [Path(root) / n for n in sorted(names) if n.lower().endswith(IMG_EXTENSIONS)]
+def _walk(class_dir: Path) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """(folder, its images as (path, resolved path)) for ``class_dir`` and every folder below it, links
+    followed, each folder (by resolved path) walked once; a link to ``class_dir`` or above it is a loop (it
+    would also bring other classes' images under this class) and is not followed.
+
+    Entries are read in name order. A file named like an image that is a FIFO or a device (reading it would
+    block or never end) or a link to nothing raises :class:`ConfigError` naming it.
+    """
+    top = os.path.realpath(class_dir)
+    seen = {top}
+    stack = [(str(class_dir), top)]
+    while stack:
+        folder, real = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            continue  # unreadable: skipped, as os.walk (and so torchvision) does
+        images, below = [], []
+        for entry in entries:
+            target = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
+            if entry.is_dir():
+                if target not in seen and not top.startswith(target.rstrip(os.sep) + os.sep):
+                    seen.add(target)
+                    below.append((entry.path, target))
+            elif entry.name.lower().endswith(IMG_EXTENSIONS):
+                if not entry.is_file():
+                    _refuse_non_file(entry.path)
+                images.append((entry.path, target))
+        yield folder, images
+        stack.extend(reversed(below))
+
+
+def _refuse_non_file(path: str) -> None:
+    try:
+        what = special_file(os.stat(path).st_mode) or "a special file"
+    except OSError:
+        what = "a link to nothing"
+    raise ConfigError(f"data.data_dir: {path!r} is {what}, not an image file; remove or replace it")
+
+
+def _class_images(class_dir: Path) -> list[str]:
+    """The images of one class folder, each once (by resolved path), in torchvision's order: folders sorted by
+    path, files by name."""
+    seen: set[str] = set()
+    files = []
+    for _, images in sorted(_walk(class_dir), key=lambda found: found[0]):
+        for path, target in images:
+            if target not in seen:
+                seen.add(target)
+                files.append(path)
     return files
+
+
+def _image_files(split_dir: Path, classes: list[str]) -> list[Path]:
+    """The files the data set loads from ``split_dir``, in its order."""
+    return [Path(path) for name in classes for path in _class_images(split_dir / name)]
 
 
 def _check_images(split_dir: Path, classes: list[str]) -> None:
@@ -77,10 +141,7 @@ def _check_images(split_dir: Path, classes: list[str]) -> None:
 
 def _has_image(class_dir: Path) -> bool:
     """Whether ``class_dir`` holds at least one image (stops at the first: cheap even on ImageNet)."""
-    for _, _, files in os.walk(class_dir, followlinks=True):
-        if any(name.lower().endswith(IMG_EXTENSIONS) for name in files):
-            return True
-    return False
+    return any(images for _, images in _walk(class_dir))
 
 
 class ImageFolderDataModule(FileDataModule):

@@ -14,14 +14,16 @@ bounded twice: the file (:data:`MAX_YAML_BYTES`) and the values it expands to th
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stability.errors import ConfigError
+from stability.errors import ConfigError, special_file
 
 MAX_YAML_BYTES = 1 << 20  # 1 MiB: the largest shipped grid is 3 KB
 MAX_YAML_VALUES = 100_000  # scalars, lists and mappings after alias expansion; a config has ~100
@@ -75,15 +77,24 @@ ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+01
 def read_yaml(path: Path) -> Any:
     """Parse one YAML file; every problem is a one-line :class:`ConfigError` naming the file (and the line).
 
-    Beyond PyYAML's syntax errors: a folder or an unreadable file, a file over :data:`MAX_YAML_BYTES`, bytes
-    that are not UTF-8 text, a key given twice, aliases that expand past :data:`MAX_YAML_VALUES` values or
-    into themselves, and nesting too deep to parse.
+    Beyond PyYAML's syntax errors: a folder, a FIFO or a device (refused by its mode before it is opened:
+    opening a FIFO blocks until a writer comes, and ``/dev/zero`` never ends) or an unreadable file, a file
+    over :data:`MAX_YAML_BYTES`, bytes that are not UTF-8 text, a key given twice, aliases that expand past
+    :data:`MAX_YAML_VALUES` values or into themselves, and nesting too deep to parse. The bytes are decoded as
+    UTF-8 whatever the locale says, so a file reads the same under ``LC_ALL=C``.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder; expected a YAML file")
     try:
-        with path.open("rb") as file:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{path}: is a folder; expected a YAML file")
+    _refuse_special(path, mode)
+    try:
+        # O_NONBLOCK: should the path become a FIFO after the check above, opening it still returns at once
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as file:
+            _refuse_special(path, os.fstat(file.fileno()).st_mode)
             data = file.read(MAX_YAML_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
@@ -112,6 +123,47 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: nested too deeply to read; config and grid files are a few levels deep") from None
     finally:
         loader.dispose()
+
+
+def _refuse_special(path: Path, mode: int) -> None:
+    kind = special_file(mode)
+    if kind is not None:
+        raise ConfigError(f"{path}: is {kind}, not a regular file; expected a YAML file")
+
+
+# The `stability fit` options whose value may be a YAML file: LightningCLI's --config and its group options.
+CONFIG_OPTIONS = ("--config", "-c", "--model", "--data", "--trainer")
+
+
+def config_file_arguments(argv: list[str]) -> list[tuple[str, str]]:
+    """(option, value) for each :data:`CONFIG_OPTIONS` in ``argv``, as ``--model F`` or ``--model=F``."""
+    found = []
+    for i, arg in enumerate(argv):
+        option, sep, value = arg.partition("=")
+        if option not in CONFIG_OPTIONS:
+            continue
+        if not sep:
+            if i + 1 == len(argv):
+                continue
+            value = argv[i + 1]
+        found.append((option, value))
+    return found
+
+
+def check_config_arguments(argv: list[str]) -> None:
+    """Read every config file ``stability fit`` is given with :func:`read_yaml`, before jsonargparse does.
+
+    jsonargparse reads ``--config F`` and the group files (``--model F``, ``--data F``, ``--trainer F``) with
+    PyYAML's lenient rules: a key given twice silently keeps the last, aliases expand without bound, a binary
+    file ends in a traceback, and a FIFO blocks forever. Reading them here first turns each of those into the
+    strict reader's one-line error naming the file. A value that is not an existing path is an inline YAML
+    value or a class name (``--data DigitsDataModule``), left to jsonargparse; a missing ``--config`` file is
+    left for ``stability fit`` to report.
+    """
+    for _, value in config_file_arguments(argv):
+        path = Path(value)
+        if value and not value.startswith("-") and path.exists():
+            read_yaml(path)
 
 
 def _position(exc: yaml.YAMLError) -> str:

@@ -28,7 +28,7 @@ from stability.sweep.claim_check import check_claims
 from stability.sweep.drive import run_local, run_slurm
 from stability.sweep.dry_run import dry_run
 from stability.sweep.edge_search import check_edge_args, search_edges
-from stability.sweep.grid import MAX_CELLS, GridSpec, load_grid
+from stability.sweep.grid import MAX_CELLS, GridSpec, check_run_dir, load_grid
 from stability.sweep.plan import default_out, parse_shard
 from stability.sweep.settle import check_settle_args, settle
 from stability.sweep.workers import CPU_THREADS_PER_WORKER
@@ -140,6 +140,7 @@ def main(argv: list[str]) -> int:
     for item in args.sets:
         key, value = parse_set(item)
         spec.overrides[key] = value
+    check_run_dir(spec)  # --set run_dir=... too: the sweep names run folders itself
     if args.seeds is not None:
         spec.seeds = parse_seeds(args.seeds, spec)
     check_claims(spec)  # a claim that can select no run is a grid error, found before anything runs

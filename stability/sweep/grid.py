@@ -7,21 +7,29 @@ given by dotted key (``model.vit.norm``, ``model.lr``, ``seed_everything``).
 
 Everything here is plain Python and YAML: loading and checking a grid costs milliseconds, so a malformed
 file is reported before any worker process (and its ~5 s ``import lightning``) starts. Base config files
-are merged with the same rule as ``stability fit --config a.yaml --config b.yaml`` (later files win).
+are read here only to be checked (a config, not a grid or a FIFO); they are merged later
+(:mod:`stability.sweep.cells`) with the same rule as ``stability fit --config a.yaml --config b.yaml``.
+
+The sweep names each run's folder itself (``<sweep folder>/<run name>``, ``--out`` choosing the sweep
+folder), so a ``run_dir`` anywhere in a grid or its base files is refused rather than silently ignored.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from stability.analysis.claims import parse_claims
-from stability.errors import ConfigError
+from stability.errors import ConfigError, special_file
 from stability.record.config_files import read_yaml
 from stability.record.identity import SEED_KEY
 
@@ -34,6 +42,7 @@ DEFAULT_SMOKE = {
     "trainer.limit_val_batches": 1,
     "trainer.limit_test_batches": 1,
 }
+RUN_DIR_KEY = "run_dir"  # `stability fit`'s run folder: the sweep chooses it for every run
 SAMPLE_DIGITS = 4  # sampled values are rounded to 4 significant digits: readable names, stable hashes
 # Most cells a grid may have unless the user raises the bound (``stability sweep --max-cells``). Checked by
 # arithmetic before any cell is built: 10^7 cells would take gigabytes of configs. At ~70 ms of validation
@@ -133,6 +142,63 @@ def _where(spec_path: Path, what: str) -> str:
     return f"{spec_path}: {what}"
 
 
+def _yaml_text(value: Any) -> str:
+    """``value`` as the grid file spells it (``false``, ``{a: 1}``), for error lines."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
+
+
+def _run_dir_error(path: Path, where: str) -> ConfigError:
+    return ConfigError(_where(path, f"{where}: the sweep names each run's folder itself (<sweep folder>/<run "
+                                    "name>); remove run_dir, and give --out to pick the sweep folder"))
+
+
+def _is_run_dir(key: Any) -> bool:
+    return str(key) == RUN_DIR_KEY or str(key).startswith(RUN_DIR_KEY + ".")
+
+
+def check_run_dir(spec: GridSpec) -> None:
+    """Refuse a ``run_dir`` among the keys a grid sets: the sweep would silently put the run elsewhere.
+
+    Called by :func:`load_grid`; call it again after adding to ``spec.overrides`` (``stability sweep --set``).
+    """
+    named = [("overrides", spec.overrides), ("axes", spec.axes), ("smoke", spec.smoke or {})]
+    named += [(f"{what}[{i}]", entry) for what, entries in (("include", spec.include), ("exclude", spec.exclude))
+              for i, entry in enumerate(entries)]
+    if spec.samples:
+        named.append(("samples.params", spec.samples.params))
+    for what, keys in named:
+        for key in keys:
+            if _is_run_dir(key):
+                raise _run_dir_error(spec.path, f"{what}.{key}")
+
+
+def _check_base(path: Path, base: Path) -> None:
+    """A base must be a config file: not a folder, a FIFO or a device, not this grid or another grid, and
+    without a ``run_dir`` (which the sweep would ignore)."""
+    try:
+        mode = os.stat(base).st_mode
+    except FileNotFoundError:
+        raise ConfigError(_where(path, f"base: {base} does not exist")) from None
+    except OSError as error:
+        raise ConfigError(_where(path, f"base: {base} cannot be read ({error.strerror})")) from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(_where(path, f"base: {base} is a folder; give a config file"))
+    kind = special_file(mode)
+    if kind is not None:
+        raise ConfigError(_where(path, f"base: {base} is {kind}, not a regular file; give a config file"))
+    if os.path.samefile(base, path):
+        raise ConfigError(_where(path, f"base: {base} is this grid file itself (the grid names itself as its base); "
+                                       "give a config file such as ablations/base/digits.yaml"))
+    data = read_yaml(base)
+    if isinstance(data, Mapping):
+        grid_keys = [k for k in data if k in GRID_KEYS]
+        if grid_keys:
+            raise ConfigError(_where(path, f"base: {base} is a grid file (it has '{grid_keys[0]}:'), not a config "
+                                           "file; give a config file such as ablations/base/digits.yaml"))
+        if RUN_DIR_KEY in data:
+            raise _run_dir_error(path, f"base: {base} sets run_dir")
+
+
 def _mapping(value: Any, path: Path, what: str) -> dict:
     if value is None:
         return {}
@@ -228,6 +294,8 @@ def load_grid(path: str | Path, max_cells: int = MAX_CELLS) -> GridSpec:
     if not isinstance(raw, Mapping):
         raise ConfigError(_where(path, f"a grid file is a mapping with keys {', '.join(GRID_KEYS)}; "
                                        f"got {type(raw).__name__}"))
+    if RUN_DIR_KEY in raw:
+        raise _run_dir_error(path, RUN_DIR_KEY)
     unknown = [k for k in raw if k not in GRID_KEYS]
     if unknown:
         raise ConfigError(_where(path, f"unknown key '{unknown[0]}'; valid keys: {', '.join(GRID_KEYS)}"))
@@ -240,10 +308,10 @@ def load_grid(path: str | Path, max_cells: int = MAX_CELLS) -> GridSpec:
                                        f"relative to the grid file, e.g. base: [base/digits.yaml]"))
     base = [(path.parent / b) for b in base_raw]
     for b in base:
-        if b.is_dir():
-            raise ConfigError(_where(path, f"base: {b} is a folder; give a config file"))
-        if not b.is_file():
-            raise ConfigError(_where(path, f"base: {b} does not exist"))
+        _check_base(path, b)
+    claims = raw.get("claims")
+    if claims is not None and not isinstance(claims, list):
+        raise ConfigError(_where(path, f"claims: must be a list of claims, got {_yaml_text(claims)}"))
 
     axes = _mapping(raw.get("axes"), path, "axes")
     for key, values in axes.items():
@@ -264,8 +332,9 @@ def load_grid(path: str | Path, max_cells: int = MAX_CELLS) -> GridSpec:
         samples=_parse_samples(path, raw.get("samples")),
         smoke=_mapping(raw.get("smoke"), path, "smoke") if "smoke" in raw else None,
         description=leading_comment(path),
-        claims=raw.get("claims") or [],
+        claims=claims or [],
     )
+    check_run_dir(spec)
     parse_claims(spec.claims, str(path))  # checked now, before anything runs; the report parses them again
     if SEED_KEY in spec.axes and spec.seeds is not None:
         raise ConfigError(_where(path, f"axes.{SEED_KEY} and seeds both set the seed; keep one"))

@@ -1,6 +1,8 @@
 """Data modules: digits in memory, CIFAR from fabricated pickles in the real format, image folders of PNGs."""
 
+import os
 import pickle
+import signal
 import struct
 from pathlib import Path
 
@@ -440,3 +442,53 @@ def test_image_folder_layout_errors(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "val" / "yak" / "a.png")
     with pytest.raises(ConfigError, match=r"val' has class folders that train/ lacks \(yak\)"):
         ImageFolderDataModule(str(tmp_path))
+
+
+def test_image_folder_follows_links_but_counts_each_image_once(tmp_path: Path) -> None:
+    """Links are followed (a class assembled from links into shared storage loads), but a folder is walked
+    once and an image counted once: links back to the class folder or above it (two made listing never end,
+    one multiplied the class about twentyfold) and a second link to the same image add nothing."""
+    _make_image_folder(tmp_path, train={"cat": 3, "dog": 2}, val={"cat": 1, "dog": 1})
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for i in range(2):
+        Image.new("RGB", (20, 24), COLOURS["dog"]).save(shared / f"s{i}.png")
+    cat, dog = tmp_path / "train" / "cat", tmp_path / "train" / "dog"
+    (cat / "self").symlink_to(".")
+    (cat / "again").symlink_to(cat)
+    (cat / "up").symlink_to("..")
+    (cat / "copy.png").symlink_to("0.png")
+    (dog / "storage").symlink_to(shared)  # followed: its two images are dogs
+    (dog / "storage-again").symlink_to(shared)
+    (shared / "loop").symlink_to(shared)
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.alarm(60)
+    try:
+        dm = ImageFolderDataModule(str(tmp_path), img_size=8, batch_size=2, num_workers=0)
+        dm.setup("fit")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    files = [Path(path).relative_to(tmp_path).as_posix() for path, _ in dm.datasets["train"].samples]
+    assert files == ["train/cat/0.png", "train/cat/1.png", "train/cat/2.png", "train/cat/gray.png",
+                     "train/dog/0.png", "train/dog/1.png", "train/dog/storage/s0.png", "train/dog/storage/s1.png"]
+    assert dm.datasets["train"].targets == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def _expired(signum: int, frame: object) -> None:
+    raise TimeoutError("listing the image folder did not finish: a link loop followed?")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling"])
+def test_image_folder_refuses_an_image_that_is_not_a_file(tmp_path: Path, kind: str) -> None:
+    """A FIFO named like an image would block the header check forever; a link to nothing would fail a run."""
+    _make_image_folder(tmp_path, train={"cat": 1, "dog": 1}, val={"cat": 1})
+    path = tmp_path / "train" / "dog" / "x.png"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(tmp_path / "nowhere.png")
+    what = "a FIFO" if kind == "fifo" else "a link to nothing"
+    with pytest.raises(ConfigError, match=rf"^data\.data_dir: '.*dog/x\.png' is {what}, not an image file"):
+        ImageFolderDataModule(str(tmp_path), img_size=8, num_workers=0)
