@@ -8,7 +8,7 @@ checks it, and :data:`WINGS` is the same list as data.
 - ``stability.errors``    the one-line errors and exit codes every wing raises (no imports of its own);
 - ``stability.model``     the configurable ViT: its config, one module per component kind, and
   ``model.lipschitz``: upper and lower Lipschitz bounds, certificates;
-- ``stability.data``      LightningDataModules: digits (embedded), CIFAR-10/100, image folders;
+- ``stability.data``      LightningDataModules: digits (embedded), Fashion-MNIST, CIFAR-10/100, image folders;
 - ``stability.record``    a run folder's files without torch: summary, statuses, identity, progress, configs;
 - ``stability.analysis``  run records -> pandas; metrics, claims and verdicts (pure functions);
 - ``stability.training``  one run: the LightningModule, its callbacks, the run folder, ``stability fit``;
