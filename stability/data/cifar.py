@@ -4,15 +4,26 @@ The files are checked in ``__init__``, before any run folder exists: against the
 checksums (they are Python pickles, and unpickling a planted file runs its code; ``allow_unverified=True``
 accepts other files after a format check). A missing or incomplete folder raises
 :class:`~stability.errors.ConfigError` with one line saying what was expected where.
+
+The training split can take the augmentation of the compact-transformer recipe for CIFAR (Hassani et al.
+2021, whose training script is timm's): RandAugment and random erasing per image, mixup/cutmix per batch, all
+through timm and all off by default. Mixup lives here, not in the LightningModule, because it is part of what
+the data is: the data config then says what the model is trained on, and the model only has to accept the
+soft targets it produces (``ViTClassifier`` does; label smoothing stays the model's, applied to whichever
+targets arrive). It runs in ``on_after_batch_transfer``, on the device, in the training loop only: validation
+and test batches are never augmented.
 """
 
 import hashlib
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from timm.data import Mixup, rand_augment_transform
+from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.transforms import v2
@@ -115,7 +126,9 @@ class _CIFARDataModule(FileDataModule):
     label_key: str  # the labels' key in a batch file
 
     def __init__(self, data_dir: str, batch_size: int = 128, num_workers: int = 2, val_fraction: float = 0.1,
-                 seed: int = 0, augment: bool = True, allow_unverified: bool = False) -> None:
+                 seed: int = 0, augment: bool = True, allow_unverified: bool = False,
+                 randaugment: str | None = None, random_erasing: float = 0.0, mixup: float = 0.0,
+                 cutmix: float = 0.0, mixup_off_epoch: int | None = None) -> None:
         """
         Args:
             data_dir: Folder holding the extracted python version (cifar-10-batches-py/ or cifar-100-python/).
@@ -127,18 +140,72 @@ class _CIFARDataModule(FileDataModule):
             allow_unverified: Read files whose md5 differs from the official archive's (a re-packed copy, a
                 small test set). CIFAR files are Python pickles, and unpickling runs any code a file holds:
                 set this only for files you trust as you trust code.
+            randaugment: A timm RandAugment config string applied to each training image after the crop and
+                flip (``timm.data.rand_augment_transform``), e.g. ``rand-m9-mstd0.5-inc1``, the compact
+                transformers' CIFAR setting; null (default) for none.
+            random_erasing: Probability that timm's RandomErasing replaces a random rectangle of a normalised
+                training image with per-pixel normal noise (timm's ``pixel`` mode); 0 (default) for never.
+            mixup: Mixup's Beta(alpha, alpha) parameter for training batches (timm's ``Mixup``); 0 disables.
+            cutmix: CutMix's alpha; 0 disables. With both on, each batch is one or the other with equal odds.
+                Either one makes the training targets soft: (batch, num_classes) probabilities.
+            mixup_off_epoch: Train without mixup/cutmix from this epoch on (0-based); null: mix every epoch.
         """
         super().__init__()
         check_common(batch_size, seed, num_workers)
         check_fraction("val_fraction", val_fraction)
         require(isinstance(allow_unverified, bool), "allow_unverified", allow_unverified, "expected true or false")
+        self.randaugment_transform = self._check_augmentation(randaugment, random_erasing, mixup, cutmix,
+                                                              mixup_off_epoch, batch_size)
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.num_workers, self.seed, self.augment = batch_size, num_workers, seed, augment
         self.val_fraction, self.allow_unverified = val_fraction, allow_unverified
+        self.random_erasing, self.mixup_off_epoch = random_erasing, mixup_off_epoch
+        # Mixup and CutMix share timm's object: it draws lambda, picks one of the two per batch (prob 1.0,
+        # switch 0.5, whole-batch mode, as the recipe's training script sets them) and builds the targets.
+        # Its label smoothing is 0: the model smooths, the same for mixed and for plain targets.
+        self.mixer = (Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
+                            label_smoothing=0.0, num_classes=self.num_classes) if mixup > 0 or cutmix > 0 else None)
         self._check_folder()
         self._check_files()
         self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def soft_targets(self) -> bool:
+        """Whether training batches may carry (batch, num_classes) probabilities instead of class indices."""
+        return self.mixer is not None
+
+    def _check_augmentation(self, randaugment: str | None, random_erasing: float, mixup: float, cutmix: float,
+                            mixup_off_epoch: int | None, batch_size: int) -> Callable | None:
+        """Check the augmentation keys (one line naming the key) and build the RandAugment transform."""
+        require(isinstance(random_erasing, (int, float)) and not isinstance(random_erasing, bool)
+                and 0 <= random_erasing <= 1, "random_erasing", random_erasing,
+                "expected a probability in [0, 1] (0 disables it)")
+        for key, value in (("mixup", mixup), ("cutmix", cutmix)):
+            require(isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+                    and value >= 0, key, value, "expected a Beta-distribution alpha >= 0 (0 disables it)")
+        require(mixup_off_epoch is None or (isinstance(mixup_off_epoch, int) and not isinstance(mixup_off_epoch, bool)
+                                            and mixup_off_epoch >= 0), "mixup_off_epoch", mixup_off_epoch,
+                "expected an epoch number >= 0, or null to mix in every epoch")
+        if mixup > 0 or cutmix > 0:  # timm mixes each image with the batch reversed: it needs pairs
+            require(batch_size % 2 == 0, "batch_size", batch_size, "expected an even number with mixup or cutmix")
+        if randaugment is None:
+            return None
+        valid = "expected a timm RandAugment string such as 'rand-m9-mstd0.5-inc1', or null for none"
+        # timm reads "rand" then sections of a name and a number, and skips a section without a digit
+        # silently: here that is a typo, not a setting
+        require(isinstance(randaugment, str) and randaugment.split("-")[0] == "rand"
+                and all(re.search(r"[a-z]+\d", part) for part in randaugment.split("-")[1:]), "randaugment",
+                randaugment, valid)
+        # timm's RandAugment parameters for an image of this size and mean, as timm's create_transform sets
+        # them: translations up to 45% of the side, the fill colour of rotations and shears the data mean.
+        hparams = {"translate_const": int(self.img_size * 0.45),
+                   "img_mean": tuple(min(255, round(255 * m)) for m in self.mean)}
+        try:
+            return rand_augment_transform(randaugment, hparams)
+        except (AssertionError, ValueError, KeyError, IndexError) as error:
+            raise ConfigError(f"data.randaugment: {randaugment!r} is invalid ({error or 'unknown section'}); "
+                              f"{valid}") from None
 
     def _check_folder(self) -> None:
         root = self.data_dir / self.folder
@@ -185,12 +252,47 @@ class _CIFARDataModule(FileDataModule):
                 f"re-extract {self.archive}."
             ) from error
 
-    def _transforms(self, augment: bool) -> v2.Compose:
-        steps: list[Callable] = [v2.ToImage()]
-        if augment:
+    def _transforms(self, train: bool) -> v2.Compose:
+        """The per-image pipeline: on the PIL image crop + flip (``augment``), then RandAugment (it works on
+        PIL images); to a normalised tensor; then random erasing (it fills with normal noise, which is the
+        data's own scale after normalising). timm's order. Validation and test (``train=False``): none."""
+        steps: list[Callable] = []
+        if train and self.augment:
             steps += [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std), v2.ToPureTensor()]
+        if train and self.randaugment_transform is not None:
+            steps.append(self.randaugment_transform)
+        steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std),
+                  v2.ToPureTensor()]
+        if train and self.random_erasing > 0:
+            steps.append(RandomErasing(self.random_erasing, mode="pixel", device="cpu"))
         return v2.Compose(steps)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
+                                dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup/CutMix on a training batch, on its device: (B, C, H, W) images and (B,) labels become mixed
+        images and (B, num_classes) float probabilities. Other batches, and epochs from ``mixup_off_epoch``
+        on, pass unchanged."""
+        trainer = self.trainer
+        if self.mixer is None or trainer is None or not trainer.training:
+            return batch
+        if self.mixup_off_epoch is not None and trainer.current_epoch >= self.mixup_off_epoch:
+            return batch
+        return self.mix(batch)
+
+    def mix(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup or CutMix of one training batch (what ``on_after_batch_transfer`` applies in training)."""
+        if self.mixer is None:
+            return batch
+        images, labels = batch
+        images = images.clone()  # timm mixes in place: keep the loader's tensor as it was
+        # timm pairs image i with image B-1-i, so it needs an even count. Full batches are (batch_size is
+        # even); a training split smaller than one batch is used whole and may be odd: its last image stays
+        # unmixed, with a one-hot target.
+        even = len(labels) - len(labels) % 2
+        targets = torch.nn.functional.one_hot(labels, self.num_classes).float()
+        if even:
+            images[:even], targets[:even] = self.mixer(images[:even], labels[:even])
+        return images, targets
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and "train" not in self.datasets:
@@ -199,7 +301,7 @@ class _CIFARDataModule(FileDataModule):
             n_val = split_sizes(len(labels), {"val_fraction": self.val_fraction})["val_fraction"]
             order = stratified_order(labels, self.seed)
             val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-            self.datasets["train"] = TransformedSubset(full, train_idx, self._transforms(self.augment))
+            self.datasets["train"] = TransformedSubset(full, train_idx, self._transforms(True))
             self.datasets["val"] = TransformedSubset(full, val_idx, self._transforms(False))
         if stage in ("test", None) and "test" not in self.datasets:
             test = self._read(train=False)

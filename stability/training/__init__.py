@@ -9,6 +9,8 @@ Modules, in the order data flows through them:
   ``error:`` line, and what Lightning says while checking it is held back;
 - :mod:`~stability.training.cli`: the LightningCLI subclass: parse, validate, build model, data and trainer;
 - :mod:`~stability.training.module`: the LightningModule: loss, optimiser, warmup + cosine, z-loss, margin;
+- :mod:`~stability.training.optimizers`: AdamW, SGD, Lion (timm), Muon with AdamW for the rest (torch),
+  independent weight decay;
 - :mod:`~stability.training.telemetry`: divergence detection, the per-step and sampled probes, and the probe
   of the step a run diverges on (the summary's ``failure`` record, its pieces in
   :mod:`~stability.training.failure_record`);

@@ -2,7 +2,12 @@
 
 LightningCLI reads the typed ``__init__`` below, so every argument is a config key:
 ``model.vit.*`` are the model's dimensions and toggles (:class:`stability.model.ViTConfig`), the rest
-are ``model.lr``, ``model.warmup`` and so on.
+are ``model.lr``, ``model.warmup`` and so on. The optimisers themselves are built in
+:mod:`stability.training.optimizers`.
+
+Targets: class indices (B,), or (B, K) probabilities when the data mixes images (mixup/cutmix, which the data
+module applies: see :mod:`stability.data.cifar`). Both go through torch's cross-entropy, which takes either
+and applies the same label smoothing to both.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from timm.utils import adaptive_clip_grad
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -28,6 +34,7 @@ from stability.model.lipschitz import (
     input_scale,
     margin_radius,
 )
+from stability.training.optimizers import DECOUPLED, HEAD_PREFIX, OPTIMIZERS, build_optimizer, muon_available
 
 # Parameters that must not be decayed although they are not 1-D: decaying the position embedding or the
 # class token pulls them to zero, which Xiao et al. (2021, sec. 4) and timm's no_weight_decay() avoid.
@@ -87,11 +94,28 @@ class ViTClassifier(L.LightningModule):
     Args:
         vit: the model's dimensions and stability toggles (``model.vit.*``).
         optimizer: ``adamw`` (the papers' default) or ``sgd`` with Nesterov-free momentum (Xiao et al. compare
-            the two: the AdamW-SGD gap is their "optimizer stability" metric).
+            the two: the AdamW-SGD gap is their "optimizer stability" metric); ``lion`` (timm's Lion, Chen et al.
+            2023: a sign update, so its lr should be 3-10x smaller and its weight decay 3-10x larger than
+            AdamW's for the same effective decay, and the paper's betas are (0.9, 0.99): set them, the
+            defaults here are AdamW's); ``muon`` (torch's Muon on the hidden 2-D weights, AdamW on the rest,
+            one lr and weight decay for both: :mod:`stability.training.optimizers`).
         lr: peak learning rate (reached at the end of warmup).
-        weight_decay: decoupled weight decay for weight matrices (see ``parameter_groups``).
-        betas: AdamW betas.
+        weight_decay: decoupled weight decay for weight matrices (see ``parameter_groups``): the optimiser
+            applies ``lr(t) * weight_decay`` per step; with ``independent_wd``, ``weight_decay`` per step at the
+            peak, following the schedule's shape.
+        independent_wd: weight decay independent of the learning rate (Wortsman et al. 2023, sec. 3.2.2):
+            the optimiser gets ``weight_decay / lr``, so the per-step decay is ``s_t * weight_decay`` with s_t
+            the schedule's multiplier, not ``lr * s_t * weight_decay``. They use 1e-4 with it (0.1 without).
+            AdamW, Lion and Muon only (SGD's decay is an L2 term in the gradient).
+        betas: AdamW betas (and Lion's).
+        adam_eps: AdamW epsilon (Wortsman et al. 2023, sec. 3.4: at small gradient RMS the default 1e-8
+            shrinks the updates; they find 1e-15 better). Also the AdamW half of ``muon``.
         momentum: SGD momentum.
+        agc: adaptive gradient clipping (Brock et al. 2021, NFNets; timm's ``adaptive_clip_grad``): each unit's
+            gradient (a row of a weight matrix) is scaled down to at most ``agc_clip_factor`` times the
+            unit's weight norm (floored at 1e-3). Not on the classifier head, as NFNets and timm do. Applied
+            after the telemetry has read the gradients and before ``trainer.gradient_clip_val``'s clipping.
+        agc_clip_factor: AGC's lambda (NFNets: 0.01 at their large batch sizes; larger for smaller batches).
         warmup: the ``warmup`` toggle: linear warmup before the cosine decay (on), or cosine from step 0 (off).
         warmup_epochs: warmup length in epochs (fractions allowed); ignored when ``warmup`` is off.
         min_lr_ratio: the cosine decays to ``lr * min_lr_ratio``.
@@ -108,11 +132,15 @@ class ViTClassifier(L.LightningModule):
     def __init__(
         self,
         vit: ViTConfig = ViTConfig(),  # noqa: B008 - a frozen-by-convention dataclass default, read-only
-        optimizer: Literal["adamw", "sgd"] = "adamw",
+        optimizer: Literal["adamw", "sgd", "lion", "muon"] = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 0.05,
+        independent_wd: bool = False,
         betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
         momentum: float = 0.9,
+        agc: bool = False,
+        agc_clip_factor: float = 0.01,
         warmup: bool = True,
         warmup_epochs: float = 2.0,
         min_lr_ratio: float = 0.0,
@@ -137,8 +165,19 @@ class ViTClassifier(L.LightningModule):
         _check_range("margin_eps", margin_eps, "a finite number >= 0 (0 disables margin training)", lambda v: v >= 0)
         for i, ramp in enumerate(margin_ramp):
             _check_range(f"margin_ramp[{i}]", ramp, "a finite number >= 0", lambda v: v >= 0)
-        if optimizer not in ("adamw", "sgd"):
-            raise ConfigError(f"model.optimizer: got {optimizer!r}; valid values: 'adamw', 'sgd'")
+        _check_range("adam_eps", adam_eps, "a finite number > 0", lambda v: v > 0)
+        _check_range("agc_clip_factor", agc_clip_factor, "a finite number > 0", lambda v: v > 0)
+        valid = OPTIMIZERS if muon_available() else tuple(o for o in OPTIMIZERS if o != "muon")
+        if optimizer not in valid:
+            lacks = "" if muon_available() else f" (muon needs torch.optim.Muon, which torch {torch.__version__} lacks)"
+            raise ConfigError(f"model.optimizer: got {optimizer!r}; valid values: "
+                              f"{', '.join(repr(o) for o in valid)}{lacks}")
+        for key, flag in (("independent_wd", independent_wd), ("agc", agc)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"model.{key}: got {flag!r}; give true or false")
+        if independent_wd and optimizer not in DECOUPLED:
+            raise ConfigError(f"model.independent_wd: true needs an optimizer with decoupled weight decay "
+                              f"({', '.join(DECOUPLED)}); model.optimizer is {optimizer!r}")
         # The dataclass is stored as a plain dict so checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["vit"])
         self.hparams["vit"] = dataclasses.asdict(vit)
@@ -180,12 +219,18 @@ class ViTClassifier(L.LightningModule):
                     f"model.vit.{key}: got {have}, but the data ({type(data).__name__}) has {key}={want}; "
                     f"set --model.vit.{key} {want}"
                 )
+        if self.lipschitz is not None and getattr(data, "soft_targets", False):
+            raise ConfigError(f"model.margin_eps={self.hparams.margin_eps} needs class labels, but the data "
+                              f"({type(data).__name__}) mixes images into soft targets: set data.mixup and "
+                              "data.cutmix to 0, or model.margin_eps to 0")
         if self.lipschitz is not None:  # the margin radius is in pixel space: fold the data normalisation in
             self.lipschitz.input_scale = input_scale(input_normalization(data)[1])
 
     # -- steps -------------------------------------------------------------------------------------------
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
-        if self.lipschitz is not None and self.training:
+        """Cross-entropy against class indices (B,) or probabilities (B, K); smoothing mixes either target
+        with the uniform distribution, so mixup + smoothing gives timm's smoothed mixed targets."""
+        if self.lipschitz is not None and self.training:  # check_data keeps soft targets away from it
             logits = self._margin_logits(logits, labels)
         return F.cross_entropy(logits, labels, label_smoothing=smoothing)
 
@@ -203,7 +248,10 @@ class ViTClassifier(L.LightningModule):
         return emma_logits(logits, labels, bounds.backbone, bounds.head_weight, radius)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+        """One step's loss. No training accuracy is logged: with mixup a mixed image has no one right class
+        (the argmax of its target names only the larger part), and the held-out accuracy says what it
+        would say without that ambiguity."""
+        images, labels = batch  # labels: (B,) class indices, or (B, K) probabilities from mixup/cutmix
         logits = self(images)  # (B, K)
         loss = self._loss(logits, labels, self.hparams.label_smoothing)
         log_z = torch.logsumexp(logits.detach().float(), dim=-1).mean()
@@ -232,13 +280,21 @@ class ViTClassifier(L.LightningModule):
                       batch_size=labels.shape[0], sync_dist=True)
 
     # -- optimisation ------------------------------------------------------------------------------------
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """AGC (``agc``) first, then the trainer's own clipping (``trainer.gradient_clip_val``), if set.
+
+        Lightning calls this after the callbacks' ``on_before_optimizer_step``, so the telemetry's gradient
+        norm is the unclipped one whichever clipping is on.
+        """
+        if self.hparams.agc:
+            params = [p for name, p in self.model.named_parameters() if not name.startswith(HEAD_PREFIX)]
+            adaptive_clip_grad(params, clip_factor=self.hparams.agc_clip_factor)
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        groups = parameter_groups(self.model, hp.weight_decay)
-        if hp.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
-        else:
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+        optimizer = build_optimizer(self.model, parameter_groups(self.model, hp.weight_decay), hp)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
         warmup_steps = int(round(hp.warmup_epochs * steps_per_epoch)) if hp.warmup else 0

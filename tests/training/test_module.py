@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_train import tiny_config
 
 from stability.model import ViTConfig
@@ -62,3 +63,39 @@ def test_sgd_with_clipping_smoothing_and_z_loss_trains(tmp_path: Path) -> None:
     assert summary.hparams["optimizer"] == "sgd" and summary.hparams["gradient_clip_val"] == 0.5
     assert summary.hparams["label_smoothing"] == 0.1 and summary.hparams["z_loss"] == 1e-4
     assert summary.max_grad_norm > 0  # logged before clipping: may exceed the 0.5 clip value
+
+
+def test_soft_targets_with_smoothing_give_timms_mixup_loss() -> None:
+    """Mixup's (B, K) targets go through the same cross-entropy and smoothing as class indices: the loss is
+    timm's SoftTargetCrossEntropy on timm's smoothed mixed targets (the recipe's training script)."""
+    from timm.data.mixup import mixup_target
+    from timm.loss import SoftTargetCrossEntropy
+
+    module = ViTClassifier(ViTConfig(embed_dim=16, depth=1, num_heads=2))
+    logits = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 3, 3, 9, 1, 4])
+    lam = 0.7
+    mixed = lam * F.one_hot(labels, 10).float() + (1 - lam) * F.one_hot(labels.flip(0), 10).float()
+    expected = SoftTargetCrossEntropy()(logits, mixup_target(labels, 10, lam, smoothing=0.1))
+    assert float(module._loss(logits, mixed, 0.1)) == pytest.approx(float(expected), rel=1e-6)
+    # a one-hot soft target is the class index
+    one_hot = F.one_hot(labels, 10).float()
+    assert float(module._loss(logits, one_hot, 0.1)) == pytest.approx(float(module._loss(logits, labels, 0.1)))
+
+
+def test_margin_training_refuses_data_that_mixes_labels(tmp_path: Path) -> None:
+    from sweep_helpers import fabricate_cifar10
+
+    from stability.data import CIFAR10DataModule
+    from stability.errors import ConfigError
+    from stability.model.config import with_requirements
+
+    vit = ViTConfig(img_size=32, patch_size=8, in_chans=3, num_classes=10, embed_dim=16, depth=1, num_heads=2,
+                    **with_requirements({"attention": "shift", "norm": "centernorm"}))
+    module = ViTClassifier(vit, margin_eps=0.1)
+    folder = fabricate_cifar10(tmp_path, per_file=2)
+    module.check_data(CIFAR10DataModule(str(folder), batch_size=4, num_workers=0, allow_unverified=True))
+    with pytest.raises(ConfigError) as err:
+        module.check_data(CIFAR10DataModule(str(folder), batch_size=4, num_workers=0, allow_unverified=True,
+                                             cutmix=1.0))
+    assert str(err.value).startswith("model.margin_eps=0.1 needs class labels") and "\n" not in str(err.value)
