@@ -101,8 +101,9 @@ def hparams_of(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def config_hash(config: Mapping[str, Any]) -> str:
     """Short stable hash of a resolved config: the run id. Where the run folder is (``run_dir``) does not
-    count, so a moved sweep folder still resumes."""
-    identity = {k: v for k, v in config.items() if k != "run_dir"}
+    count, so a moved sweep folder still resumes; nor does the torch thread count a run's ``config.yaml``
+    records (``threads``): how a run computes, not what it is."""
+    identity = {k: v for k, v in config.items() if k not in ("run_dir", "threads")}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

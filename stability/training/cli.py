@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import lightning as L
+import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
@@ -26,6 +27,7 @@ from stability.training.held_output import held_output
 from stability.training.lipschitz_monitor import LipschitzMonitor
 from stability.training.messages import user_errors
 from stability.training.module import ViTClassifier
+from stability.training.qk_clip import QKClip
 from stability.training.run_folder import AtomicCheckpointIO
 from stability.training.telemetry import DivergenceDetector, StabilityTelemetry
 from stability.training.tensorboard import RunLogger
@@ -72,9 +74,15 @@ class StabilityCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_dir", type=str | None, default=None,
                             help="Run folder (default: runs/fit/<toggles>-<config hash>). Re-running resumes.")
+        parser.add_argument("--threads", type=int | None, default=None,
+                            help="torch intra-op threads (default: torch's). A run's config.yaml records the "
+                                 "count it used, so `--config <run>/config.yaml` reproduces its numbers.")
         parser.add_lightning_class_args(DivergenceDetector, "divergence")
         parser.add_lightning_class_args(StabilityTelemetry, "telemetry")
         parser.add_lightning_class_args(LipschitzMonitor, "lipschitz")
+        # QK-clip (Kimi K2) as an option of the run, so a grid can vary `qk_clip.tau: [null, 30]`; null is off
+        parser.add_lightning_class_args(QKClip, "qk_clip")
+        parser.set_defaults({"qk_clip.tau": None})
         parser.set_defaults({"data": {"class_path": "stability.data.DigitsDataModule"}})
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
         _count_before_fraction(parser)
@@ -83,6 +91,13 @@ class StabilityCLI(LightningCLI):
         # As LightningCLI's, minus its warning about sys.argv: a sweep worker passes dicts on purpose.
         self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
         _check_parsed(self.config)
+
+    def before_instantiate_classes(self) -> None:
+        # Before the model exists: an initialiser with a matrix decomposition (spectral init) may split its
+        # work by thread, so even the first weights' last digits depend on the count.
+        threads = self.config.get("threads")
+        if threads is not None:
+            torch.set_num_threads(threads)
 
     def instantiate_trainer(self, **kwargs: Any) -> None:  # type: ignore[override]
         return None  # deferred to make_trainer()
@@ -117,6 +132,7 @@ class StabilityCLI(LightningCLI):
         """
         _check_trainer_values(self.config["trainer"])
         self.model.check_data(self.datamodule)
+        self.config_init["qk_clip"].check(self.model)  # QK-clip on a model it cannot act on
         configured = self.config_init["trainer"].get("callbacks") or []
         try:
             super().instantiate_trainer(logger=False, callbacks=list(configured), plugins=self._plugins())
@@ -126,8 +142,17 @@ class StabilityCLI(LightningCLI):
             raise ConfigError(_trainer_error(self.config["trainer"], error)) from None
 
     def config_dump_dict(self) -> dict[str, Any]:
-        """The fully resolved config as plain YAML-able data (what ``config.yaml`` holds)."""
-        return yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        """The fully resolved config as plain YAML-able data (what ``config.yaml`` holds), without the options
+        added after runs existed while they hold their defaults (:data:`LATER_DEFAULTS`).
+
+        ``threads`` is left out where it is not set (a sweep's cells: the plan fixes their count), so the
+        resolved configs and the plans of sweeps from before the key existed stay as they were; the run
+        records the count it used in its ``config.yaml`` (:mod:`stability.training.run`).
+        """
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        if config.get("threads") is None:
+            config.pop("threads", None)
+        return drop_later_defaults(config)
 
     @property
     def divergence(self) -> DivergenceDetector:
@@ -140,6 +165,10 @@ class StabilityCLI(LightningCLI):
     @property
     def lipschitz(self) -> LipschitzMonitor:
         return self.config_init["lipschitz"]
+
+    @property
+    def qk_clip(self) -> QKClip:
+        return self.config_init["qk_clip"]
 
 
 def _count_before_fraction(parser: LightningArgumentParser) -> None:
@@ -157,7 +186,7 @@ def _count_before_fraction(parser: LightningArgumentParser) -> None:
 
 # Groups of keys: jsonargparse lets a config replace one by a scalar or a list ("model: 5"), and then either
 # fails with a TypeError deep in instantiation or silently builds the defaults.
-GROUPS = ("model", "model.vit", "trainer", "divergence", "telemetry")
+GROUPS = ("model", "model.vit", "trainer", "divergence", "telemetry", "qk_clip")
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit unsigned
 
 
@@ -167,6 +196,10 @@ def _check_parsed(config: Any) -> None:
         value = config.get(key)
         if value is not None and not isinstance(value, (Namespace, dict)):
             raise ConfigError(f"{key}: got {value!r}; expected a mapping of its keys ({key}: {{key: value, ...}})")
+    threads = config.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads: got {threads!r}; give an integer >= 1 (torch intra-op threads), or null for "
+                          "torch's default")
     seed = config.get("seed_everything")
     if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed_everything: got {seed}; give an integer from 0 to {MAX_SEED} (or true for a "
@@ -185,6 +218,47 @@ def _check_trainer_values(trainer: Any) -> None:
     if min_epochs is not None and (min_epochs < 0 or (max_epochs and max_epochs > 0 and min_epochs > max_epochs)):
         raise ConfigError(f"trainer.min_epochs: got {min_epochs}; give an integer between 0 and trainer.max_epochs "
                           f"({max_epochs})")
+
+
+# Options added after sweeps had run: left out of a resolved config while they hold these defaults, so the
+# run id (stability.record.identity.config_hash of the resolved config) of every earlier run stays what it was,
+# and its sweep still resumes. A config that sets one to another value records it (and is a new run). A config
+# without the key parses back to the same default, so dropping it loses nothing.
+# A default that is itself a mapping stands for a group of keys below that one (``model.vit``'s).
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"independent_wd": False, "adam_eps": 1e-8, "agc": False, "agc_clip_factor": 0.01,
+              "vit": {"reparam": "none", "softcap": 50.0, "dyt_alpha_init": 0.5}},
+    "data.init_args": {"randaugment": None, "random_erasing": 0.0, "mixup": 0.0, "cutmix": 0.0,
+                       "mixup_off_epoch": None},
+}
+# Top-level option groups added after sweeps had run: left out whole while every key holds its default.
+LATER_GROUPS: dict[str, dict[str, Any]] = {"qk_clip": {"tau": None}}
+
+
+def drop_later_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the :data:`LATER_DEFAULTS` keys that hold their default, and without the
+    :data:`LATER_GROUPS` that hold nothing else (in place; returned)."""
+    for where, defaults in LATER_DEFAULTS.items():
+        node: Any = config
+        for part in where.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        _drop_defaults(node, defaults)
+    for group, defaults in LATER_GROUPS.items():
+        if isinstance(config.get(group), dict) and not _drop_defaults(dict(config[group]), defaults):
+            del config[group]
+    return config
+
+
+def _drop_defaults(node: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``node`` without the keys holding their ``defaults`` (a mapping default: the same below that key)."""
+    if not isinstance(node, dict):
+        return {}
+    for key, default in defaults.items():
+        if isinstance(default, dict):
+            _drop_defaults(node.get(key), default)
+        elif key in node and node[key] == default and type(node[key]) is type(default):
+            del node[key]
+    return node
 
 
 def _trainer_error(trainer: Any, error: Exception) -> str:

@@ -4,7 +4,9 @@
   backbone bounds (a few warm-started power iterations) and the margin-gradient lower bound on the batch.
 - At the end of training (every run, diverged ones included, unless ``at_end`` is off): the same with
   :data:`~stability.model.lipschitz.bounds.FINAL_ITERS` iterations, the refined lower bound on (up to 32 images of) the
-  last training batch, and a local estimate for each layer that has no global bound (on 16 of them).
+  last training batch, and a local estimate for each layer that has no global bound (on 16 of them). Those
+  images travel in the checkpoint: a run killed after its last epoch and resumed has no epoch left to run and
+  measures at its test instead, on the same images, so its record holds the same numbers.
 - During the test: certified robust accuracy at each radius (head-aware and sqrt(2) forms), from the bound
   measured at the end of training.
 
@@ -108,14 +110,27 @@ class LipschitzMonitor(Callback):
         if self.at_end:
             self._measure_final(trainer, pl_module)
 
+    # ------------------------------------------------------------------ the checkpoint
+    # A resumed run whose checkpoint holds its last epoch trains no batch (Lightning skips the fit loop, and
+    # on_train_end with it), so the images the final lower bound starts from must come from the checkpoint.
+    def state_dict(self) -> dict[str, Any]:
+        # a copy of the slice alone: a view would save the whole batch's storage
+        images = None if self._last_images is None else self._last_images.detach().cpu().clone()
+        return {"last_images": images}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        images = state_dict.get("last_images")
+        self._last_images = images if isinstance(images, torch.Tensor) else None
+
     def _measure_final(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         with _measuring(pl_module):
             bounds = self._bound.compute(self.iters)  # type: ignore[union-attr]
             lower = local = None
             if self._last_images is not None:
-                lower = self._lower(pl_module, self._last_images, steps=self.lower_steps)
+                images = self._last_images.to(pl_module.device)  # a checkpoint's images are on the CPU
+                lower = self._lower(pl_module, images, steps=self.lower_steps)
                 if bounds.unbounded:
-                    inputs = self._last_images[:LOCAL_BATCH].to(next(pl_module.parameters()))
+                    inputs = images[:LOCAL_BATCH].to(next(pl_module.parameters()))
                     local = local_estimates(pl_module.model, inputs, [layer.name for layer in bounds.unbounded],
                                             iters=LOCAL_ITERS)
         self._final = bounds
@@ -148,7 +163,8 @@ class LipschitzMonitor(Callback):
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.at_end:
             return
-        if self._final is None:  # a test without training in this process: measure now, outside inference mode
+        if self._final is None:  # no training in this process (a resumed run with no epoch left, or a test alone):
+            # measure now, outside inference mode, on the last training batch the checkpoint kept
             with torch.inference_mode(False):
                 self._measure_final(trainer, pl_module)
         self._counts = torch.zeros(2, len(self.radii) + 1, dtype=torch.float64)

@@ -5,7 +5,10 @@ entry point serves ``stability fit`` (argv) and the sweep (a nested dict per cel
 exactly what ``stability fit --config <run>/config.yaml`` would run.
 
 A run folder holds ``config.yaml`` (written first), TensorBoard events, ``checkpoints/last.ckpt`` and
-``summary.json`` (written atomically, last). Re-running on the same folder resumes from ``last.ckpt``.
+``summary.json`` (written atomically, last). Re-running on the same folder resumes from ``last.ckpt``, and
+measures at its test what a kill after the last epoch cut off (the Lipschitz bounds: the checkpoint holds the
+images they start from). ``config.yaml`` records the torch thread count the run used (``threads``, not part of
+the run's id), which ``stability fit --config <run>/config.yaml`` applies: the run's numbers, bit for bit.
 
 The parts: parsing and checking the config (:mod:`stability.training.cli`), the run's identity, computed once
 (:mod:`stability.training.run_identity`), its folder (:mod:`stability.training.run_folder`), what its epochs
@@ -29,8 +32,10 @@ from stability.training.collapse import collapse_reason
 from stability.training.run_folder import (
     check_run_folder,
     checkpoint_to_resume,
+    identity_config,
     out_of_space,
     prepare_run_dir,
+    remove_stale_temp_files,
     resolve_run_dir,
 )
 from stability.training.run_identity import RunIdentity
@@ -59,9 +64,10 @@ def _run_in_folder(cli: StabilityCLI, run_dir: str | Path | None,
                    run_id: str | None = None) -> tuple[RunSummary, Path]:
     """:func:`run_cli`, also returning the run folder it resolved."""
     config = cli.config_dump_dict()
-    identity = RunIdentity.of(config, run_id)
+    identity = RunIdentity.of(identity_config(config), run_id)
     run_dir = resolve_run_dir(config, run_dir, identity.run_id)
     config["run_dir"] = str(run_dir)
+    config["threads"] = torch.get_num_threads()  # what the run computes with (the config's, or the sweep's)
     config_text = yaml.safe_dump(config, sort_keys=False)
     check_run_folder(run_dir, identity.run_id)
     summary = read_summary(run_dir)
@@ -69,6 +75,7 @@ def _run_in_folder(cli: StabilityCLI, run_dir: str | Path | None,
         return summary, run_dir  # finished runs are results; re-running them changes nothing
     prepare_run_dir(run_dir, config_text)
     with out_of_space(run_dir, "starting the run"):
+        remove_stale_temp_files(run_dir)
         if summary is not None:  # a failed run being retried: its old record goes, the new one replaces it
             (run_dir / SUMMARY).unlink()
         ckpt_path = checkpoint_to_resume(run_dir)

@@ -2,12 +2,14 @@
 and writing into it so that a full disk or a kill leaves the run resumable.
 
 A run folder holds ``config.yaml`` (written first), TensorBoard events, ``checkpoints/last.ckpt`` and
-``summary.json`` (written atomically, last). Re-running on the same folder resumes from ``last.ckpt``.
+``summary.json`` (written atomically, last). Re-running on the same folder resumes from ``last.ckpt``, after
+removing the temporary files that a write cut off by a kill left behind (:func:`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +20,20 @@ from lightning.fabric.plugins import TorchCheckpointIO
 
 from stability.errors import ConfigError, OutOfSpace, full_disk_error
 from stability.record.config_files import read_yaml
-from stability.record.files import CONFIG, LAST_CKPT, UNREADABLE_CKPT, atomic_file, write_atomic
+from stability.record.files import CHECKPOINTS, CONFIG, LAST_CKPT, UNREADABLE_CKPT, atomic_file, write_atomic
 from stability.record.identity import config_hash, run_name
+
+# Keys of a run's config.yaml that say how it ran, not what it is, so they are not part of its id (the id leaves
+# out where it ran, ``run_dir``, already): ``threads``, the torch thread count the run used.
+PROCESS_KEYS = ("threads",)
+# The name :func:`stability.record.files.atomic_file` gives the file it writes before renaming it: ".<name>.<8 hex
+# digits>.tmp", beside the target (checkpoints and every record file of a run folder are written that way).
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def identity_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without :data:`PROCESS_KEYS`: what its run id is the hash of."""
+    return {key: value for key, value in config.items() if key not in PROCESS_KEYS}
 
 
 def resolve_run_dir(config: dict[str, Any], run_dir: str | Path | None = None, run_id: str | None = None) -> Path:
@@ -49,7 +63,7 @@ def check_run_folder(run_dir: Path, run_id: str) -> None:
                           f"{advice}") from None
     if not isinstance(stored, dict):
         raise ConfigError(f"run_dir: {path} holds a {type(stored).__name__}, not a run's config; {advice}")
-    if config_hash(stored) != run_id:
+    if config_hash(identity_config(stored)) != run_id:
         raise ConfigError(f"run_dir: {run_dir} holds a run with a different config.yaml; {advice}")
 
 
@@ -67,6 +81,24 @@ def prepare_run_dir(run_dir: Path, config_text: str) -> None:
         if full_disk_error(error):
             raise OutOfSpace(run_dir, "creating the run folder") from None
         raise ConfigError(f"run_dir: cannot write to {run_dir} ({error.strerror}); choose a writable folder") from None
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Remove what a write killed half-way left in ``run_dir`` and its ``checkpoints/``: files named like
+    :func:`~stability.record.files.atomic_file`'s temporary files (:data:`TEMP_NAME`), nothing else; returns them.
+
+    Only a run of this folder writes them, and it is starting now, so none of them is still being written.
+    """
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for path in folder.iterdir():
+            if TEMP_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                removed.append(path)
+    return removed
 
 
 def checkpoint_to_resume(run_dir: Path) -> Path | None:

@@ -42,8 +42,6 @@ experiment without importing Lightning (seconds); :class:`RunLogger` is built on
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,7 +56,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2, summary_v2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from stability.record.files import COLLAPSED, DIVERGED, FAILED, PLAN, RunSummary
+from stability.record.files import COLLAPSED, DIVERGED, FAILED, PLAN, RunSummary, atomic_file
 from stability.record.identity import HPARAM_KEYS, LR, SEED, TOGGLES, hparams_of, toggles_of
 
 TOGGLE_PREFIX = "toggle/"
@@ -319,9 +317,8 @@ def write_sweep_view(sweep_dir: Path, configs: Iterable[Mapping[str, Any]]) -> P
     if path.is_file() and path.read_bytes() == data:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
+    with atomic_file(path) as file:  # whole or not at all, and readable by whom the umask says (a shared sweep)
+        file.write(data)
     return path
 
 

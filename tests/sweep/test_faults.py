@@ -5,7 +5,7 @@
 - an interrupted checkpoint write keeps the previous checkpoint (the atomic checkpoint I/O plugin);
 - an unreadable checkpoint is set aside, not deleted, when its run is retried;
 - a worker killed by a signal: retried by a plain re-run, at most ``MAX_KILLS`` kills per cell;
-- record files follow the umask;
+- record files follow the umask, and so does every file a sweep writes (the TensorBoard view file included);
 - ``--workers 1`` and ``--workers 2`` give identical summaries.
 """
 
@@ -64,6 +64,25 @@ def test_record_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
         os.umask(previous)
     assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "checkpoints" / "last.ckpt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_every_file_a_sweep_writes_follows_the_umask(tmp_path: Path) -> None:
+    """A team's shared sweep folder under umask 002: every file and folder a tiny real sweep writes is
+    group-writable (the sweep's TensorBoard view file used to be 0600, so teammates could not even read it)."""
+    grid = write_grid(tmp_path, "g", {"overrides": TINY, "seeds": [0]})
+    out = tmp_path / "out"
+    previous = os.umask(0o002)
+    try:
+        result = run_sweep([str(grid), "--workers", "1"], out)
+    finally:
+        os.umask(previous)
+    assert result.rc == 0, result.stdout + result.stderr
+    written = [p for p in out.rglob("*") if not p.is_symlink()]
+    assert any(p.name.startswith("events.out.tfevents") and p.parent == out for p in written)  # the view file
+    assert any(p.name == "last.ckpt" for p in written) and any(p.name == "summary.json" for p in written)
+    closed = {str(p.relative_to(out)): oct(p.stat().st_mode & 0o777) for p in written
+              if p.stat().st_mode & 0o060 != 0o060}
+    assert closed == {}, closed
 
 
 def test_an_interrupted_write_keeps_the_previous_file(tmp_path: Path) -> None:
