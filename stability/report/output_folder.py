@@ -11,18 +11,33 @@ that is a symbolic link is refused too: the report would write (and clean) outsi
 A folder written by a report from before manifests existed is recognised by its ``report.md``, which starts
 with ``# Report: `` (what :func:`stability.report.markdown.render_markdown` writes): its files under the
 report's names count as the report's own.
+
+A report is replaced whole. It is written into a staging folder inside the output folder
+(``.stability-report-tmp-XXXXXXXX``: on the same file system, so moving a file from it is a rename) and swapped
+in only once every file is complete (:func:`swap_in`): a failure or a kill while it is written leaves the
+earlier report as it was, plus at most that folder, which the next report removes
+(:func:`remove_stale_staging`). The swap itself renames one file after another, a few milliseconds; the
+manifest lists the files of both reports meanwhile, so even a kill inside it leaves nothing the next report
+would take for the user's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from stability.errors import ConfigError
 from stability.record.files import write_atomic
 
 MANIFEST = ".stability-report.json"
+STAGING = ".stability-report-tmp-"  # + 8 hex digits: where a report is written before it is swapped in
+STAGING_NAME = re.compile(re.escape(STAGING) + r"[0-9a-f]{8}")
 MAX_MANIFEST_BYTES = 1_000_000  # a report writes a few hundred names; anything larger is not ours
 FIGURE_SUFFIXES = (".png", ".pdf")
 REPORT_SIGNATURE = "# Report: "
@@ -84,7 +99,63 @@ def finish(out: Path, written: Sequence[Path], previous: set[Path]) -> None:
     for path in sorted(previous):
         if path.is_file() and not path.is_symlink() and path.resolve() not in keep and _inside(out, path):
             path.unlink()
-    names = sorted(str(p.relative_to(out)) for p in written if _inside(out, p))
+    _write_manifest(out, written)
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders that reports killed before their swap left in ``out`` (folders with the
+    staging name only: nothing else in ``out`` is the report's to remove)."""
+    if not out.is_dir() or out.is_symlink():
+        return
+    for path in out.iterdir():
+        if STAGING_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_folder(out: Path) -> Iterator[Path]:
+    """A new, empty staging folder in ``out`` for a report to be written into; removed, with what it holds,
+    if writing fails (a kill leaves it to :func:`remove_stale_staging`)."""
+    stage = out / f"{STAGING}{secrets.token_hex(4)}"
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def swap_in(out: Path, stage: Path, staged: Sequence[Path], previous: set[Path]) -> list[Path]:
+    """Move a complete report from ``stage`` into ``out``; returns its files' places in ``out``.
+
+    First the manifest lists the earlier report's files and this one's together; then each file is renamed
+    over its place (a reader sees the old file or the new one, never part of one); then what the earlier
+    report wrote and this one did not is removed, the manifest lists this report alone, and the staging
+    folder goes.
+    """
+    placed = [out / path.relative_to(stage) for path in staged]
+    _write_manifest(out, [*(p for p in previous if _inside(out, p)), *placed])
+    for source, target in zip(staged, placed, strict=True):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    finish(out, placed, previous)
+    shutil.rmtree(stage, ignore_errors=True)
+    return placed
+
+
+def place_of(out: Path, path: Path) -> Path:
+    """Where a file being written ends up: a staged file's place in ``out``; any other path as it is."""
+    try:
+        parts = Path(os.path.abspath(path)).relative_to(os.path.abspath(out)).parts
+    except ValueError:
+        return path
+    if parts and STAGING_NAME.fullmatch(parts[0]):
+        return out.joinpath(*parts[1:])
+    return path
+
+
+def _write_manifest(out: Path, files: Iterable[Path]) -> None:
+    names = sorted({str(p.relative_to(out)) for p in files if _inside(out, p)})
     write_atomic(out / MANIFEST, json.dumps({"files": names}, indent=1) + "\n")
 
 
