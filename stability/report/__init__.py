@@ -37,6 +37,7 @@ Modules, in the order data flows through them:
 - :mod:`~stability.report.study_tables`: the claims (settled ones too), the searched edges, the robust table;
 - :mod:`~stability.report.failures`: the failed runs, their step, reason and last telemetry (plain pandas);
 - :mod:`~stability.report.build`: :func:`build_report`: one sweep -> a :class:`Report` (tables, text, gaps);
+- :mod:`~stability.report.writes`: a full disk while the report is written named by the file it hit;
 - :mod:`~stability.report.markdown`: ``report.md``, the whole report as one Markdown document;
 - :mod:`~stability.report.figures`: which plots a report has, drawn by :mod:`stability.report.plots` with the
   layout of :mod:`stability.report.plot_layout` and the colours of :mod:`stability.report.palette` (the first
@@ -45,6 +46,7 @@ Modules, in the order data flows through them:
 - :mod:`~stability.report.compare_tables`, :mod:`~stability.report.compare_text` and
   :mod:`~stability.report.compare`: ``stability report A B ...``: several sweeps' reports side by side, cell by
   cell and claim by claim (the numbers, their text, the comparison and its files);
+- :mod:`~stability.report.curve_export`: ``--curves FILE``: every run's scalar curves as one long table (CSV, Parquet);
 - :mod:`~stability.report.cli`: ``stability report``: options, files written, exit codes.
 """
 

@@ -1,14 +1,20 @@
 """``stability report``: parse the options, build the report, write its files, print a summary and the gaps.
 
 With two or more sweep folders it compares them instead (:mod:`stability.report.compare`): one report per
-sweep, lined up cell by cell and claim by claim, written as ``compare.md`` (+ csv, tex).
+sweep, lined up cell by cell and claim by claim, written as ``compare.md`` (+ csv, tex); sweeps without a
+configuration in common (other data sets) are compared by their claims alone. With ``--curves FILE`` it writes
+the sweep's TensorBoard scalar curves as one long table instead (:mod:`stability.report.curve_export`).
 
 Exit codes: 0 a report (possibly partial) was written; 1 nothing to report (no run finished, e.g. all
-failed); 2 bad input (not a sweep folder, empty sweep, bad option, sweeps without a common configuration).
+failed; with ``--curves``: no run has events); 2 bad input (not a sweep folder, empty sweep, bad option,
+sweeps with neither a configuration nor a claim in common);
+3 the disk filled up while writing (:class:`~stability.errors.OutOfSpace`: one line naming the file; the
+earlier report is left as it was, since a report is swapped in only once complete).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +26,17 @@ from stability.report.build import Report, build_report
 from stability.report.failures import count_line
 from stability.report.formatting import TITLES, check_formats, to_markdown, write_tables, write_text
 from stability.report.markdown import render_markdown
-from stability.report.output_folder import check_output_folder, finish, own_names, previous_files
+from stability.report.output_folder import (
+    check_output_folder,
+    own_names,
+    place_of,
+    previous_files,
+    remove_stale_staging,
+    staging_folder,
+    swap_in,
+)
 from stability.report.tables import ReportOptions
+from stability.report.writes import naming_full_disk
 
 FORMATS = ("md", "csv", "tex", "html")
 
@@ -50,8 +65,23 @@ def main(argv: list[str]) -> int:
                         help="'steps to target' waits for this fraction of the initial loss (default 0.25)")
     parser.add_argument("--spike-factor", type=float, default=1.5,
                         help="a loss above this factor x its smoothed history is a spike")
+    parser.add_argument("--curves", metavar="FILE",
+                        help="instead of the report, write every run's TensorBoard scalar curves to FILE as one long "
+                             "table, a row per run, tag and step: run, tag, step, value, wall_time, then the run's "
+                             "toggles, hyperparameters and status (to group by). Parquet for .parquet (needs "
+                             "pyarrow), CSV for .csv and .csv.gz. A diverged run's curves stop at its last logged "
+                             "step; runs without event files (pending, or failed before logging) are absent")
+    parser.add_argument("--curves-tags", metavar="TAG,TAG",
+                        help="with --curves: only these tags, names or shell patterns (train/loss,attn/*); "
+                             "default: every scalar tag")
     args = parser.parse_args(argv)
     try:
+        if args.curves_tags is not None and args.curves is None:
+            raise ConfigError("--curves-tags: only with --curves FILE (the tags of the curves to export)")
+        if args.curves is not None:
+            from stability.report.curve_export import export_curves  # tbparse only when curves are asked for
+
+            return export_curves(args.sweeps, args.curves, args.curves_tags)
         formats = [f.strip() for f in args.format.split(",") if f.strip()]
         options = ReportOptions(curve=M.CurveOptions(target_loss=args.target_loss,
                                                      target_fraction=args.target_fraction,
@@ -114,7 +144,8 @@ def _compare(sweeps: Sequence[str], out_arg: str | None, formats: Sequence[str],
     comparison = compare_reports(reports)
     out = Path(out_arg) if out_arg else Path(sweeps[0]) / "report" / "compare"
     try:
-        written = write_comparison(comparison, out, formats)
+        with naming_full_disk(out):  # a full disk: exit 3 naming the file (OutOfSpace), not a bad --out
+            written = write_comparison(comparison, out, formats)
     except OSError as exc:
         raise ConfigError(f"--out: cannot write to {str(out)!r} ({exc.strerror or exc})") from exc
     print(to_markdown(legend(comparison)))
@@ -162,25 +193,43 @@ def write_report(report: Report, out_dir: str | Path, formats: Sequence[str] = F
     Returns the paths written. CSVs hold the numeric tables (``Report.tables``); Markdown and LaTeX the
     formatted ones (``Report.text``). Only files an earlier report wrote are replaced or removed
     (:mod:`stability.report.output_folder`); others under the report's names need ``overwrite``.
+
+    The report is written into a staging folder and swapped in whole once complete, so a failure, a kill or
+    a full disk leaves the earlier report as it was. A full disk raises
+    :class:`~stability.errors.OutOfSpace` naming the file being written (:mod:`stability.report.writes`).
     """
     check_formats(formats, FORMATS)
     out = Path(out_dir)
     previous = previous_files(out, TITLES)
     check_output_folder(out, own_names(out, report.tables, formats), plots, previous, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    written = write_tables(out, report.tables, report.text, formats, TITLES)
+    created = not out.exists()
+    try:
+        with naming_full_disk(out, lambda path: place_of(out, path)):
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(out)
+            with staging_folder(out) as stage:
+                staged = _write_files(report, stage, formats, plots)
+                return swap_in(out, stage, staged, previous)
+    except BaseException:
+        if created:  # a report that never got there leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _write_files(report: Report, folder: Path, formats: Sequence[str], plots: bool) -> list[Path]:
+    """Every file of the report, written into ``folder``; returns them."""
+    written = write_tables(folder, report.tables, report.text, formats, TITLES)
     figures: list[Path] = []
     if plots and (report.has_results or not report.telemetry.empty):  # an all-failed sweep: its failures
         from stability.report.figures import write_figures  # matplotlib only when plots are asked for
 
-        figures = write_figures(report, out / "plots")
+        figures = write_figures(report, folder / "plots")
         written.extend(figures)
     if "md" in formats:
-        written.append(write_text(out / "report.md", render_markdown(report, figures, out)))
+        written.append(write_text(folder / "report.md", render_markdown(report, figures, folder)))
     if "html" in formats:
         from stability.report.html import render_html  # jinja2 only when HTML is asked for
 
-        written.append(write_text(out / "report.html", render_html(report, figures)))
-    # what the earlier report wrote and this one did not (a stale lr_curves.png would show old runs) goes
-    finish(out, written, previous)
+        written.append(write_text(folder / "report.html", render_html(report, figures)))
     return written

@@ -12,6 +12,15 @@ recomputed here.
   it, and the notes say so. A cell missing from some sweep is listed, with what that sweep has of it.
 - **Claims are matched by their text** and where they were tested (``lr 0.03``); claims that only some sweeps
   state are listed. Sweep "A" (the first) is the reference: differences read ``B − A``.
+- **Different data sets** (or any sweeps without a configuration in common: other ``max_epochs``, image sizes):
+  there are no cells to line up, so only the claims are compared (one note says why the per-cell table is
+  left out) and each sweep is named by its data set (``A: digits, B: fashion-mnist``). A claim's rows pair by
+  setting where every sweep tests it at the same settings; otherwise, since each data set has its own lr
+  ladder, in order, first with first (the lowest lr tested on one with the lowest on the other), a sweep's
+  extra rows standing alone. Each pair says whether the verdict *transfers* (decided the same way in every
+  sweep), *changes* (decided differently), is decided in some sweeps only, or nowhere; the summary lists the
+  claims that hold on every sweep. With neither a shared configuration nor a claim every sweep states, there
+  is nothing to line up: that is an error.
 - **Same cell, same seed** (a re-run, the same grid before and after a code change): the two runs'
   ``summary.json`` outcomes (:func:`~stability.report.compare_tables.outcome_columns`) are compared value by
   value: *identical* means bit for bit; otherwise the largest change of each headline number is given.
@@ -37,6 +46,8 @@ from stability.report.compare_tables import (
     cells_of,
     compared_claims,
     compared_configurations,
+    data_disjoint,
+    data_sets,
     match_columns,
     outcome_columns,
     runs_of,
@@ -66,6 +77,8 @@ class Comparison:
     text: dict[str, pd.DataFrame]  # formatted: TABLES' keys
     notes: list[str]  # how cells were matched, duplicate seeds, claims defined differently
     summary: list[str]  # a few lines: how many verdicts agree, cells identical
+    claims_only: bool = False  # no configuration in every sweep (other data sets): no per-cell table
+    data_sets: list[str] | None = None  # each sweep's data set, where they differ ("digits", "fashion-mnist")
 
     @property
     def sweeps(self) -> list[Sweep]:
@@ -75,8 +88,11 @@ class Comparison:
 def compare_reports(reports: Sequence[Report]) -> Comparison:
     """Line up the reports of two or more sweeps (module docstring).
 
+    Sweeps without a configuration in common (other data sets) are compared by their claims alone.
+
     Raises:
-        ConfigError: fewer than two reports, a sweep without finished runs, or no cell in every sweep.
+        ConfigError: fewer than two reports, a sweep without finished runs, or neither a cell nor a claim in
+            every sweep.
     """
     reports = list(reports)
     if len(reports) < 2:
@@ -88,13 +104,16 @@ def compare_reports(reports: Sequence[Report]) -> Comparison:
         if not report.has_results:
             raise ConfigError(f"sweep folder: {str(report.sweep.path)!r} has no finished run to compare")
     notes: list[str] = []
+    names = data_sets(reports)
+    if names:
+        notes.append("data sets: " + ", ".join(f"{lab}: {n}" for lab, n in zip(labels, names, strict=True)))
     columns = match_columns(reports, notes)
     cells = [cells_of(r, columns) for r in reports]
     common = set(cells[0]["_key"])
     for c in cells[1:]:
         common &= set(c["_key"])
-    if not common:
-        raise ConfigError(f"comparison: no configuration is in every sweep ({why_disjoint(cells, labels, columns)})")
+    if not common or data_disjoint(reports):
+        return _claims_only(reports, labels, columns, notes, names, why_disjoint(cells, labels, columns))
     runs = [runs_of(r, columns) for r in reports]
     fields = [outcome_columns(r.sweep) for r in reports]
     config_table = compared_configurations(cells, runs, labels, columns, fields, notes)
@@ -107,7 +126,25 @@ def compare_reports(reports: Sequence[Report]) -> Comparison:
         "configurations_elsewhere": format_compared_configurations(config_table, labels, shown, common=False),
     }
     return Comparison(reports, labels, columns, {"configurations": config_table, "claims": claims}, text, notes,
-                      summary_lines(config_table, claims, labels))
+                      summary_lines(config_table, claims, labels), data_sets=names)
+
+
+def _claims_only(reports: list[Report], labels: list[str], columns: list[str], notes: list[str],
+                 names: list[str] | None, why: str) -> Comparison:
+    """Sweeps with no configuration in common: their claims side by side, each verdict's transfer; no cells."""
+    claims = compared_claims(reports, labels, notes, by_order=True)
+    if claims.empty or not (claims["sweeps"] == ",".join(labels)).any():
+        raise ConfigError(f"comparison: no configuration is in every sweep ({why}), and no claim is stated by "
+                          f"every sweep: nothing to line up (state the same claims in each grid to compare "
+                          f"verdicts across data sets)")
+    notes.insert(1 if names else 0, f"configurations not compared: no configuration is in every sweep ({why}); "
+                 f"claims are compared by their text")
+    empty = pd.DataFrame()
+    text = {"claims": format_compared_claims(claims, labels, common=True, transfer=True),
+            "claims_elsewhere": format_compared_claims(claims, labels, common=False),
+            "configurations": empty, "configurations_elsewhere": empty}
+    return Comparison(reports, labels, columns, {"claims": claims}, text, notes,
+                      summary_lines(None, claims, labels), claims_only=True, data_sets=names)
 
 
 def legend(comparison: Comparison) -> pd.DataFrame:
@@ -122,7 +159,10 @@ def legend(comparison: Comparison) -> pd.DataFrame:
                      "seeds": ", ".join(format_cell(s) for s in seeds) or "–",
                      "configurations": str(len(report.tables["configurations"])),
                      "claims": str(len(sweep.claims))})
-    return pd.DataFrame(rows)
+    legend_table = pd.DataFrame(rows)
+    if comparison.data_sets:
+        legend_table.insert(1, "data", comparison.data_sets)
+    return legend_table
 
 
 def sweep_gaps(comparison: Comparison) -> list[str]:
@@ -140,11 +180,20 @@ def render_comparison(comparison: Comparison) -> str:
     names = " vs ".join(s.path.name for s in comparison.sweeps)
     lines = [f"# Comparison: {names}", "", to_markdown(legend(comparison)), ""]
     lines += [f"- {s}" for s in comparison.summary]
-    lines += ["", "Cells are matched by configuration (toggles and hyperparameters but the seed, as recorded), not by "
-              "run name or id. *failed* = diverged or collapsed. *same seeds*: the runs of one cell and seed in two "
-              "sweeps; *identical* = every outcome in summary.json equal bit for bit (timings, thread count and "
-              "versions aside), else the largest change of each headline number.", ""]
+    if comparison.claims_only:
+        lines += ["", "No configuration is in every sweep, so only the claims are compared (the reason is in the "
+                  "notes). Claims are matched by their text; a claim's rows pair by setting where every sweep tests "
+                  "it at the same settings, else in order, first with first (e.g. each data set's lowest lr). "
+                  "*transfers* = decided the same way in every sweep; *changes* = decided differently; *decided in "
+                  "A only* = inconclusive or not tested elsewhere.", ""]
+    else:
+        lines += ["", "Cells are matched by configuration (toggles and hyperparameters but the seed, as recorded), "
+                  "not by run name or id. *failed* = diverged or collapsed. *same seeds*: the runs of one cell and "
+                  "seed in two sweeps; *identical* = every outcome in summary.json equal bit for bit (timings, thread "
+                  "count and versions aside), else the largest change of each headline number.", ""]
     for name, title in TABLES.items():
+        if comparison.claims_only and name.startswith("configurations"):
+            continue
         table = comparison.text[name]
         if table.empty and name.endswith("elsewhere"):
             continue
@@ -156,12 +205,12 @@ def render_comparison(comparison: Comparison) -> str:
 
 def write_comparison(comparison: Comparison, out_dir: str | Path, formats: Sequence[str] = COMPARE_FORMATS
                      ) -> list[Path]:
-    """``compare.md`` (with md), ``compare_claims`` and ``compare_configurations`` as .md, .csv (every row,
-    numeric) and .tex; returns the paths written."""
+    """``compare.md`` (with md), ``compare_claims`` and ``compare_configurations`` (not when comparing claims only)
+    as .md, .csv (every row, numeric) and .tex; returns the paths written."""
     check_formats(formats, COMPARE_FORMATS, " for a comparison")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = ("claims", "configurations")
+    names = [n for n in ("claims", "configurations") if n in comparison.tables]  # claims only: no cells
     written = write_tables(out, {n: comparison.tables[n] for n in names}, {n: comparison.text[n] for n in names},
                            formats, TABLES, prefix="compare_")
     if "md" in formats:

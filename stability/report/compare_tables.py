@@ -1,13 +1,15 @@
 """A comparison's numbers: cells matched by configuration and claims matched by their text, across sweeps.
 
 One numeric DataFrame each (what ``compare_configurations.csv`` and ``compare_claims.csv`` hold), from the
-sweeps' reports; how cells and claims are matched, and what "identical" means for runs of the same cell and
-seed, is in :mod:`stability.report.compare`. :mod:`stability.report.compare_text` formats these tables.
+sweeps' reports; how cells and claims are matched, what "identical" means for runs of the same cell and seed,
+and how claims pair across data sets (whether a verdict *transfers*), is in :mod:`stability.report.compare`.
+:mod:`stability.report.compare_text` formats these tables.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ import pandas as pd
 
 from stability.analysis import metrics as M
 from stability.analysis.results import RECORD_COLUMNS, Sweep
+from stability.analysis.verdicts import VERDICTS
 from stability.record.identity import SEED
 from stability.report.build import Report
 from stability.report.configs import distinct_values, format_cell, group_key, is_finite
@@ -29,6 +32,9 @@ COMPARED_METRICS: tuple[tuple[str, str, int], ...] = (
 )
 # summary.json fields that describe the process rather than its outcome: never part of "identical".
 PROCESS_FIELDS = ("wall_time_s", "train_time_s", "images_per_s", "threads")
+# Verdicts that decide a claim one way or the other (an inconclusive one decides nothing): what can transfer.
+DECIDED = tuple(v for v in VERDICTS if v != "inconclusive")
+DATA = "data"  # the run table's column naming the data module by its class name (``DigitsDataModule``)
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -73,9 +79,10 @@ def runs_of(report: Report, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def why_disjoint(cells: Sequence[pd.DataFrame], labels: Sequence[str], columns: Sequence[str]) -> str:
-    """The columns whose values no two sweeps share, e.g. ``max_epochs: A has 30, B has 10``."""
+    """The columns whose values no two sweeps share, e.g. ``max_epochs: A has 30, B has 10``; the data module
+    first (other data sets explain everything else)."""
     parts = []
-    for c in columns:
+    for c in sorted(columns, key=lambda c: c != DATA):
         values = [{M.key_text(v): v for v in cell[c]} for cell in cells]
         shared = set(values[0]).intersection(*values[1:])
         if not shared:
@@ -86,6 +93,39 @@ def why_disjoint(cells: Sequence[pd.DataFrame], labels: Sequence[str], columns: 
         return "; ".join(parts[:4]) + (f"; and {len(parts) - 4} more columns" if len(parts) > 4 else "")
     sizes = ", ".join(f"{lab} has {len(cell)}" for lab, cell in zip(labels, cells, strict=True))
     return f"every column has a shared value, but no combination of them is shared; cells: {sizes}"
+
+
+def data_set_name(module: Any) -> str:
+    """A data module's class name as people name the data set: ``DigitsDataModule`` -> ``digits``,
+    ``FashionMNISTDataModule`` -> ``fashion-mnist``, ``CIFAR10DataModule`` -> ``cifar-10``."""
+    name = str(module).rsplit(".", 1)[-1].removesuffix("DataModule") or str(module)
+    return re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])", "-", name).lower()
+
+
+def data_sets(reports: Sequence[Report]) -> list[str] | None:
+    """Each sweep's data set(s) (``digits``; ``digits+cifar-10`` for a sweep over both), or None when they are
+    the same in every sweep or some sweep does not record its data module (an older record): only a
+    difference is worth a label."""
+    names = []
+    for report in reports:
+        finished = report.sweep.finished
+        values = [v for v in distinct_values(finished[DATA]) if M.key_text(v) != "NA"] if DATA in finished else []
+        if not values:
+            return None
+        names.append("+".join(data_set_name(v) for v in values))
+    return names if len(set(names)) > 1 else None
+
+
+def data_disjoint(reports: Sequence[Report]) -> bool:
+    """True when no data module is in every sweep (each recording one): their cells cannot be the same."""
+    per_sweep = []
+    for report in reports:
+        finished = report.sweep.finished
+        values = {M.key_text(v) for v in finished[DATA]} - {"NA"} if DATA in finished else set()
+        if not values:
+            return False
+        per_sweep.append(values)
+    return not set.intersection(*per_sweep)
 
 
 def compared_configurations(cells: Sequence[pd.DataFrame], runs: Sequence[pd.DataFrame], labels: Sequence[str],
@@ -185,51 +225,92 @@ def _same_seeds(runs_a: pd.DataFrame, runs_b: pd.DataFrame, key: str, labels: tu
 # ----------------------------------------------------------------------------------------------- claims
 
 
-def compared_claims(reports: Sequence[Report], labels: Sequence[str], notes: list[str]) -> pd.DataFrame:
-    """One row per (claim text, where tested) of any sweep: ``claim``, ``setting``, ``metric``, ``sweeps`` (which
-    state the claim), per sweep ``verdict_L``, ``effect_L``, ``low_L``, ``high_L``, ``n_seeds_L`` and the two
-    cells of its text (``effect_text_L``, ``verdict_text_L``, as the sweep's report formats them), and
-    ``agree`` (every sweep gave the same verdict, and each on paired runs or none on any)."""
-    per_sweep: list[dict[tuple[str, str], tuple[pd.Series, pd.Series]]] = []
-    for lab, report in zip(labels, reports, strict=True):
-        found: dict[tuple[str, str], tuple[pd.Series, pd.Series]] = {}
-        if "claims" in report.tables:
-            numbers, text = report.tables["claims"], report.text["claims"]
-            for i in range(len(numbers)):
-                row = numbers.iloc[i]
-                key = (row["claim"], row["setting"])
-                if key in found:
-                    notes.append(f"{lab}: claim {row['claim']!r} at {row['setting']} stated twice; the first is "
-                                 f"compared")
-                    continue
-                found[key] = (row, text.iloc[i])
-        per_sweep.append(found)
-    stated = [{claim for claim, _ in found} for found in per_sweep]
+def compared_claims(reports: Sequence[Report], labels: Sequence[str], notes: list[str],
+                    by_order: bool = False) -> pd.DataFrame:
+    """One row per claim text and setting (paired across sweeps, :func:`_pair_settings`): ``claim``, ``setting``
+    (where tested; ``A: lr 0.01; B: lr 0.003`` where the paired rows differ), ``metric``, ``sweeps`` (which state
+    the claim), per sweep ``setting_L``, ``verdict_L``, ``effect_L``, ``low_L``, ``high_L``, ``n_seeds_L`` and the
+    two cells of its text (``effect_text_L``, ``verdict_text_L``, as the sweep's report formats them); ``agree``
+    (every sweep gave the same verdict, and each on paired runs or none on any) and ``transfer``
+    (:func:`transfer_of`). ``by_order``: the rows of a claim tested at different settings in different sweeps
+    (each data set's own lr ladder) pair in order rather than not at all."""
+    per_sweep = [_claim_rows(lab, report, notes) for lab, report in zip(labels, reports, strict=True)]
+    stated = [set(found) for found in per_sweep]
     everywhere = set.intersection(*stated)
     rows = []
-    for key in dict.fromkeys(k for found in per_sweep for k in found):
-        claim, setting = key
-        row: dict[str, Any] = {"claim": claim, "setting": setting, "metric": None,
-                               "sweeps": ",".join(lab for lab, s in zip(labels, stated, strict=True) if claim in s)}
-        definitions = {}
-        for lab, found in zip(labels, per_sweep, strict=True):
-            if key not in found:
-                continue
-            numbers, text = found[key]
-            row["metric"] = row["metric"] or numbers["metric"]
-            definitions[lab] = text["metric"]
-            row.update({f"verdict_{lab}": numbers["verdict"], f"effect_{lab}": numbers["effect"],
-                        f"low_{lab}": numbers["low"], f"high_{lab}": numbers["high"],
-                        f"n_seeds_{lab}": numbers["n_seeds"], f"effect_text_{lab}": text["effect"],
-                        f"verdict_text_{lab}": text["verdict"]})
-        if len(set(definitions.values())) > 1:
-            notes.append(f"claim {claim!r} tests different things: "
-                         + "; ".join(f"{lab}: {d}" for lab, d in definitions.items()))
-        # A verdict reached without a single pair (no runs to test it) does not agree with one reached on runs.
-        verdicts = [(row.get(f"verdict_{lab}"), bool(row.get(f"n_seeds_{lab}"))) for lab in labels]
-        row["agree"] = claim in everywhere and all(v is not None for v, _ in verdicts) and len(set(verdicts)) == 1
-        rows.append(row)
+    for claim in dict.fromkeys(c for found in per_sweep for c in found):
+        settings = [list(found.get(claim, {})) for found in per_sweep]
+        for slot in _pair_settings(settings, by_order):
+            row: dict[str, Any] = {"claim": claim, "setting": None, "metric": None,
+                                   "sweeps": ",".join(lab for lab, s in zip(labels, stated, strict=True)
+                                                      if claim in s)}
+            definitions, where = {}, {}
+            for lab, found, setting in zip(labels, per_sweep, slot, strict=True):
+                if setting is None:
+                    continue
+                numbers, text = found[claim][setting]
+                where[lab] = setting
+                row["metric"] = row["metric"] or numbers["metric"]
+                definitions[lab] = text["metric"]
+                row.update({f"setting_{lab}": setting, f"verdict_{lab}": numbers["verdict"],
+                            f"effect_{lab}": numbers["effect"], f"low_{lab}": numbers["low"],
+                            f"high_{lab}": numbers["high"], f"n_seeds_{lab}": numbers["n_seeds"],
+                            f"effect_text_{lab}": text["effect"], f"verdict_text_{lab}": text["verdict"]})
+            row["setting"] = next(iter(where.values())) if len(set(where.values())) == 1 else \
+                "; ".join(f"{lab}: {s}" for lab, s in where.items())
+            if len(set(definitions.values())) > 1:
+                notes.append(f"claim {claim!r} tests different things: "
+                             + "; ".join(f"{lab}: {d}" for lab, d in definitions.items()))
+            # A verdict reached without a single pair (no runs to test it) does not agree with one reached on runs.
+            verdicts = [(row.get(f"verdict_{lab}"), bool(row.get(f"n_seeds_{lab}"))) for lab in labels]
+            row["agree"] = claim in everywhere and all(v is not None for v, _ in verdicts) and len(set(verdicts)) == 1
+            row["transfer"] = transfer_of({lab: row.get(f"verdict_{lab}") for lab in labels})
+            rows.append(row)
     return _integers(pd.DataFrame(rows), ("n_seeds_",))
+
+
+def _claim_rows(label: str, report: Report, notes: list[str]) -> dict[str, dict[str, tuple[pd.Series, pd.Series]]]:
+    """One sweep's claims table: claim text -> setting -> (numbers, text), in the report's order."""
+    found: dict[str, dict[str, tuple[pd.Series, pd.Series]]] = {}
+    if "claims" not in report.tables:
+        return found
+    numbers, text = report.tables["claims"], report.text["claims"]
+    for i in range(len(numbers)):
+        row = numbers.iloc[i]
+        rows = found.setdefault(row["claim"], {})
+        if row["setting"] in rows:
+            notes.append(f"{label}: claim {row['claim']!r} at {row['setting']} stated twice; the first is compared")
+            continue
+        rows[row["setting"]] = (row, text.iloc[i])
+    return found
+
+
+def _pair_settings(settings: Sequence[Sequence[str]], by_order: bool) -> list[list[str | None]]:
+    """Which rows of one claim go side by side: one list per table row, one setting (or None) per sweep.
+
+    By setting (the same lr in every sweep) where every sweep that states the claim tests it at the same
+    settings, or where ``by_order`` is off; otherwise in order, first with first (for an lr claim, each data
+    set's lowest tested lr with the other's lowest), a sweep's extra rows standing alone.
+    """
+    stating = [set(s) for s in settings if s]
+    if not by_order or all(s == stating[0] for s in stating):
+        union = list(dict.fromkeys(x for s in settings for x in s))
+        return [[x if x in s else None for s in settings] for x in union]
+    return [[s[i] if i < len(s) else None for s in settings] for i in range(max(len(s) for s in settings))]
+
+
+def transfer_of(verdicts: dict[str, Any]) -> str:
+    """Whether a claim's verdict carries over between sweeps (label -> verdict, None where not tested):
+    ``transfers`` (every sweep decided it, the same way), ``changes`` (decided differently somewhere),
+    ``decided in A only`` (the others inconclusive or not testing it), ``undecided`` (decided nowhere)."""
+    decided = {lab: v for lab, v in verdicts.items() if v in DECIDED}
+    if not decided:
+        return "undecided"
+    if len(set(decided.values())) > 1:
+        return "changes"
+    if len(decided) == len(verdicts):
+        return "transfers"
+    return f"decided in {', '.join(decided)} only"
 
 
 def _integers(table: pd.DataFrame, prefixes: Sequence[str]) -> pd.DataFrame:

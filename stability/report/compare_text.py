@@ -32,9 +32,11 @@ def shown_columns(table: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     return [c for c in columns if len(distinct_values(table[c])) > 1]
 
 
-def format_compared_claims(table: pd.DataFrame, labels: Sequence[str], common: bool) -> pd.DataFrame:
-    """Claims every sweep states (``common``): verdict and effect per sweep and ``agree``; else the others, with
-    the sweeps that state them."""
+def format_compared_claims(table: pd.DataFrame, labels: Sequence[str], common: bool,
+                           transfer: bool = False) -> pd.DataFrame:
+    """Claims every sweep states (``common``): verdict and effect (with its interval) per sweep and ``agree``, or
+    with ``transfer`` (sweeps on different data sets) whether the verdict transfers; else the others, with the
+    sweeps that state them."""
     if table.empty:
         return pd.DataFrame()
     everywhere = table["sweeps"] == ",".join(labels)
@@ -48,7 +50,9 @@ def format_compared_claims(table: pd.DataFrame, labels: Sequence[str], common: b
                 out[f"verdict {lab}"], out[f"effect {lab}"] = r[f"verdict_text_{lab}"], r[f"effect_text_{lab}"]
             else:
                 out[f"verdict {lab}"] = out[f"effect {lab}"] = "not tested" if lab in r["sweeps"] else "–"
-        if common:
+        if common and transfer:
+            out["transfer"] = r["transfer"]
+        elif common:
             out["agree"] = "yes" if r["agree"] else "no"
         rows.append(out)
     return pd.DataFrame(rows)
@@ -117,22 +121,25 @@ def _amount(v: float) -> str:
     return "a value on one side only" if math.isinf(v) else f"{v:.3g}"
 
 
-def summary_lines(configurations: pd.DataFrame, claims: pd.DataFrame, labels: Sequence[str]) -> list[str]:
-    """Counts for people: cells in every sweep, verdicts that agree (naming those that do not), same-seed cells."""
-    everywhere = configurations["sweeps"] == ",".join(labels)
-    lines = [f"{int(everywhere.sum())} configurations in every sweep, {int((~everywhere).sum())} in only some"]
+def summary_lines(configurations: pd.DataFrame | None, claims: pd.DataFrame, labels: Sequence[str]) -> list[str]:
+    """Counts for people: cells in every sweep, verdicts that agree (naming those that do not), same-seed cells,
+    the claims that hold on every sweep. ``configurations`` None: sweeps compared by their claims alone (other
+    data sets), where what counts is whether each verdict transfers."""
+    lines = []
+    if configurations is not None:
+        everywhere = configurations["sweeps"] == ",".join(labels)
+        lines.append(f"{int(everywhere.sum())} configurations in every sweep, {int((~everywhere).sum())} in only some")
+    else:
+        lines.append("no configuration in every sweep: claims compared by their text only")
     if len(claims):
         common = claims[claims["sweeps"] == ",".join(labels)]
-        differ = common.loc[~common["agree"].astype(bool), "claim"]
-        line = f"{int(common['agree'].sum())} of {len(common)} verdicts agree"
-        if len(differ):
-            line += "; they differ on: " + "; ".join(dict.fromkeys(differ))
-        lines.append(line)
+        lines.append(_agree_line(common) if configurations is not None else _transfer_line(common))
         if len(common) < len(claims):
             lines.append(f"{claims.loc[claims['sweeps'] != ','.join(labels), 'claim'].nunique()} claim(s) stated "
                          f"by only some sweeps")
+        lines.append(holds_line(common, labels))
     for lab in labels[1:]:
-        shared = configurations.get(f"shared_seeds_{lab}")
+        shared = None if configurations is None else configurations.get(f"shared_seeds_{lab}")
         if shared is None or not shared.fillna(0).gt(0).any():
             continue
         with_seeds = configurations[shared.fillna(0) > 0]
@@ -140,3 +147,36 @@ def summary_lines(configurations: pd.DataFrame, claims: pd.DataFrame, labels: Se
         lines.append(f"{lab} vs {labels[0]}, runs of the same cell and seed: {int(same.sum())} of {len(with_seeds)} "
                      f"cells identical, {int((~same).sum())} moved")
     return lines
+
+
+def _agree_line(common: pd.DataFrame) -> str:
+    differ = common.loc[~common["agree"].astype(bool), "claim"]
+    line = f"{int(common['agree'].sum())} of {len(common)} verdicts agree"
+    return line + ("; they differ on: " + "; ".join(dict.fromkeys(differ)) if len(differ) else "")
+
+
+def _transfer_line(common: pd.DataFrame) -> str:
+    """``verdicts: 1 of 3 transfers, 1 changes (X), 1 decided in A only``."""
+    counts = common["transfer"].value_counts()
+    parts = [f"{int(counts.get('transfers', 0))} of {len(common)} transfer"]
+    changed = common.loc[common["transfer"] == "changes", "claim"]
+    if len(changed):
+        parts.append(f"{len(changed)} change{'s' if len(changed) == 1 else ''} (" + "; ".join(dict.fromkeys(changed))
+                     + ")")
+    parts += [f"{n} {what}" for what, n in counts.items() if what not in ("transfers", "changes")]
+    return "verdicts: " + ", ".join(parts)
+
+
+def holds_line(common: pd.DataFrame, labels: Sequence[str]) -> str:
+    """The claims every sweep decides the same way, by verdict: ``holds on both: supported: X; contradicted: Y``
+    (a claim tested at several settings names the setting)."""
+    where = "both" if len(labels) == 2 else "every sweep"
+    held = common[common["transfer"] == "transfers"] if len(common) else common
+    if held.empty:
+        return f"holds on {where}: no claim (none is decided the same way in every sweep)"
+    several = common["claim"].value_counts()
+    parts = []
+    for verdict, rows in held.groupby(held[f"verdict_{labels[0]}"], sort=False):
+        names = [r["claim"] + (f" at {r['setting']}" if several[r["claim"]] > 1 else "") for _, r in rows.iterrows()]
+        parts.append(f"{verdict}: " + "; ".join(names))
+    return f"holds on {where}: " + " — ".join(parts)
