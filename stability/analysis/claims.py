@@ -178,7 +178,7 @@ def _selector(raw: Any, at: str, allow_empty: bool, lists: bool = False) -> dict
                               f"{', '.join(HPARAM_KEYS)}")
         values = list(value) if lists and isinstance(value, list) else [value]
         if column in TOGGLES:
-            bad = [v for v in values if v not in TOGGLES[column].values]
+            bad = [v for v in values if not TOGGLES[column].accepts(v)]
             if bad:
                 own = ", an entry point or a class path package.module.Class" if TOGGLES[column].component else ""
                 raise ConfigError(f"{at}.{key}: got {bad[0]!r}; valid values: "

@@ -156,6 +156,12 @@ def load_sweep(sweep_dir: str | Path, *, stale_after_s: float = 900.0, now: floa
     for col in ("run_id", "diverged_step", "divergence_reason", "error", *toggles, *hparams):
         if col not in runs:
             runs[col] = None
+    # A record from before a toggle existed ran at its baseline: say so, or configurations split in two. A run
+    # with no record of its config at all stays unknown (never guessed).
+    recorded = runs[[t for t in toggles if t in runs]].notna().any(axis=1) if toggles else None
+    for col in toggles:
+        if col in TOGGLES and recorded is not None:
+            runs[col] = runs[col].where(runs[col].notna() | ~recorded, TOGGLES[col].baseline)
     runs["diverged"] = runs["status"].eq(DIVERGED)
     runs["collapsed"] = runs["status"].eq(COLLAPSED)
     for col in runs.columns:

@@ -1,6 +1,7 @@
 """The configurable Vision Transformer: ``VisionTransformer(ViTConfig(norm="centernorm"))``.
 
-``MODEL_TOGGLES`` maps each model toggle to its valid values, baseline first.
+``MODEL_TOGGLES`` maps each model toggle to its built-in values, baseline first; a toggle also takes a user's own
+component by entry point or class path (:mod:`stability.model.registry`, through which every component is built).
 
 The config (:mod:`stability.model.config`) is plain Python; the network needs torch. The package loads the
 torch-backed names on first use (PEP 562 ``__getattr__``), so code that only names runs and reads records

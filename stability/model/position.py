@@ -63,7 +63,8 @@ PE_TYPES: dict[str, Callable[[ViTConfig], nn.Parameter]] = {
     "learned": lambda cfg: learned_pos_embed(cfg.grid_size, cfg.embed_dim, cfg.num_prefix_tokens),
     "sincos": lambda cfg: sincos_pos_embed(cfg.grid_size, cfg.embed_dim, cfg.num_prefix_tokens),
 }
-# Whether the class token has a position embedding of its own (sincos: its row is a frozen zero).
+# Whether the class token has a position embedding of its own (sincos: its row is a frozen zero); a user's PE type
+# is taken to have one.
 CLS_HAS_PE = {"learned": True, "sincos": False}
 
 
@@ -123,5 +124,5 @@ INPUT_PE: dict[str, Callable[[ViTConfig], nn.Module]] = {
 }
 BLOCK_PE: dict[str, Callable[[ViTConfig], nn.Module]] = {
     "default": lambda cfg: NoBlockPE(),
-    "lape": lambda cfg: LaPENorm(cfg.embed_dim, cfg.num_tokens, cls_pe=CLS_HAS_PE[cfg.pos_embed_type]),
+    "lape": lambda cfg: LaPENorm(cfg.embed_dim, cfg.num_tokens, cls_pe=CLS_HAS_PE.get(cfg.pos_embed_type, True)),
 }

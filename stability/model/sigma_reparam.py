@@ -105,7 +105,55 @@ class _SigmaReparam:
         return self.weight * (self.gamma / self.estimate_sigma(update=False))
 
     def _weight_hat(self) -> torch.Tensor:
-        return self.weight * (self.gamma / self.estimate_sigma(update=self.training))
+        """W_hat for the forward: the same numbers as :meth:`effective_weight`, as one autograd node
+        (:class:`_ReparamWeight`); a training forward stores the new u, v and sigma."""
+        w_hat, sigma, v, u = _ReparamWeight.apply(self.weight, self.gamma, self.u)
+        if self.training:  # in place: DDP and the state dict hold these very tensors
+            with torch.no_grad():
+                self.u.copy_(u)
+                self.v.copy_(v)
+                self.sigma.copy_(sigma)
+        return w_hat
+
+
+class _ReparamWeight(torch.autograd.Function):
+    """(W, gamma, u) -> W_hat = gamma / sigma * W, sigma = ||W^T v||, v = normalise(W u); also sigma, v and the new
+    u = W^T v / sigma (no gradient).
+
+    Why a node of its own: written as tensor operations (:meth:`_SigmaReparam.effective_weight`), the gradient
+    takes about ten weight-sized passes and as many small autograd nodes per layer and step, which on a small
+    model costs as much as the matmuls. Its closed form, with G = dL/dW_hat, s = gamma / sigma and k = <G, W>:
+
+        dL/dgamma = k / sigma,    dL/dW = s G - (s k / sigma) v u^T    (d sigma / dW = v u^T)
+
+    is one reduction and two weight-sized passes. Differentiable once (what training and margin training need).
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, weight: torch.Tensor, gamma: torch.Tensor,
+                u: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        w = weight.reshape(weight.shape[0], -1)  # (out, in * kh * kw) for a conv kernel
+        v = torch.mv(w, u)
+        v = v / torch.linalg.vector_norm(v).clamp_min(1e-12)  # (out,), F.normalize in fewer steps
+        t = torch.mv(w.t(), v)  # (in,)
+        sigma = torch.linalg.vector_norm(t)  # (): v^T W u_new
+        inverse = 1.0 / sigma.clamp_min(1e-12)
+        scale = gamma * inverse
+        u_new = t * inverse
+        ctx.save_for_backward(weight, v, u_new, scale, inverse)
+        ctx.mark_non_differentiable(sigma, v, u_new)
+        return weight * scale, sigma, v, u_new
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor,
+                 *unused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        weight, v, u, scale, inverse = ctx.saved_tensors  # type: ignore[attr-defined]
+        g = grad.reshape(grad.shape[0], -1)  # (out, in * kh * kw), as W
+        k = torch.dot(g.reshape(-1), weight.reshape(-1)) * inverse  # <G, W> / sigma = dL/dgamma
+        rank_one = v * (-scale * k)  # (out,): the coefficient of v u^T
+        grad_w = torch.addcmul(g * scale, rank_one[:, None], u[None, :])  # s G - (s k / sigma) v u^T, one pass
+        return grad_w.reshape(weight.shape), k, None
 
 
 class SigmaReparamLinear(_SigmaReparam, nn.Linear):
@@ -232,8 +280,16 @@ def sigma_reparam_layers(model: nn.Module) -> list[nn.Module]:
 def sigma_reparam(model: nn.Module) -> None:
     """The ``reparam`` toggle's value ``sigma``: :func:`apply_sigma_reparam` on the whole model, every Linear and
     conv (the official converter's set), applied by ``VisionTransformer.__init__`` after the ``init`` scheme, so
-    gamma and u describe the initialised weights and W_hat = W at the start."""
+    gamma and u describe the initialised weights and W_hat = W at the start.
+
+    The classifier too, as the official converter does: the plain head is an ``nn.Linear`` subclass (for its
+    ``effective_weight``) that computes exactly what ``nn.Linear`` does, so it is swapped like one (the
+    reparametrised layer has an ``effective_weight`` too). A head with its own forward (LLN's unit rows, which
+    would undo gamma / sigma anyway) is left as it is."""
     apply_sigma_reparam(model, convs=True)
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear) and not isinstance(head, _SigmaReparam) and type(head).forward is nn.Linear.forward:
+        model.head = SigmaReparamLinear.from_linear(head)
 
 
 # merged after init.REPARAMS (the baseline, ``none``) by the registry

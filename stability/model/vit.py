@@ -1,10 +1,12 @@
 """The configurable Vision Transformer (Dosovitskiy et al. 2021), every stability trick a toggle.
 
-Each component comes from a small name -> builder map (stems, norms, attention, position, residual, mlp,
-head; init is a name -> function map), picked by the config; a builder takes the whole config and reads the fields its
-component needs, so this file holds no per-component settings. A disabled trick is the baseline class
-(often ``nn.Identity``), not an ``if``. With every toggle at its first value, parameter names, shapes and
-outputs are those of ``timm.models.vision_transformer.VisionTransformer`` of the same size.
+Each component is built by the registry (:func:`stability.model.registry.build`) from the value its toggle
+holds: a built-in name (the small name -> builder maps of stems, norms, attention, position, residual, mlp,
+head; init is a name -> function map), an installed entry point or a user's class path, all the same way. A
+builder takes the whole config and reads the fields its component needs, so this file holds no per-component
+settings. A disabled trick is the baseline class (often ``nn.Identity``), not an ``if``. With every toggle at its
+first value, parameter names, shapes and outputs are those of ``timm.models.vision_transformer.VisionTransformer``
+of the same size.
 
 Notation: B batch, N = P + (img_size / patch_size)^2 tokens (P = 1 class token first, or none with the
 shift mixer), D embed_dim.
@@ -18,15 +20,8 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from stability.model.attention import ATTENTIONS
+from stability.model import registry
 from stability.model.config import ViTConfig
-from stability.model.heads import HEADS
-from stability.model.init import INITS
-from stability.model.mlp import MLPS
-from stability.model.norms import NORMS
-from stability.model.position import BLOCK_PE, INPUT_PE, PE_TYPES
-from stability.model.residual import RESIDUALS
-from stability.model.stems import STEMS
 
 
 class Block(nn.Module):
@@ -46,17 +41,17 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ViTConfig, drop_path: float = 0.0) -> None:
         super().__init__()
-        attn = ATTENTIONS[cfg.attention](cfg)
+        attn = registry.build("attention", cfg)
         self.attn_on_stream = bool(getattr(attn, "on_stream", False))
         branch = not self.attn_on_stream  # attention is a residual branch (timm's module order below)
-        self.norm1 = NORMS[cfg.norm](cfg) if branch else nn.Identity()
-        self.pe_norm = BLOCK_PE[cfg.pos_embed](cfg)
+        self.norm1 = registry.build("norm", cfg) if branch else nn.Identity()
+        self.pe_norm = registry.build("pos_embed", cfg)
         self.attn = attn
-        self.ls1 = RESIDUALS[cfg.residual](cfg) if branch else nn.Identity()
+        self.ls1 = registry.build("residual", cfg) if branch else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 and branch else nn.Identity()
-        self.norm2 = NORMS[cfg.norm](cfg)
-        self.mlp = MLPS[cfg.mlp](cfg)
-        self.ls2 = RESIDUALS[cfg.residual](cfg)
+        self.norm2 = registry.build("norm", cfg)
+        self.mlp = registry.build("mlp", cfg)
+        self.ls2 = registry.build("residual", cfg)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pe: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -102,6 +97,7 @@ def pool_avg(x: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
 
 
 POOLS = {"token": pool_token, "avg": pool_avg}
+NO_STATS = {"max_logit": float("nan"), "entropy": float("nan")}  # a mixer that records no attention stats
 
 
 class VisionTransformer(nn.Module):
@@ -117,21 +113,22 @@ class VisionTransformer(nn.Module):
         cfg = cfg if cfg is not None else ViTConfig()
         self.cfg = cfg
         dim = cfg.embed_dim
-        self.patch_embed = STEMS[cfg.stem](cfg)
+        self.patch_embed = registry.build("stem", cfg)
         if cfg.num_prefix_tokens:
             self.cls_token = nn.Parameter(torch.empty(1, 1, dim))
             nn.init.normal_(self.cls_token, std=1e-6)  # timm's init
         else:  # the shift mixer never reaches a class token (timm: class_token=False)
             self.register_parameter("cls_token", None)
-        self.pos_embed = PE_TYPES[cfg.pos_embed_type](cfg)  # (1, N, D)
-        self.pos_input = INPUT_PE[cfg.pos_embed](cfg)
+        self.pos_embed = registry.build("pos_embed_type", cfg)  # (1, N, D)
+        self.pos_input = registry.build("pos_embed", cfg, role="input")
         rates = torch.linspace(0, cfg.drop_path_rate, cfg.num_blocks).tolist()  # stochastic depth rule
-        self.blocks = nn.ModuleList([BLOCKS[cfg.norm_placement](cfg, rate) for rate in rates])
-        self.norm = NORMS[cfg.norm](cfg) if cfg.global_pool == "token" else nn.Identity()
+        self.blocks = nn.ModuleList([registry.build("norm_placement", cfg, rate) for rate in rates])
+        self.norm = registry.build("norm", cfg) if cfg.global_pool == "token" else nn.Identity()
         self.pool = partial(POOLS[cfg.global_pool], num_prefix_tokens=cfg.num_prefix_tokens)
-        self.fc_norm = NORMS[cfg.norm](cfg) if cfg.global_pool == "avg" else nn.Identity()
-        self.head = HEADS[cfg.head](cfg)
-        INITS[cfg.init](self)
+        self.fc_norm = registry.build("norm", cfg) if cfg.global_pool == "avg" else nn.Identity()
+        self.head = registry.build("head", cfg)
+        registry.resolve("init", cfg.init)(self)  # init is a function of the built model, not a module
+        registry.resolve("reparam", cfg.reparam)(self)  # after the init: it reparametrises the initial weights
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> final tokens (B, N, D)."""
@@ -150,13 +147,15 @@ class VisionTransformer(nn.Module):
     # ---------------------------------------------------------------- attention telemetry
     def set_attention_stats(self, enabled: bool) -> None:
         """Make every attention layer also compute its explicit logits on the following forwards (costly:
-        an extra (B, H, N, N) product per layer), or return to the plain fused path. Clears old stats."""
+        an extra (B, H, N, N) product per layer), or return to the plain fused path. Clears old stats.
+        A user's mixer without ``set_stats_recording`` is skipped (its stats read NaN)."""
         for block in self.blocks:
-            block.attn.set_stats_recording(enabled)
+            if hasattr(block.attn, "set_stats_recording"):
+                block.attn.set_stats_recording(enabled)
 
     def attention_stats(self) -> list[dict[str, float]]:
         """Per layer {"max_logit", "entropy"} of the last forward with stats on (NaN where none ran)."""
-        return [block.attn.stats() for block in self.blocks]
+        return [block.attn.stats() if hasattr(block.attn, "stats") else dict(NO_STATS) for block in self.blocks]
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -3,10 +3,12 @@
 Plain Python (no torch, no Lightning), so the training run that writes ``summary.json``, the sweep parent
 that names run folders, the results loader and the tests all use the same definitions:
 
-- ``TOGGLES``: every toggle, where it lives in the config and its valid values, baseline first. The model
-  toggles come from the ``Literal`` types of :class:`stability.model.ViTConfig` (their one source of truth);
-  ``warmup`` is the training recipe's toggle (``ViTClassifier(warmup=...)``): on in the baseline, because the
-  papers' claim is that their tricks make it unnecessary.
+- ``TOGGLES``: every toggle, where it lives in the config and its built-in values, baseline first. The model
+  toggles come from the component registry (:data:`stability.model.registry.KINDS`, their one source of
+  truth), which also accepts a user's own component by entry point or class path: :meth:`Toggle.accepts`
+  says whether a value is valid, ``values`` lists only the built-in ones. ``warmup`` is the training recipe's
+  toggle (``ViTClassifier(warmup=...)``): on in the baseline, because the papers' claim is that their tricks
+  make it unnecessary.
 - :func:`config_hash`: the run id, a hash of the resolved config. The id *is* the experiment: the same cell
   reached from two grid files, or from a re-run, lands in the same folder; any change makes a new run.
 - :func:`run_name`: for people and TensorBoard's run filter: the toggles that differ from the baseline, any
@@ -23,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stability.model.config import MODEL_TOGGLES
+from stability.model import registry
 from stability.record.config_files import get_dotted
 
 SEED_KEY = "seed_everything"
@@ -35,20 +37,28 @@ SEED = "seed"
 
 @dataclass(frozen=True)
 class Toggle:
-    """One stability toggle: its name, its dotted key in the resolved config, its values (baseline first)."""
+    """One stability toggle: its name, its dotted key in the resolved config, its built-in values (baseline
+    first), and whether it is a model component kind that also takes a user's own component."""
 
     name: str
     key: str
     values: tuple[Any, ...]
+    component: bool = False  # a registry kind: entry points and class paths are valid values too
 
     @property
     def baseline(self) -> Any:
         """The value of the control (timm's ViT with the usual recipe)."""
         return self.values[0]
 
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` is valid: a built-in value, or for a component toggle an installed entry point or
+        an importable class path (:func:`stability.model.registry.accepts`; a class path is imported)."""
+        return value in self.values or (self.component and registry.accepts(self.name, value))
+
 
 def _all_toggles() -> dict[str, Toggle]:
-    toggles = {name: Toggle(name, f"model.vit.{name}", values) for name, values in MODEL_TOGGLES.items()}
+    toggles = {name: Toggle(name, f"model.vit.{name}", kind.builtins, component=True)
+               for name, kind in registry.KINDS.items()}
     toggles["warmup"] = Toggle("warmup", "model.warmup", (True, False))
     return toggles
 
@@ -62,8 +72,10 @@ def baselines() -> dict[str, Any]:
 
 
 def toggles_of(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The toggle values of a resolved config, in ``TOGGLES`` order (None where the config lacks one)."""
-    return {name: get_dotted(config, toggle.key, None) for name, toggle in TOGGLES.items()}
+    """The toggle values of a resolved config, in ``TOGGLES`` order; a toggle the config lacks is at its baseline
+    (a resolved config leaves out options added later while they hold their defaults, and every toggle's
+    default is its baseline)."""
+    return {name: get_dotted(config, toggle.key, toggle.baseline) for name, toggle in TOGGLES.items()}
 
 
 # Headline hyperparameters: summary.json's ``hparams`` and the HParams tab's columns besides the toggles.
@@ -76,6 +88,7 @@ HPARAM_KEYS: dict[str, str] = {
     "label_smoothing": "model.label_smoothing",
     "z_loss": "model.z_loss",
     "margin_eps": "model.margin_eps",  # margin training (certified robustness): a different experiment
+    "qk_clip": "qk_clip.tau",  # QK-clip's logit threshold (Kimi K2); None: off (the group is left out then)
     SEED: SEED_KEY,
     "batch_size": "data.batch_size",
     "max_epochs": "trainer.max_epochs",
@@ -110,7 +123,7 @@ def config_hash(config: Mapping[str, Any]) -> str:
 # -- names -------------------------------------------------------------------------------------------------
 # Short labels for keys grids often vary; any other key is labelled by its last component.
 LABELS = {"model.weight_decay": "wd", "data.batch_size": "bs", "data.init_args.batch_size": "bs",
-          "trainer.gradient_clip_val": "clip", "trainer.max_epochs": "epochs"}
+          "trainer.gradient_clip_val": "clip", "trainer.max_epochs": "epochs", "qk_clip.tau": "qk_clip"}
 MAX_NAME = 180  # stay well below the 255-byte file-name limit; the id suffix keeps names unique
 
 

@@ -8,13 +8,17 @@ The rules:
 
 - **Baseline values are neutral.** Every toggle's baseline (its first value: ``patchify``, ``layernorm``,
   ``dot``, warmup on, ...) is :data:`NEUTRAL` grey: "no trick" looks the same everywhere.
-- **Every other value has its own colour.** The non-baseline values of all toggles are ranked round-robin,
-  toggle by toggle in ``TOGGLES`` order: first each toggle's first alternative (``stem=conv``,
+- **Every other value has its own look.** The non-baseline built-in values of all toggles are ranked
+  round-robin, toggle by toggle in ``TOGGLES`` order: first each toggle's first alternative (``stem=conv``,
   ``norm=centernorm``, ..., ``warmup=False``), then each toggle's second one (``norm=rmsnorm``,
-  ``attention=qknorm``, ...), and so on; the k-th value in that ranking takes ``COLOURS[k]``. The strong
-  colours thus go to each toggle's main alternative, and as long as ``COLOURS`` is longer than the ranking
-  (19 colours, 17 non-baseline values today) no two values of any toggles share a colour. A value that
-  ``TOGGLES`` does not list (an older sweep's value) gets a colour from a stable hash of ``toggle=value``.
+  ``attention=qknorm``, ...), and so on; the k-th value in that ranking takes ``COLOURS[k % len(COLOURS)]``
+  in its ``k // len(COLOURS)``-th line style (:func:`look`). The strong colours thus go to each toggle's main
+  alternative; while the ranking is shorter than ``COLOURS`` (19 colours, 17 non-baseline values today) no two
+  values share a colour, and past it the colours cycle with the next line style and marker, so any number of
+  values stay apart. A value ``TOGGLES`` does not list (a researcher's own component, ``norm=mylab.norms.DyT``,
+  or an older sweep's value) gets a colour from a stable hash of ``toggle=value``: the same in every figure and
+  sweep, and where it meets another value's colour in one figure, the later one takes the next line style and
+  marker (:func:`value_styles`, :func:`config_styles`).
 - **Configurations (several toggles at once) take the colour of their first non-baseline toggle value**, in
   ``TOGGLES`` order, among the toggles the figure distinguishes (those that vary in it and do not name its
   facet): ``stem=conv,warmup=False`` is coloured as ``stem=conv``, ``warmup=False`` alone as warmup=False,
@@ -56,18 +60,19 @@ def value_key(value: Any) -> str:
     return str(value)
 
 
-def _ranking() -> dict[tuple[str, str], str]:
-    """(toggle, value key) -> colour for every non-baseline value of ``TOGGLES`` (module docstring)."""
+def _ranking() -> dict[tuple[str, str], tuple[str, int]]:
+    """(toggle, value key) -> (colour, line-style index) for every non-baseline value of ``TOGGLES``
+    (module docstring)."""
     alternatives = [toggle.values[1:] for toggle in TOGGLES.values()]
     ranked: list[tuple[str, str]] = []
     for rank in range(max((len(a) for a in alternatives), default=0)):
         for name, values in zip(TOGGLES, alternatives, strict=True):
             if rank < len(values):
                 ranked.append((name, value_key(values[rank])))
-    return {pair: COLOURS[i % len(COLOURS)] for i, pair in enumerate(ranked)}
+    return {pair: (COLOURS[i % len(COLOURS)], i // len(COLOURS)) for i, pair in enumerate(ranked)}
 
 
-_COLOUR_OF = _ranking()
+_LOOK_OF = _ranking()
 
 
 def is_baseline(toggle: str, value: Any) -> bool:
@@ -76,15 +81,21 @@ def is_baseline(toggle: str, value: Any) -> bool:
     return known is not None and value_key(value) == value_key(known.baseline)
 
 
+def look(toggle: str, value: Any) -> tuple[str, int]:
+    """(colour, line-style index) of ``toggle=value`` in every figure: neutral and solid for the baseline, the
+    ranked built-in values' own, a stable hash's colour (solid) for any other value (module docstring)."""
+    if is_baseline(toggle, value):
+        return NEUTRAL, 0
+    key = (toggle, value_key(value))
+    if key in _LOOK_OF:
+        return _LOOK_OF[key]
+    digest = hashlib.sha256(f"{key[0]}={key[1]}".encode()).digest()
+    return COLOURS[digest[0] % len(COLOURS)], 0
+
+
 def colour(toggle: str, value: Any) -> str:
     """The colour of ``toggle=value`` in every figure: neutral for the baseline (module docstring)."""
-    if is_baseline(toggle, value):
-        return NEUTRAL
-    key = (toggle, value_key(value))
-    if key in _COLOUR_OF:
-        return _COLOUR_OF[key]
-    digest = hashlib.sha256(f"{key[0]}={key[1]}".encode()).digest()
-    return COLOURS[digest[0] % len(COLOURS)]
+    return look(toggle, value)[0]
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,11 @@ class Style:
     linestyle: str
     marker: str
     key: str  # "stem=conv", or "baseline" when every distinguished toggle is at its baseline
+
+    @property
+    def line(self) -> dict[str, str]:
+        """Matplotlib's keywords for a line in this style's colour and line style."""
+        return {"color": self.colour, "ls": self.linestyle}
 
 
 def colour_key(config: Mapping[str, Any], toggles: Sequence[str]) -> tuple[str, str]:
@@ -107,8 +123,30 @@ def colour_key(config: Mapping[str, Any], toggles: Sequence[str]) -> tuple[str, 
     return "baseline", NEUTRAL
 
 
+def _style(colour_: str, start: int, key: str, used: set[tuple[str, int]]) -> Style:
+    """The first look of ``colour_`` from line style ``start`` on that no earlier line of the figure has."""
+    i = start
+    while (colour_, i) in used:
+        i += 1
+    used.add((colour_, i))
+    return Style(colour_, LINESTYLES[i % len(LINESTYLES)], MARKERS[i % len(MARKERS)], key)
+
+
+def value_styles(toggle: str | None, values: Sequence[Any]) -> dict[str, Style]:
+    """Value key -> :class:`Style` for the values of one toggle drawn together: each its own :func:`look`,
+    and a value whose look an earlier one already has (two hashed colours that meet) the next free style.
+    Without a toggle (one group of runs), neutral."""
+    used: set[tuple[str, int]] = set()
+    styles: dict[str, Style] = {}
+    for value in values:
+        colour_, start = look(toggle, value) if toggle else (NEUTRAL, 0)
+        styles[value_key(value)] = _style(colour_, start, f"{toggle}={value_key(value)}", used)
+    return styles
+
+
 def config_styles(configs: Mapping[str, Mapping[str, Any]], toggles: Sequence[str]) -> dict[str, Style]:
-    """Label -> :class:`Style` for configurations drawn together (module docstring).
+    """Label -> :class:`Style` for configurations drawn together (module docstring): no two lines of the figure
+    share colour and line style, however many configurations share a colour.
 
     Args:
         configs: label -> {toggle: value}, in drawing order.
@@ -116,12 +154,11 @@ def config_styles(configs: Mapping[str, Mapping[str, Any]], toggles: Sequence[st
             toggle a facet already names).
     """
     styles: dict[str, Style] = {}
-    used: dict[str, int] = {}
+    used: set[tuple[str, int]] = set()
     for label, config in configs.items():
         key, col = colour_key(config, toggles)
-        i = used.get(key, 0)
-        used[key] = i + 1
-        styles[label] = Style(col, LINESTYLES[i % len(LINESTYLES)], MARKERS[i % len(MARKERS)], key)
+        start = look(*key.split("=", 1))[1] if key != "baseline" else 0
+        styles[label] = _style(col, start, key, used)
     return styles
 
 

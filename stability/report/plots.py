@@ -91,8 +91,7 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
         runs: the runs to draw, indexed by run name, with ``diverged``, ``lr`` (one panel per value; one
             panel if absent) and the ``toggle`` column (``diverged_step`` is used when present).
         curves: long-format curves (:func:`stability.analysis.results.load_curves`), with ``tag`` among them.
-        toggle: the column that groups and colours the runs (:func:`stability.report.palette.colour`); None: one
-            group.
+        toggle: the column that groups the runs and styles them (:func:`palette.value_styles`); None: one group.
         title: what the runs are (the report gives the sweep's name); the figure's title is
             ``"{title}: {tag} by {toggle} (x = diverged)"``, without the prefix when empty.
     Per panel and value: every run as a faint line, the median over those runs and their interquartile band
@@ -110,12 +109,13 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
     fig = Figure(figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.4), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     values = toggle_values(runs, toggle)
+    styles = palette.value_styles(toggle, values)  # a colour each; values that share one: their own line style
     drawn: list[np.ndarray] = []
     for ax, lr in zip(axes, lrs, strict=False):
         panel = runs if lr is None else runs[runs[LR] == lr]
         for value in values:
             group = panel if toggle is None else panel[_is(panel[toggle], value)]
-            colour = palette.colour(toggle, value) if toggle else palette.NEUTRAL
+            style = styles[palette.value_key(value)]
             series, diverged = {}, set()
             for name, run in group.iterrows():
                 g = by_run.get(name, data.iloc[:0])
@@ -124,15 +124,15 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
                 if not len(steps):
                     continue
                 series[name] = pd.Series(loss, index=steps)
-                ax.plot(steps, loss, color=colour, lw=0.6, alpha=RAW_ALPHA)
+                ax.plot(steps, loss, color=style.colour, lw=0.6, alpha=RAW_ALPHA)
                 if bool(run["diverged"]):
                     diverged.add(name)
-                    ax.plot(steps[-1], loss[-1], "x", color=colour, ms=7, mew=1.5, zorder=4)
+                    ax.plot(steps[-1], loss[-1], "x", color=style.colour, ms=7, mew=1.5, zorder=4)
                 drawn.append(loss)
             if series:
                 q = quartiles(series, diverged)
-                ax.fill_between(q.index, q["q25"], q["q75"], color=colour, alpha=BAND_ALPHA, lw=0, gid="band")
-                ax.plot(q.index, q["q50"], color=colour, lw=1.5, gid="median")
+                ax.fill_between(q.index, q["q25"], q["q75"], color=style.colour, alpha=BAND_ALPHA, lw=0, gid="band")
+                ax.plot(q.index, q["q50"], **style.line, lw=1.5, gid="median")
         ax.set_title("all runs" if lr is None else f"lr = {lr:g}", fontsize=9)
         ax.set_xlabel("step")
     for ax in axes[len(lrs):]:
@@ -142,9 +142,9 @@ def divergence_curves(runs: pd.DataFrame, curves: pd.DataFrame, toggle: str | No
     axes[0].set_ylabel(tag)
     handles, labels = [], []
     for value in values:
-        colour = palette.colour(toggle, value) if toggle else palette.NEUTRAL
+        style = styles[palette.value_key(value)]
         sub = runs if toggle is None else runs[_is(runs[toggle], value)]
-        handles.append((Patch(color=colour, alpha=BAND_ALPHA, lw=0), Line2D([], [], color=colour, lw=1.5)))
+        handles.append((Patch(color=style.colour, alpha=BAND_ALPHA, lw=0), Line2D([], [], **style.line, lw=1.5)))
         what = f"{toggle}={format_value(value)}" if toggle else "all runs"
         labels.append(f"{what} ({int(sub['diverged'].astype(bool).sum())}/{len(sub)} diverged)")
     handles += [Line2D([], [], color=palette.NEUTRAL, lw=0.6, alpha=0.5),

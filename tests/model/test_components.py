@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stability.model import MODEL_TOGGLES, VisionTransformer, ViTConfig
+from stability.model import MODEL_TOGGLES, VisionTransformer, ViTConfig, registry
 from stability.model.attention import CosineAttention
 from stability.model.init import spectral_init
-from stability.model.norms import NORMS, CenterNorm, RMSNorm
+from stability.model.norms import CenterNorm, RMSNorm
 from stability.model.position import sincos_2d_table
 
 SMALL = dict(img_size=8, patch_size=2, in_chans=1, num_classes=5, embed_dim=32, depth=3, num_heads=4)
@@ -62,8 +62,13 @@ def rms_norm(x: torch.Tensor, norm: torch.nn.Module, eps: float = 1e-6) -> torch
     return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * norm.weight
 
 
+def dyt(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    """Zhu et al. 2025, DyT: gamma * tanh(alpha x) + beta, alpha a scalar."""
+    return norm.weight * torch.tanh(norm.alpha * x) + norm.bias
+
+
 # reference formula of every value of the norm toggle
-NORM_FORMULAS = {"layernorm": layer_norm, "centernorm": center_norm, "rmsnorm": rms_norm}
+NORM_FORMULAS = {"layernorm": layer_norm, "centernorm": center_norm, "rmsnorm": rms_norm, "dyt": dyt}
 
 
 def test_every_norm_has_a_reference_formula() -> None:
@@ -310,7 +315,8 @@ def test_spectral_init_resets_every_norm_the_toggle_builds(norm: str) -> None:
     are randomised first, so a norm that spectral init skipped would show."""
     cfg = ViTConfig(norm=norm, stem="conv", attention="qknorm", pos_embed="lape", residual="weighted",
                     img_size=16, patch_size=4, depth=3)
-    alone = randomise_(torch.nn.Sequential(NORMS[norm](cfg)))
+    build = registry.resolve("norm", norm)  # the built-in builder, from whichever file's table holds it
+    alone = randomise_(torch.nn.Sequential(build(cfg)))
     spectral_init(alone)
     _assert_reset(alone[0], f"NORMS[{norm!r}] alone")
 
@@ -323,7 +329,7 @@ def test_spectral_init_resets_every_norm_the_toggle_builds(norm: str) -> None:
         for i, blk in enumerate(model.blocks):
             where |= {f"blocks.{i}.{name}": blk.get_submodule(name)
                       for name in ("norm1", "norm2", "pe_norm", "attn.q_norm", "attn.k_norm")}
-        assert isinstance(where[final], type(NORMS[norm](cfg))) and type(where["blocks.0.norm1"]) is type(where[final])
+        assert isinstance(where[final], type(build(cfg))) and type(where["blocks.0.norm1"]) is type(where[final])
         for name, module in where.items():
             _assert_reset(module, f"norm={norm}, global_pool={pool}: {name}")
         assert torch.equal(model.blocks[0].ls1.gamma, alpha), f"norm={norm}: spectral init changed ls1.gamma"

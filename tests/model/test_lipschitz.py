@@ -193,7 +193,9 @@ def test_upper_bound_is_above_the_lower_bound_and_every_local_slope(values: dict
     cfg = ViTConfig(**TINY, **with_requirements(values))
     model = randomise_(VisionTransformer(cfg)).eval()
     mean, std = torch.tensor(0.3).reshape(1, 1, 1), torch.tensor(0.4).reshape(1, 1, 1)
-    bounds = LipschitzBound(model, input_scale(std)).compute(iters=30)
+    # power iteration approaches each sigma_max from below: converged (FINAL_ITERS), as the local slopes are
+    # compared with each part's value alone, without the slack of the product
+    bounds = LipschitzBound(model, input_scale(std)).compute(iters=100)
     assert bounds.backbone is not None and not bounds.unbounded
     pixels = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     lower = lower_bound(pixel_model(model, mean, std), pixels, steps=5)

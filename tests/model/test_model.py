@@ -17,12 +17,17 @@ from stability.errors import ConfigError
 from stability.model import MODEL_TOGGLES, VisionTransformer, ViTConfig, count_flops
 from stability.model.attention import ATTENTIONS
 from stability.model.config import REQUIRED_SETTINGS, with_requirements
+from stability.model.dyt import DYT_NORMS
 from stability.model.heads import HEADS
-from stability.model.init import INITS
+from stability.model.init import INITS, REPARAMS
+from stability.model.layerscale import LAYERSCALE_RESIDUALS
 from stability.model.mlp import ACTIVATIONS, MLPS
 from stability.model.norms import NORMS
+from stability.model.peri_ln import PERI_BLOCKS
 from stability.model.position import BLOCK_PE, CLS_HAS_PE, INPUT_PE, PE_TYPES
 from stability.model.residual import RESIDUALS
+from stability.model.sigma_reparam import SIGMA_REPARAMS
+from stability.model.softcap import SOFTCAP_ATTENTIONS
 from stability.model.stems import STEMS
 from stability.model.vit import BLOCKS
 
@@ -41,12 +46,15 @@ def images(cfg: ViTConfig, batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=g)
 
 
-MAPS = {"stem": STEMS, "norm": NORMS, "norm_placement": BLOCKS, "attention": ATTENTIONS, "pos_embed": INPUT_PE,
-        "pos_embed_type": PE_TYPES, "residual": RESIDUALS, "init": INITS, "activation": ACTIVATIONS, "mlp": MLPS,
-        "head": HEADS}
+# the built-in tables, a trick in a file of its own merged after its kind's core table (as the registry does)
+NORM_TABLE, ATTENTION_TABLE = NORMS | DYT_NORMS, ATTENTIONS | SOFTCAP_ATTENTIONS
+RESIDUAL_TABLE = RESIDUALS | LAYERSCALE_RESIDUALS
+MAPS = {"stem": STEMS, "norm": NORM_TABLE, "norm_placement": BLOCKS | PERI_BLOCKS, "attention": ATTENTION_TABLE,
+        "pos_embed": INPUT_PE, "pos_embed_type": PE_TYPES, "residual": RESIDUAL_TABLE, "init": INITS,
+        "reparam": REPARAMS | SIGMA_REPARAMS, "activation": ACTIVATIONS, "mlp": MLPS, "head": HEADS}
 # maps of built components: each value is a builder cfg -> module (or parameter) that reads its own settings
-BUILDERS = {"stem": [STEMS], "norm": [NORMS], "attention": [ATTENTIONS], "pos_embed": [INPUT_PE, BLOCK_PE],
-            "pos_embed_type": [PE_TYPES], "residual": [RESIDUALS], "activation": [ACTIVATIONS], "mlp": [MLPS],
+BUILDERS = {"stem": [STEMS], "norm": [NORM_TABLE], "attention": [ATTENTION_TABLE], "pos_embed": [INPUT_PE, BLOCK_PE],
+            "pos_embed_type": [PE_TYPES], "residual": [RESIDUAL_TABLE], "activation": [ACTIVATIONS], "mlp": [MLPS],
             "head": [HEADS]}
 # The pairs of toggle values the config rejects (each with a one-line ConfigError naming both keys).
 INVALID_PAIRS = {frozenset({("attention", "shift"), ("pos_embed", "lape")})}
@@ -350,7 +358,8 @@ def test_attention_stats_match_explicit_logits(attention: str) -> None:
         with_stats = model(x)
     assert torch.equal(plain, with_stats)  # telemetry does not change the output
     stats = model.attention_stats()
-    assert len(stats) == len(model.blocks) and set(stats[0]) == {"max_logit", "entropy"}
+    capped = {"max_logit_capped"} if attention == "softcap" else set()  # its raw max is "max_logit"
+    assert len(stats) == len(model.blocks) and set(stats[0]) == {"max_logit", "entropy"} | capped
 
     # independent computation for layer 0
     attn, h = model.blocks[0].attn, captured["h"]
@@ -364,7 +373,7 @@ def test_attention_stats_match_explicit_logits(attention: str) -> None:
         if attention == "qknorm":
             q, k = F.layer_norm(q, (d,), eps=1e-6), F.layer_norm(k, (d,), eps=1e-6)
         logits = q @ k.transpose(-1, -2) / math.sqrt(d)
-    p = logits.softmax(-1)
+    p = (cfg.softcap * torch.tanh(logits / cfg.softcap) if capped else logits).softmax(-1)
     assert stats[0]["max_logit"] == pytest.approx(logits.max().item(), rel=1e-4)
     assert stats[0]["entropy"] == pytest.approx(-(p * p.log()).sum(-1).mean().item(), rel=1e-4)
     assert 0 <= stats[0]["entropy"] <= math.log(N)

@@ -89,14 +89,17 @@ def legend_colours(fig: Figure) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------ palette
 def test_every_toggle_value_has_its_own_colour_and_baselines_are_neutral() -> None:
-    colours = {}
+    colours, looks = {}, {}
     for name, toggle in TOGGLES.items():
         assert palette.colour(name, toggle.baseline) == palette.NEUTRAL, name
         alternatives = [palette.colour(name, v) for v in toggle.values[1:]]
         assert len(set(alternatives)) == len(alternatives), f"{name}: two values share a colour"
         assert palette.NEUTRAL not in alternatives
         colours.update({(name, v): c for v, c in zip(toggle.values[1:], alternatives, strict=True)})
-    assert len(set(colours.values())) == len(colours)  # no two values of any toggles share one today
+        looks.update({(name, v): palette.look(name, v) for v in toggle.values[1:]})
+    assert len(set(looks.values())) == len(looks)  # however many built-in values: colour, or colour + line style
+    if len(colours) <= len(palette.COLOURS):
+        assert len(set(colours.values())) == len(colours)  # while the palette lasts, no two share a colour
     # the same value read back from a table (numpy bool, text) is the same colour
     assert palette.colour("warmup", np.False_) == palette.colour("warmup", "False") == palette.colour("warmup", False)
     assert palette.colour("attention", "not-a-value") == palette.colour("attention", "not-a-value")  # stable
@@ -134,6 +137,41 @@ def test_a_toggle_value_has_one_colour_across_figures_and_sweeps(sweep: Sweep, c
     configs = runs.groupby(labels, sort=False).head(1)[list(FACTORIAL)].set_axis(list(errors))
     edf = legend_colours(plots.edf_plot({k: errors[k] for k in few[:3]}, configs=configs))
     assert edf["norm=centernorm (n=9)"] == centernorm and edf["baseline (n=9)"] == palette.NEUTRAL
+
+
+USER_NORMS = ["mylab.norms.DyT", "mylab.norms.Other", "theirlab.layers.ScaleNorm"]
+
+
+@pytest.mark.parametrize("count", [3, 5, 40])
+def test_any_number_of_values_of_one_toggle_stay_apart(count: int) -> None:
+    """Built-in and user values (class paths) of one toggle: every line of a figure has its own colour and
+    line style or marker, even past the 19 colours of the palette (they cycle with the next style)."""
+    values = [*TOGGLES["norm"].values, *USER_NORMS, *(f"lab{i}.norms.N{i}" for i in range(40))][:count]
+    styles = palette.value_styles("norm", values)
+    assert len(styles) == count and styles["layernorm"].colour == palette.NEUTRAL
+    assert len({(s.colour, s.linestyle, s.marker) for s in styles.values()}) == count
+    assert palette.value_styles("norm", values) == styles  # the same in every figure
+    configs = {f"norm={v}": {"norm": v} for v in values}
+    drawn = palette.config_styles(configs, ["norm"])
+    assert len({(s.colour, s.linestyle, s.marker) for s in drawn.values()}) == count
+    assert all(drawn[f"norm={v}"].colour == palette.colour("norm", v) for v in values)  # its colour is kept
+
+
+def test_loss_curves_tell_apart_five_values_of_one_toggle_some_of_them_class_paths(
+        sweep: Sweep, curves: pd.DataFrame) -> None:
+    finished = sweep.runs.loc[sweep.finished.index].copy()
+    values = ["layernorm", "centernorm", "rmsnorm", *USER_NORMS[:2]]
+    finished["norm"] = [values[i % len(values)] for i in range(len(finished))]
+    fig = plots.divergence_curves(finished, curves, "norm")
+    legend = {text.get_text(): handle for lg in fig.legends for text, handle in zip(lg.get_texts(), lg.legend_handles)}
+    for value in values:
+        assert any(label.startswith(f"norm={value} (") for label in legend), (value, list(legend))
+    medians_drawn = [(to_hex(line.get_color()), line.get_linestyle()) for ax in data_axes(fig) for line in ax.lines
+                     if line.get_gid() == "median"]
+    by_panel = [[(to_hex(line.get_color()), line.get_linestyle()) for line in ax.lines if line.get_gid() == "median"]
+                for ax in data_axes(fig)]
+    assert medians_drawn and all(len(set(panel)) == len(panel) for panel in by_panel)
+    assert {c for c, _ in medians_drawn} >= {palette.colour("norm", v) for v in values[1:3]}
 
 
 # ------------------------------------------------------------------------------------------------ curves

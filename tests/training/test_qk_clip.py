@@ -120,3 +120,96 @@ def test_a_fit_with_the_default_tau_leaves_a_healthy_model_alone() -> None:
     for a, b in zip(plain.model.parameters(), clipped.model.parameters()):
         assert torch.equal(a, b)
     assert isinstance(clipped.model.blocks[0].attn.qkv, nn.Linear)
+
+
+# ------------------------------------------------------------------ the run option `qk_clip.tau`
+def tiny_run_config(**top: object) -> dict:
+    """The shipped digits base config, shrunk to a few steps, plus top-level option groups."""
+    from pathlib import Path
+
+    from stability.record.config_files import load_config_files
+
+    config = load_config_files([Path(__file__).resolve().parents[2] / "ablations" / "base" / "digits.yaml"])
+    config["model"]["vit"].update(embed_dim=16, depth=2, num_heads=2)
+    config["model"].update(warmup=False)
+    config["trainer"].update(max_epochs=1, limit_train_batches=3, limit_val_batches=1, limit_test_batches=1,
+                             enable_progress_bar=False)
+    return {**config, **top}
+
+
+def test_qk_clip_is_off_by_default_and_left_out_of_the_resolved_config() -> None:
+    from stability.record.identity import config_hash, hparams_of
+    from stability.training.cli import parse
+
+    off = parse(tiny_run_config())
+    assert off.qk_clip.tau is None
+    resolved = off.config_dump_dict()
+    assert "qk_clip" not in resolved  # run ids of sweeps from before the option stay
+    assert not {"reparam", "softcap", "dyt_alpha_init"} & set(resolved["model"]["vit"])  # same for the model's
+    assert hparams_of(resolved)["qk_clip"] is None
+    on = parse(tiny_run_config(qk_clip={"tau": 30}))
+    kept = on.config_dump_dict()
+    assert kept["qk_clip"] == {"tau": 30.0} and hparams_of(kept)["qk_clip"] == 30.0
+    assert config_hash(kept) != config_hash(resolved)
+    explicit_null = parse(tiny_run_config(qk_clip={"tau": None})).config_dump_dict()
+    assert config_hash(explicit_null) == config_hash(resolved)  # null written out is the default: the same run
+
+
+def test_later_defaults_drop_the_new_model_keys_and_the_qk_clip_group_only_at_their_defaults() -> None:
+    from stability.training.cli import drop_later_defaults
+
+    config = {"model": {"lr": 0.1, "vit": {"depth": 2, "reparam": "none", "softcap": 50.0, "dyt_alpha_init": 0.5}},
+              "qk_clip": {"tau": None}}
+    assert drop_later_defaults(config) == {"model": {"lr": 0.1, "vit": {"depth": 2}}}
+    config = {"model": {"vit": {"reparam": "sigma", "softcap": 30.0, "dyt_alpha_init": 0.5}}, "qk_clip": {"tau": 30.0}}
+    assert drop_later_defaults(config) == {"model": {"vit": {"reparam": "sigma", "softcap": 30.0}},
+                                           "qk_clip": {"tau": 30.0}}
+    assert drop_later_defaults({"model": {"vit": {"softcap": 50}}}) == {"model": {"vit": {"softcap": 50}}}  # an int
+
+
+@pytest.mark.parametrize(("group", "message"), [
+    ({"tau": 0}, "qk_clip.tau: got 0.0; it must be a positive finite number (Kimi K2: 100), or null"),
+    ({"tau": -5.0}, "qk_clip.tau: got -5.0; it must be a positive finite number"),
+    (7, "qk_clip: got 7; expected a mapping"),
+])
+def test_a_bad_qk_clip_option_is_one_line(group: object, message: str) -> None:
+    from stability.training.cli import parse
+
+    with pytest.raises(ConfigError) as err:
+        parse(tiny_run_config(qk_clip=group))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_qk_clip_on_a_model_it_cannot_act_on_is_refused_before_the_run_folder_exists(tmp_path) -> None:
+    from stability.training import run as train
+
+    config = tiny_run_config(qk_clip={"tau": 30})
+    config["model"]["vit"]["attention"] = "cosine"
+    with pytest.raises(ConfigError, match=r"qk_clip: the model has no attention layer QK-clip can act on"):
+        train.run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_with_the_option_clips_and_logs_the_clipped_heads(tmp_path) -> None:
+    """A real in-process run: qk_clip.tau far below the heads' logits clips them, and the count is logged."""
+    from tbparse import SummaryReader
+
+    from stability.training import run as train
+
+    summary = train.run(tiny_run_config(qk_clip={"tau": 1e-3}), tmp_path / "run")
+    assert summary.hparams["qk_clip"] == 1e-3
+    frame = SummaryReader(str(tmp_path / "run")).scalars
+    heads = frame[frame["tag"] == "train/qk_clip_heads"]["value"]
+    # one value per step; at the first, all 2 layers x 2 heads (later, a head just clipped to tau may sit below it)
+    assert len(heads) == 3 and heads.iloc[0] == 4.0 and (heads >= 1).all()
+
+
+def test_claims_can_select_runs_by_the_qk_clip_threshold() -> None:
+    from stability.analysis.claims import parse_claims
+
+    claim = {"claim": "QK-clip keeps large-lr runs alive", "treatment": {"qk_clip": 30}, "control": {"qk_clip": None},
+             "metric": "final_val_acc", "direction": "increase", "min_effect": 0.01}
+    (parsed,) = parse_claims([claim], "grid.yaml")
+    assert parsed.treatment == {"qk_clip": 30} and parsed.control == {"qk_clip": None}
+    (dotted,) = parse_claims([{**claim, "treatment": {"qk_clip.tau": 30}, "control": {"qk_clip.tau": None}}], "g")
+    assert dotted.treatment == {"qk_clip": 30}

@@ -59,7 +59,7 @@ def test_run_writes_a_complete_record(baseline_run: tuple[Path, RunSummary]) -> 
     assert summary.toggles == {"stem": "patchify", "norm": "layernorm", "norm_placement": "pre",
                                   "attention": "dot", "pos_embed": "default", "pos_embed_type": "learned",
                                   "residual": "plain", "init": "default", "activation": "gelu", "mlp": "mlp",
-                                  "head": "linear", "warmup": True}
+                                  "head": "linear", "reparam": "none", "warmup": True}
     assert summary.hparams["lr"] == 0.003 and summary.hparams["seed"] == 0
     for key in ("final_val_acc", "best_val_acc", "test_acc"):
         assert 0.0 <= getattr(summary, key) <= 1.0
@@ -193,7 +193,7 @@ def test_failed_run_is_recorded_and_raises(tmp_path: Path) -> None:
     ("change", "message"),
     [
         ({"model": {"vit": {"norm": "centrenorm"}}},
-         rf"^model\.vit\.norm: got 'centrenorm'; valid values: {', '.join(TOGGLES['norm'].values)}$"),
+         rf"^model\.vit\.norm: got 'centrenorm'; valid values: {', '.join(TOGGLES['norm'].values)}"),
         ({"model": {"vit": {"embed_dim": 15}}}, r"embed_dim=15 is not divisible by num_heads=2"),
         ({"model": {"lr": -1.0}}, r"model\.lr"),
         ({"model": {"learning_rate": 0.1}}, r"learning_rate"),

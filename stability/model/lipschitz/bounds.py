@@ -11,6 +11,18 @@ dot-product, qk-norm and code-variant cosine attentions have no global bound: th
 unbounded (value None), never as a number (:data:`UNBOUNDED` says why), and
 :func:`~stability.model.lipschitz.lower.local_estimates` gives a local estimate instead.
 
+Reparametrised layers (``reparam='sigma'``) are measured through the weight they apply, ``effective_weight()``
+(:func:`~stability.model.lipschitz.constants.applied_weight`): ||W_hat||_2 = |gamma| once sigma has converged. DyT
+declares |alpha| max|gamma|; LayerScale and ReZero are weighted residuals; a Peri-LN block multiplies its output
+norms' constants into each branch; soft-capped attention is unbounded like dot attention (the cap bounds logits,
+not the Jacobian).
+
+A component may declare its own constant (the protocol of :mod:`stability.model.registry`): a method
+``lipschitz_constant(self) -> float | torch.Tensor | None``, which the walk uses wherever it meets the
+component (a stem, norm, token mixer, MLP, activation or residual scale); None declares that it has no global
+bound. A component without it that the walk does not know makes the model unbounded, and the reason names the
+component and the toggle value that built it (``no bound known for DyT (norm='mylab.norms.DyT')``).
+
 Everything holds for the model in evaluation mode (dropout and drop-path are the identity: no keep-probability
 factors, unlike LipShiFT's evaluation code; BatchNorm uses its running statistics) and for inputs in pixel space
 [0, 1]: the data normalisation x = (p - mean) / std is folded in as a first factor 1 / min(std)
@@ -31,10 +43,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stability.model.attention import Attention, CosineAttention, PaperCosineAttention, QKNormAttention
+from stability.model.attention import PaperCosineAttention
+from stability.model.lipschitz.constants import (  # noqa: F401 - GELU_LIPSCHITZ, UNBOUNDED: read from here too
+    ACTIVATION_LIPSCHITZ,
+    GELU_LIPSCHITZ,
+    UNBOUNDED,
+    applied_weight,
+)
 from stability.model.lipschitz.paper_cosine import paper_cosine_bound
-from stability.model.mlp import LiResConv, MinMax, Mlp
+from stability.model.mlp import LiResConv, Mlp
 from stability.model.norms import CenterNorm
+from stability.model.peri_ln import PeriNormBlock
 from stability.model.residual import ResidualScale
 from stability.model.shift import Shift
 from stability.model.stems import ConvStem, PatchEmbed
@@ -42,26 +61,6 @@ from stability.model.vit import PostNormBlock, VisionTransformer
 
 FINAL_ITERS = 100  # power iterations at the end of a run (LipShiFT evaluates with 100)
 STEP_ITERS = 5  # per periodic measurement or margin-training step, warm-started (LipShiFT trains with 10)
-
-
-def _gelu_lipschitz() -> float:
-    """max_x GELU'(x) = Phi(x) + x phi(x), reached at x = sqrt(2) (where phi(x) (2 - x^2) = 0): ~1.1289."""
-    return 0.5 * (1.0 + math.erf(1.0)) + math.exp(-1.0) / math.sqrt(math.pi)
-
-
-GELU_LIPSCHITZ = _gelu_lipschitz()
-ACTIVATION_LIPSCHITZ: dict[type[nn.Module], float] = {nn.GELU: GELU_LIPSCHITZ, MinMax: 1.0, nn.ReLU: 1.0,
-                                                      nn.Identity: 1.0}
-
-# Why a layer has no global bound, by exact class (the toggle value that builds it in brackets).
-UNBOUNDED: dict[type[nn.Module], str] = {
-    nn.LayerNorm: "LayerNorm divides by the token's standard deviation, unbounded as it goes to 0 (norm='layernorm')",
-    nn.RMSNorm: "RMSNorm divides by the token's RMS, unbounded as it goes to 0 (norm='rmsnorm')",
-    Attention: "dot-product attention is not globally Lipschitz, Kim et al. 2021 (attention='dot')",
-    QKNormAttention: "qk-LayerNorm attention: LayerNorm and an unnormalised v, no global bound (attention='qknorm')",
-    CosineAttention: "the LipsFormer code's cosine attention leaves v unnormalised, no global bound "
-                     "(attention='cosine'; 'cosine_paper' has one)",
-}
 
 
 @dataclass
@@ -167,6 +166,26 @@ class LipschitzBound:
         self._vectors: dict[str, torch.Tensor] = {}
         self._generator = torch.Generator().manual_seed(seed)
 
+    # ------------------------------------------------------------------ declared constants
+    def _declared(self, module: nn.Module, toggle: str) -> tuple[bool, torch.Tensor | None, str]:
+        """(whether ``module`` declares its constant, the constant, why there is none): its own
+        ``lipschitz_constant()`` (module docstring)."""
+        declare = getattr(module, "lipschitz_constant", None)
+        if not callable(declare):
+            return False, None, ""
+        value = declare()
+        if value is None:
+            return True, None, (f"{type(module).__name__}.lipschitz_constant() declares no global bound "
+                                f"{self._built_by(toggle)}")
+        return True, value if isinstance(value, torch.Tensor) else _like(self.model).new_tensor(float(value)), ""
+
+    def _built_by(self, toggle: str) -> str:
+        """``(norm='mylab.norms.DyT')``: the toggle value that built a component (the report reads it back)."""
+        return f"({toggle}={getattr(self.model.cfg, toggle)!r})"
+
+    def _no_bound(self, module: nn.Module, toggle: str) -> str:
+        return f"no bound known for {type(module).__name__} {self._built_by(toggle)}"
+
     # ------------------------------------------------------------------ operators
     def operator_norm(self, key: str, apply: Callable[[torch.Tensor], torch.Tensor],
                       adjoint: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...], like: torch.Tensor,
@@ -201,8 +220,8 @@ class LipschitzBound:
                   differentiable: bool) -> torch.Tensor:
         """The true operator norm of a convolution (zero padding, stride, groups as configured; bias left
         out) on inputs of shape (C, H, W): not the norm of the reshaped kernel, which can be smaller or
-        larger."""
-        w = conv.weight
+        larger. A reparametrised conv is measured through the kernel it applies (:func:`applied_weight`)."""
+        w = applied_weight(conv)
         out_hw = [_conv_output(in_shape[1 + axis], conv, axis) for axis in (0, 1)]
         # conv_transpose2d is the adjoint when its output_padding restores the input size exactly
         extra = [in_shape[1 + axis] - ((out_hw[axis] - 1) * conv.stride[axis] - 2 * conv.padding[axis]  # type: ignore[index]
@@ -255,6 +274,11 @@ class LipschitzBound:
     def _stem(self, stem: nn.Module, layers: list[LayerBound], iters: int, diff: bool) -> torch.Tensor | None:
         cfg = self.model.cfg
         shape = (cfg.in_chans, cfg.img_size, cfg.img_size)
+        declared, constant, why = self._declared(stem, "stem")
+        if declared:
+            if constant is None:
+                layers.append(LayerBound("patch_embed", type(stem).__name__, None, why))
+            return constant
         if isinstance(stem, PatchEmbed):
             return self.conv_norm("patch_embed.proj", stem.proj, shape, iters, diff)
         if isinstance(stem, ConvStem):  # [conv -> BatchNorm (eval: affine) -> ReLU] x n, then the 1x1 proj
@@ -276,53 +300,72 @@ class LipschitzBound:
                 layers.append(LayerBound(name, type(m).__name__, part, why))
                 value = _product(value, part)  # type: ignore[assignment]
             return value
-        layers.append(LayerBound("patch_embed", type(stem).__name__, None, f"no bound known for {type(stem).__name__}"))
+        layers.append(LayerBound("patch_embed", type(stem).__name__, None, self._no_bound(stem, "stem")))
         return None
 
     def _norm(self, name: str, norm: nn.Module, iters: int, diff: bool) -> tuple[torch.Tensor | None, str]:
+        declared, constant, why = self._declared(norm, "norm")
+        if declared:
+            return constant, why
         if isinstance(norm, nn.Identity):
             return _like(self.model).new_tensor(1.0), ""
         if isinstance(norm, CenterNorm):
             return self.linear_norm(name, centernorm_matrix(norm), iters, diff), ""
         why = UNBOUNDED.get(type(norm)) or next((w for cls, w in UNBOUNDED.items() if isinstance(norm, cls)), None)
-        return None, why or f"no bound known for {type(norm).__name__}"
+        return None, why or self._no_bound(norm, "norm")
 
     def _attention(self, name: str, attn: nn.Module, iters: int, diff: bool) -> tuple[torch.Tensor | None, str]:
+        declared, constant, why = self._declared(attn, "attention")
+        if declared:
+            return constant, why
         if isinstance(attn, Shift):
             return _like(self.model).new_tensor(attn.lipschitz()), ""
         if isinstance(attn, PaperCosineAttention):
             return paper_cosine_bound(self.linear_norm, name, attn, self.model.cfg.num_tokens, iters,
                                       diff), ""
         why = UNBOUNDED.get(type(attn))
-        return None, why or f"no bound known for {type(attn).__name__}"
+        return None, why or self._no_bound(attn, "attention")
 
     def _mlp(self, name: str, mlp: nn.Module, iters: int, diff: bool) -> tuple[torch.Tensor | None, str, str]:
-        act = ACTIVATION_LIPSCHITZ.get(type(getattr(mlp, "act", nn.Identity())))
-        act_name = type(getattr(mlp, "act", nn.Identity())).__name__
+        declared, constant, why = self._declared(mlp, "mlp")
+        if declared:
+            return constant, type(mlp).__name__, why
+        activation = getattr(mlp, "act", nn.Identity())
+        act: torch.Tensor | float | None = ACTIVATION_LIPSCHITZ.get(type(activation))
+        act_name = type(activation).__name__
         if act is None:
-            return None, f"{type(mlp).__name__}({act_name})", f"no bound known for the activation {act_name}"
+            declared, act, why = self._declared(activation, "activation")
+            if act is None:
+                return None, f"{type(mlp).__name__}({act_name})", why or (
+                    f"no bound known for the activation {act_name} {self._built_by('activation')}")
         if isinstance(mlp, Mlp):  # ||fc2|| * Lip(act) * ||fc1||
-            fc1 = self.linear_norm(f"{name}.fc1", mlp.fc1.weight, iters, diff)
-            fc2 = self.linear_norm(f"{name}.fc2", mlp.fc2.weight, iters, diff)
+            fc1 = self.linear_norm(f"{name}.fc1", applied_weight(mlp.fc1), iters, diff)
+            fc2 = self.linear_norm(f"{name}.fc2", applied_weight(mlp.fc2), iters, diff)
             return fc2 * act * fc1, f"Mlp({act_name})", ""
         if isinstance(mlp, LiResConv):  # Lip(act) * (1 + max|alpha_c| * ||Conv3x3||)
             conv = self.conv_norm(f"{name}.conv", mlp.conv, mlp.input_shape(), iters, diff)
             return act * (1.0 + mlp.scale.gamma.abs().max() * conv), f"LiResConv({act_name})", ""
-        return None, type(mlp).__name__, f"no bound known for {type(mlp).__name__}"
+        return None, type(mlp).__name__, self._no_bound(mlp, "mlp")
 
-    def _scale(self, module: nn.Module) -> torch.Tensor | float | None:
-        if isinstance(module, nn.Identity):
+    def _scale(self, name: str, module: nn.Module, layers: list[LayerBound]) -> torch.Tensor | float | None:
+        """The bound of one residual branch's scale; an unknown one is recorded as a part without a bound."""
+        declared, constant, why = self._declared(module, "residual")
+        if not declared and isinstance(module, nn.Identity):
             return 1.0
-        if isinstance(module, ResidualScale):
+        if not declared and isinstance(module, ResidualScale):
             return module.gamma.abs().max()
-        return None
+        if constant is None:
+            layers.append(LayerBound(name, type(module).__name__, None, why or self._no_bound(module, "residual")))
+        return constant
 
     def _block(self, name: str, block: nn.Module, layers: list[LayerBound], iters: int,
                diff: bool) -> torch.Tensor | None:
         """Pre-norm: (1 + |a1| Lip(attn) Lip(N1)) (1 + |a2| Lip(mlp) Lip(N2)); post-norm:
-        Lip(N1) (1 + |a1| Lip(attn)) * Lip(N2) (1 + |a2| Lip(mlp)); a stream mixer (shift) replaces the
+        Lip(N1) (1 + |a1| Lip(attn)) * Lip(N2) (1 + |a2| Lip(mlp)); Peri-LN: the pre-norm factors with each
+        branch's output norm too, 1 + |a| Lip(N_out) Lip(f) Lip(N_in); a stream mixer (shift) replaces the
         first factor by its own constant. Drop-path is the identity at evaluation."""
         post = isinstance(block, PostNormBlock)
+        out1, out2 = self._post_norms(name, block, layers, iters, diff)
         attn, why = self._attention(f"{name}.attn", block.attn, iters, diff)
         layers.append(LayerBound(f"{name}.attn", type(block.attn).__name__, attn, why))
         if block.attn_on_stream:
@@ -330,15 +373,25 @@ class LipschitzBound:
         else:
             n1, why1 = self._norm(f"{name}.norm1", block.norm1, iters, diff)
             layers.append(LayerBound(f"{name}.norm1", type(block.norm1).__name__, n1, why1))
-            s1 = self._scale(block.ls1)
-            first = _product(n1, _one_plus(s1, attn)) if post else _one_plus(s1, _product(attn, n1))
+            s1 = self._scale(f"{name}.ls1", block.ls1, layers)
+            first = _product(n1, _one_plus(s1, attn)) if post else _one_plus(s1, _product(out1, attn, n1))
         mlp, kind, why = self._mlp(f"{name}.mlp", block.mlp, iters, diff)
         layers.append(LayerBound(f"{name}.mlp", kind, mlp, why))
         n2, why2 = self._norm(f"{name}.norm2", block.norm2, iters, diff)
         layers.append(LayerBound(f"{name}.norm2", type(block.norm2).__name__, n2, why2))
-        s2 = self._scale(block.ls2)
-        second = _product(n2, _one_plus(s2, mlp)) if post else _one_plus(s2, _product(mlp, n2))
+        s2 = self._scale(f"{name}.ls2", block.ls2, layers)
+        second = _product(n2, _one_plus(s2, mlp)) if post else _one_plus(s2, _product(out2, mlp, n2))
         return _product(first, second)  # type: ignore[return-value]
+
+    def _post_norms(self, name: str, block: nn.Module, layers: list[LayerBound], iters: int,
+                    diff: bool) -> tuple[torch.Tensor | float | None, torch.Tensor | float | None]:
+        """The constants of a Peri-LN block's branch-output norms (1, 1 for any other block), recorded as parts."""
+        out: list[torch.Tensor | float | None] = [1.0, 1.0]
+        for i, part in enumerate(("post_norm1", "post_norm2")):  # a stream mixer has no branch: post_norm1 unused
+            if isinstance(block, PeriNormBlock) and not (i == 0 and block.attn_on_stream):
+                out[i], why = self._norm(f"{name}.{part}", getattr(block, part), iters, diff)
+                layers.append(LayerBound(f"{name}.{part}", type(getattr(block, part)).__name__, out[i], why))
+        return out[0], out[1]
 
 
 def centernorm_matrix(norm: CenterNorm) -> torch.Tensor:
@@ -361,4 +414,5 @@ def head_rows(head: nn.Module) -> torch.Tensor:
         return head.effective_weight()
     if isinstance(head, nn.Linear):
         return head.weight
-    raise TypeError(f"no certificate for a head of type {type(head).__name__}")
+    raise TypeError(f"no certificate for a head of type {type(head).__name__}: give it an effective_weight() "
+                    "method returning the (K, D) matrix it applies")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from stability.model.attention import PaperCosineAttention
+from stability.model.lipschitz.constants import applied_weight
 
 # (key, weight, iters, differentiable) -> ||weight||_2: LipschitzBound.linear_norm (warm-started power iteration)
 LinearNorm = Callable[[str, torch.Tensor, int, bool], torch.Tensor]
@@ -36,7 +37,7 @@ def paper_cosine_bound(linear_norm: LinearNorm, name: str, attn: PaperCosineAtte
     <stability.model.lipschitz.bounds.LipschitzBound.linear_norm>`).
     """
     D, H, d = attn.qkv.in_features, attn.num_heads, attn.head_dim
-    W = attn.qkv.weight  # (3D, D): rows [q heads | k heads | v heads]
+    W = applied_weight(attn.qkv)  # (3D, D): rows [q heads | k heads | v heads], as applied (sigma-Reparam: W_hat)
     eps, nu, tau = attn.q_norm.eps, attn.nu, float(attn.scale)
     n = float(num_tokens)
     per_head = []
@@ -46,5 +47,5 @@ def paper_cosine_bound(linear_norm: LinearNorm, name: str, attn: PaperCosineAtte
         sk = linear_norm(f"{name}.k{h}", W[D:][rows], iters, differentiable)
         sv = linear_norm(f"{name}.v{h}", W[2 * D:][rows], iters, differentiable)
         per_head.append(nu / math.sqrt(eps) * (tau * n / 2 * (sq + sk) + math.sqrt(n) * sv))
-    proj = linear_norm(f"{name}.proj", attn.proj.weight, iters, differentiable)
+    proj = linear_norm(f"{name}.proj", applied_weight(attn.proj), iters, differentiable)
     return proj * torch.stack(per_head).square().sum().sqrt()
