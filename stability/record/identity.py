@@ -89,6 +89,9 @@ HPARAM_KEYS: dict[str, str] = {
     "z_loss": "model.z_loss",
     "margin_eps": "model.margin_eps",  # margin training (certified robustness): a different experiment
     "qk_clip": "qk_clip.tau",  # QK-clip's logit threshold (Kimi K2); None: off (the group is left out then)
+    "independent_wd": "model.independent_wd",  # weight decay independent of the lr (Wortsman et al. 2023)
+    "adam_eps": "model.adam_eps",
+    "agc": "model.agc",  # adaptive gradient clipping (Brock et al. 2021)
     SEED: SEED_KEY,
     "batch_size": "data.batch_size",
     "max_epochs": "trainer.max_epochs",
@@ -104,9 +107,9 @@ HPARAM_KEYS: dict[str, str] = {
 
 
 def hparams_of(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The headline hyperparameters of a resolved config, typed as in the config (None where unset); the
-    data module is named by its class name."""
-    hparams = {column: get_dotted(config, key, None) for column, key in HPARAM_KEYS.items()}
+    """The headline hyperparameters of a resolved config, typed as in the config (None where unset; a key left out
+    at its default reads as that default: :func:`later_default`); the data module is named by its class name."""
+    hparams = {column: get_dotted(config, key, later_default(key)) for column, key in HPARAM_KEYS.items()}
     if hparams["data"] is not None:
         hparams["data"] = str(hparams["data"]).rsplit(".", 1)[-1]
     return hparams
@@ -184,3 +187,57 @@ def run_name(config: Mapping[str, Any], varying: Iterable[str] = (), run_id: str
     if len(readable) > MAX_NAME:
         readable = readable[:MAX_NAME].rstrip(",")
     return f"{readable}-{run_id or config_hash(config)}"
+
+
+# Options added after sweeps had run: left out of a resolved config while they hold these defaults, so the
+# run id (:func:`config_hash` of the resolved config) of every earlier run stays what it was,
+# and its sweep still resumes. A config that sets one to another value records it (and is a new run). A config
+# without the key parses back to the same default, so dropping it loses nothing.
+# A default that is itself a mapping stands for a group of keys below that one (``model.vit``'s).
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"independent_wd": False, "adam_eps": 1e-8, "agc": False, "agc_clip_factor": 0.01,
+              "vit": {"reparam": "none", "softcap": 50.0, "dyt_alpha_init": 0.5}},
+    "data.init_args": {"randaugment": None, "random_erasing": 0.0, "mixup": 0.0, "cutmix": 0.0,
+                       "mixup_off_epoch": None},
+}
+# Top-level option groups added after sweeps had run: left out whole while every key holds its default.
+LATER_GROUPS: dict[str, dict[str, Any]] = {"qk_clip": {"tau": None}}
+
+
+def drop_later_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the :data:`LATER_DEFAULTS` keys that hold their default, and without the
+    :data:`LATER_GROUPS` that hold nothing else (in place; returned)."""
+    for where, defaults in LATER_DEFAULTS.items():
+        node: Any = config
+        for part in where.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        _drop_defaults(node, defaults)
+    for group, defaults in LATER_GROUPS.items():
+        if isinstance(config.get(group), dict) and not _drop_defaults(dict(config[group]), defaults):
+            del config[group]
+    return config
+
+
+def _drop_defaults(node: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``node`` without the keys holding their ``defaults`` (a mapping default: the same below that key)."""
+    if not isinstance(node, dict):
+        return {}
+    for key, default in defaults.items():
+        if isinstance(default, dict):
+            _drop_defaults(node.get(key), default)
+        elif key in node and node[key] == default and type(node[key]) is type(default):
+            del node[key]
+    return node
+
+
+def later_default(key: str) -> Any:
+    """The default a resolved config leaves out for the dotted ``key`` (:data:`LATER_DEFAULTS`,
+    :data:`LATER_GROUPS`), or None when it has none: reading a dropped key back gives its default."""
+    tables: dict[str, Any] = {**LATER_DEFAULTS, **LATER_GROUPS}
+    for where, defaults in tables.items():
+        if key.startswith(where + "."):
+            node: Any = defaults
+            for part in key[len(where) + 1:].split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            return None if isinstance(node, dict) else node
+    return None

@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from stability.errors import ConfigError
 from stability.record.config_files import read_yaml
 from stability.record.files import LAST_CKPT
+from stability.record.identity import drop_later_defaults
 from stability.training.held_output import held_output
 from stability.training.lipschitz_monitor import LipschitzMonitor
 from stability.training.messages import user_errors
@@ -143,7 +144,8 @@ class StabilityCLI(LightningCLI):
 
     def config_dump_dict(self) -> dict[str, Any]:
         """The fully resolved config as plain YAML-able data (what ``config.yaml`` holds), without the options
-        added after runs existed while they hold their defaults (:data:`LATER_DEFAULTS`).
+        added after runs existed while they hold their defaults
+        (:data:`stability.record.identity.LATER_DEFAULTS`).
 
         ``threads`` is left out where it is not set (a sweep's cells: the plan fixes their count), so the
         resolved configs and the plans of sweeps from before the key existed stay as they were; the run
@@ -220,45 +222,6 @@ def _check_trainer_values(trainer: Any) -> None:
                           f"({max_epochs})")
 
 
-# Options added after sweeps had run: left out of a resolved config while they hold these defaults, so the
-# run id (stability.record.identity.config_hash of the resolved config) of every earlier run stays what it was,
-# and its sweep still resumes. A config that sets one to another value records it (and is a new run). A config
-# without the key parses back to the same default, so dropping it loses nothing.
-# A default that is itself a mapping stands for a group of keys below that one (``model.vit``'s).
-LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"independent_wd": False, "adam_eps": 1e-8, "agc": False, "agc_clip_factor": 0.01,
-              "vit": {"reparam": "none", "softcap": 50.0, "dyt_alpha_init": 0.5}},
-    "data.init_args": {"randaugment": None, "random_erasing": 0.0, "mixup": 0.0, "cutmix": 0.0,
-                       "mixup_off_epoch": None},
-}
-# Top-level option groups added after sweeps had run: left out whole while every key holds its default.
-LATER_GROUPS: dict[str, dict[str, Any]] = {"qk_clip": {"tau": None}}
-
-
-def drop_later_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` without the :data:`LATER_DEFAULTS` keys that hold their default, and without the
-    :data:`LATER_GROUPS` that hold nothing else (in place; returned)."""
-    for where, defaults in LATER_DEFAULTS.items():
-        node: Any = config
-        for part in where.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        _drop_defaults(node, defaults)
-    for group, defaults in LATER_GROUPS.items():
-        if isinstance(config.get(group), dict) and not _drop_defaults(dict(config[group]), defaults):
-            del config[group]
-    return config
-
-
-def _drop_defaults(node: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    """``node`` without the keys holding their ``defaults`` (a mapping default: the same below that key)."""
-    if not isinstance(node, dict):
-        return {}
-    for key, default in defaults.items():
-        if isinstance(default, dict):
-            _drop_defaults(node.get(key), default)
-        elif key in node and node[key] == default and type(node[key]) is type(default):
-            del node[key]
-    return node
 
 
 def _trainer_error(trainer: Any, error: Exception) -> str:
