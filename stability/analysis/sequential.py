@@ -135,7 +135,7 @@ def settled_table(rows: Sequence[SettledRow], alpha: float) -> pd.DataFrame:
         record["tost_p"] = sequential_p([look.verdict.tost_p for look in row.looks], alphas, alpha)
         record["looks"] = len(row.looks)
         record["look_alpha"] = alphas[-1]
-        record["seeds_by_look"] = " | ".join(str(len(look.seeds)) for look in row.looks)
+        record["seeds_by_look"] = " → ".join(str(len(look.seeds)) for look in row.looks)
         record["stopped"] = _stop_text(row)
         if metric_of(row.claim).per == "run" and last.lr is not None:
             record["lr"] = last.lr

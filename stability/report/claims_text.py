@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from stability.analysis.decisions import percent
 from stability.report.configs import is_finite
 from stability.report.formatting import fmt_interval
 
@@ -40,8 +41,10 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _settled(r: pd.Series) -> str:
-    """After ``--settle``: why the row stopped, the seeds at each look and what the last look could spend."""
-    return f"{r['stopped']}; seeds at each look {r['seeds_by_look']}; last look at alpha {r['look_alpha']:.2g}"
+    """After ``--settle``: why the row stopped, the seeds at each look, and the level of the interval shown (the
+    last look's: ``1 - alpha_k``, not 95%)."""
+    return (f"{r['stopped']}; seeds at each look {r['seeds_by_look']}; the interval is the last look's, at "
+            f"{percent(1 - r['look_alpha'])} (alpha {r['look_alpha']:.2g} spent there)")
 
 
 def _verdict_text(verdict: str) -> str:

@@ -69,7 +69,19 @@ def _ranking() -> dict[tuple[str, str], tuple[str, int]]:
         for name, values in zip(TOGGLES, alternatives, strict=True):
             if rank < len(values):
                 ranked.append((name, value_key(values[rank])))
-    return {pair: (COLOURS[i % len(COLOURS)], i // len(COLOURS)) for i, pair in enumerate(ranked)}
+    looks: dict[tuple[str, str], tuple[str, int]] = {}
+    used: dict[str, set[str]] = {}
+    i = 0
+    for pair in ranked:  # the next colour in turn, skipping those the same toggle has while some are left
+        mine = used.setdefault(pair[0], set())
+        for _ in range(len(COLOURS)):
+            if COLOURS[i % len(COLOURS)] not in mine or len(mine) >= len(COLOURS):
+                break
+            i += 1
+        looks[pair] = (COLOURS[i % len(COLOURS)], i // len(COLOURS))
+        mine.add(COLOURS[i % len(COLOURS)])
+        i += 1
+    return looks
 
 
 _LOOK_OF = _ranking()

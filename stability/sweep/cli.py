@@ -156,9 +156,9 @@ def main(argv: list[str]) -> int:
         return dry_run(args, spec, out, shard_i, shard_n)
     out = out.resolve()  # run folders are recorded in each config.yaml: keep them independent of the cwd
     if args.edge_search:
-        return search_edges(args, spec, out, lambda extra: run_local(args, spec, out, 0, 1, extra))
+        return search_edges(args, spec, out, lambda extra: run_local(args, spec, out, 0, 1, extra, False))
     if args.settle:
-        return settle(args, spec, out, lambda extra: run_local(args, spec, out, 0, 1, extra))
+        return settle(args, spec, out, lambda extra: run_local(args, spec, out, 0, 1, extra, False))
     if args.executor == "slurm":
         return run_slurm(args, spec, out)
     return run_local(args, spec, out, shard_i, shard_n)

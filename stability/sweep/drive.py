@@ -95,7 +95,7 @@ def _split(runs: list[PlannedRun], out: Path, retry_failed: bool) -> tuple[list[
 
 
 def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Outcome], elapsed: float,
-                 extra_errors: list[str] = ()) -> int:
+                 extra_errors: list[str] = (), show_next: bool = True) -> int:
     """Print the closing lines from the run folders (the truth) and return the exit status."""
     statuses = {r.run_id: run_status(out / r.run_name) for r in runs}
     count = {s: sum(1 for v in statuses.values() if v == s) for s in RECORDED}
@@ -103,7 +103,7 @@ def final_report(name: str, runs: list[PlannedRun], out: Path, outcomes: list[Ou
     unfinished = {run_id for run_id, status in statuses.items() if status not in RECORDED}
     busy = len({o.run_id for o in outcomes if o.status == "busy"} & unfinished)  # still held, not a running total
     killed = len({o.run_id for o in outcomes if o.status == KILLED} & unfinished)
-    if not count[FAILED] and not left:
+    if show_next and not count[FAILED] and not left:
         for line in next_steps(out):
             print(line)
     print(f"sweep {name}: {len(runs)} runs in {out}: {count[COMPLETED]} completed, "
@@ -189,8 +189,9 @@ def _expected_work(spec: GridSpec, out: Path, args: argparse.Namespace, shard_n:
 
 
 def run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int, shard_n: int,
-              extra: Sequence[Cell] = ()) -> int:
-    """Run the grid's unfinished cells (and ``extra`` cells: the seeds ``--settle`` adds) on local workers."""
+              extra: Sequence[Cell] = (), show_next: bool = True) -> int:
+    """Run the grid's unfinished cells (and ``extra`` cells: the seeds ``--settle`` adds) on local workers;
+    ``show_next``: end with what to run next (not between the rounds of ``--settle``)."""
     started = time.perf_counter()
     cells = [*expand(spec, args.smoke), *extra]
     gpus = visible_gpus() if cells and wants_gpu(cells[0].config) else []
@@ -233,7 +234,7 @@ def run_local(args: argparse.Namespace, spec: GridSpec, out: Path, shard_i: int,
             pool.close()
         else:
             pool.kill()  # a malformed grid, Ctrl-C or an error: cut-off runs resume on the next sweep
-    return final_report(spec.name, mine, out, outcomes, time.perf_counter() - started)
+    return final_report(spec.name, mine, out, outcomes, time.perf_counter() - started, show_next=show_next)
 
 
 def run_slurm(args: argparse.Namespace, spec: GridSpec, out: Path) -> int:

@@ -39,6 +39,7 @@ from stability.record.files import COLLAPSED, DIVERGED, RecordError, write_atomi
 from stability.record.identity import LR, LR_KEY, SEED, SEED_KEY, hparams_of, toggles_of
 from stability.sweep.cells import Cell, expand
 from stability.sweep.claim_check import selects
+from stability.sweep.drive import next_steps
 from stability.sweep.grid import GridSpec
 from stability.sweep.progress import format_duration
 
@@ -90,6 +91,8 @@ def search_edges(args: argparse.Namespace, spec: GridSpec, out: Path, run_round:
     for line in edge_table(claims, runs, state).to_string(index=False).splitlines():
         print("  " + line)
     _write(out, state)
+    for line in next_steps(out):
+        print(line)
     return status
 
 

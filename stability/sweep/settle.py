@@ -40,6 +40,7 @@ from stability.record.files import RecordError, write_atomic
 from stability.record.identity import LR, hparams_of, toggles_of
 from stability.sweep.cells import Cell, expand
 from stability.sweep.claim_check import selects
+from stability.sweep.drive import next_steps
 from stability.sweep.grid import GridSpec
 from stability.sweep.progress import format_duration
 
@@ -89,6 +90,8 @@ def settle(args: argparse.Namespace, spec: GridSpec, out: Path, run_round: Any) 
         print(f"settle: {len(open_rows)} verdict row(s) still open after {n} seeds; adding seeds "
               f"{', '.join(map(str, new))} to their cells", flush=True)
     for line in summary_lines(rows, time.perf_counter() - started):
+        print(line)
+    for line in next_steps(out):
         print(line)
     return status
 

@@ -162,7 +162,7 @@ def test_a_users_norm_and_attention_run_in_a_two_worker_sweep_and_the_report_nam
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["fit", "--model.vit.norm", "bogus"],
-     [r"^error: model\.vit\.norm: got 'bogus'; valid values: layernorm, centernorm, rmsnorm \(built-in\), an entry "
+     [r"^error: model\.vit\.norm: got 'bogus'; valid values: layernorm, centernorm, rmsnorm, dyt \(built-in\), an entry "
       r"point norm\.<name> of group stability\.components \(none installed\), or a class path package\.module\.Class"]),
     (["fit", "--model.vit.attention", "nolab.mixers.Mix"],
      [r"^error: model\.vit\.attention: got 'nolab\.mixers\.Mix', a class path, but importing nolab\.mixers failed: "
@@ -204,23 +204,23 @@ def fabricate_distribution(site: Path) -> None:
     info = site / "eplab-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: eplab\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[stability.components]\nnorm.dyt = eplab.norms:DyT\n")
+    (info / "entry_points.txt").write_text("[stability.components]\nnorm.eptanh = eplab.norms:DyT\n")
 
 
 def test_an_entry_point_of_an_installed_distribution_is_a_short_name(
         user_folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="none installed"):
-        ViTConfig(norm="dyt")
+        ViTConfig(norm="eptanh")
     site = user_folder.parent / "site"
     fabricate_distribution(site)
     monkeypatch.syspath_prepend(str(site))
-    assert registry.source("norm", "dyt") == "entry point eplab.norms:DyT"
-    assert TOGGLES["norm"].accepts("dyt") and not TOGGLES["attention"].accepts("dyt")
-    model = VisionTransformer(ViTConfig(norm="dyt", embed_dim=16, depth=1, num_heads=2))
+    assert registry.source("norm", "eptanh") == "entry point eplab.norms:DyT"
+    assert TOGGLES["norm"].accepts("eptanh") and not TOGGLES["attention"].accepts("eptanh")
+    model = VisionTransformer(ViTConfig(norm="eptanh", embed_dim=16, depth=1, num_heads=2))
     assert type(model.blocks[0].norm1).__name__ == "DyT" and type(model.norm).__module__ == "eplab.norms"
-    with pytest.raises(ValueError, match=r"norm\.<name> of group stability\.components \(dyt \(eplab\.norms:DyT\)\)"):
+    with pytest.raises(ValueError, match=r"norm\.<name> of group stability\.components \(eptanh \(eplab\.norms:DyT\)\)"):
         ViTConfig(norm="dyx")  # the error lists the entry points found
 
-    assert main(["fit", "--model.vit.norm", "dyt", *TINY, "--run_dir", "runs/ep"]) == 0, capsys.readouterr().err
+    assert main(["fit", "--model.vit.norm", "eptanh", *TINY, "--run_dir", "runs/ep"]) == 0, capsys.readouterr().err
     summary = json.loads((user_folder / "runs" / "ep" / "summary.json").read_text())
-    assert summary["toggles"]["norm"] == "dyt" and summary["status"] != "failed"
+    assert summary["toggles"]["norm"] == "eptanh" and summary["status"] != "failed"

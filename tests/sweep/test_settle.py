@@ -192,7 +192,7 @@ def test_the_report_shows_the_settled_verdicts(grid: Path, tmp_path: Path) -> No
     report = build_report(out)
     claims = report.tables["claims"].set_index("claim")
     conv = claims.loc["the conv stem raises accuracy"]
-    assert conv["n_seeds"] == 6 and conv["seeds_by_look"] == "3 | 5 | 6" and conv["stopped"].startswith("budget")
+    assert conv["n_seeds"] == 6 and conv["seeds_by_look"] == "3 → 5 → 6" and conv["stopped"].startswith("budget")
     centernorm = claims.loc["centernorm raises accuracy"]
     assert centernorm["n_seeds"] == 3 and centernorm["verdict"] == "supported"  # resting on its look's seeds
     text = report.text["claims"].set_index("claim")
