@@ -328,3 +328,120 @@ def test_the_readme_words_on_how_runs_fail_match_the_committed_tables() -> None:
     full = pd.read_csv(results / "digits_full" / "claims.csv")
     row = full[full["claim"].str.startswith("the LipsFormer parts")].iloc[0]
     assert f"{row['effect']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]" in words and row["verdict"] == "supported"
+
+
+def test_the_readme_words_on_verdicts_that_settle_match_the_committed_tables() -> None:
+    """"Verdicts that settle": the held-together verdicts, the seeds-to-settle estimates and what --settle did,
+    recomputed from notebooks/results/digits and notebooks/results/digits-settle."""
+    import math
+
+    import pandas as pd
+
+    from stability.analysis.sequential import look_alphas
+
+    text = README.read_text(encoding="utf-8")
+    words = " ".join(text[text.index("### Verdicts that settle"):text.index("Exact numbers differ")].split())
+    plain = pd.read_csv(ROOT / "notebooks" / "results" / "digits" / "claims.csv").set_index("claim")
+    held = plain[plain["verdict_holm"] != "inconclusive"]
+    assert sorted(held["verdict_holm"]) == ["contradicted", "supported", "supported"] and "three findings" in words
+    lf = plain.loc["the LipsFormer parts make training without warmup more reliable at a high learning rate"]
+    assert f"adjusted p = {lf['p_holm']:.2g})" in words
+    lape = plain.loc[[c for c in plain.index if c.startswith("LaPE")]]
+    assert (lape["verdict"] == "supported").all() and (lape["verdict_holm"] == "inconclusive").all()
+    assert "(p = {:.2g} and {:.1g})".format(*lape["p_value"]) in words
+    assert "(adjusted p = {:.2g} and {:.2g})".format(*lape["p_holm"]) in words
+    need = plain["seeds_needed"]
+    for claim, n in (("warmup lowers the failure rate at a learning rate where the baseline without it fails", 20),
+                     ("the LipsFormer parts raise the largest stable learning rate without warmup", 25),
+                     ("qk-norm raises the largest stable learning rate without warmup", 94),
+                     ("the conv stem raises the largest stable learning rate without warmup", 94),
+                     ("qk-norm lowers the failure rate without warmup at a learning rate where the baseline fails",
+                      361)):
+        assert need[claim] == n, (claim, need[claim])
+    assert math.isinf(need["warmup raises the largest stable learning rate"])
+    assert math.isnan(need["the conv stem makes optimisation less sensitive to the learning rate"])
+
+    settled = pd.read_csv(ROOT / "notebooks" / "results" / "digits-settle" / "claims.csv").set_index("claim")
+    runs = pd.read_csv(ROOT / "notebooks" / "results" / "digits-settle" / "runs.csv")
+    assert f"{len(runs) - len(pd.read_csv(ROOT / 'notebooks' / 'results' / 'digits' / 'runs.csv'))} runs added" in words
+    shares = look_alphas([6, 9, 12], 12, 0.05)
+    assert "spending {:.1f}%, {:.1f}% and {:.2f}%".format(*(100 * a for a in shares)) in words
+    val = settled.loc["LaPE raises accuracy at convergence"]
+    assert val["verdict"] == "supported" and val["n_seeds"] == 9 and val["stopped"].startswith("settled at look 2")
+    assert f"+{val['effect']:.3f} [+{val['low']:.3f}, +{val['high']:.3f}] at 99.0%" in words
+    test = settled.loc["LaPE raises accuracy at convergence (test split)"]
+    assert f"+{test['effect']:.3f} [+{test['low']:.3f}, +{test['high']:.3f}] at 96.9%" in words
+    edge = settled.loc["the LipsFormer parts raise the largest stable learning rate without warmup"]
+    assert edge["verdict"] == "contradicted" and edge["n_seeds"] == 12
+    rate = settled.loc["warmup lowers the failure rate at a learning rate where the baseline without it fails"]
+    assert f"(−{-rate['effect']:.2f} [−{-rate['low']:.2f}, −{-rate['high']:.2f}] at 99.1%)" in words
+    open_edges = settled[(settled["metric"] == "largest_stable_lr") & settled["stopped"].str.startswith("budget")]
+    qk_rate = settled.loc["qk-norm lowers the failure rate without warmup at a learning rate where the baseline fails"]
+    assert len(open_edges) == 3 and rate["stopped"].startswith("budget") and qk_rate["stopped"].startswith("budget")
+    # the simulated error rates quoted: the same seeded simulation the sequential tests run
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sim", ROOT / "tests" / "analysis" / "test_sequential.py")
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)
+    from stability.analysis import sequential
+
+    looks = sequential.schedule(3, 2, 11)
+    corrected = sim._wrong_share(sim._normal, looks, sequential.look_alphas(looks, 11, 0.05), 0.01, 2000)
+    naive = sim._wrong_share(sim._normal, looks, [0.05] * len(looks), 0.01, 2000)
+    assert f"errs {100 * corrected:.1f}% of the time and 95% at every look {100 * naive:.1f}%" in words
+
+
+def test_the_readme_words_on_fashion_mnist_match_the_committed_tables() -> None:
+    """The Fashion-MNIST section: failure counts, LaPE's gain and what holds on both data sets."""
+    import pandas as pd
+
+    text = README.read_text(encoding="utf-8")
+    words = " ".join(text[text.index("### Beyond 8x8 digits"):text.index("### The accuracy study")].split())
+    results = ROOT / "notebooks" / "results"
+    fmap = pd.read_csv(results / "fashion" / "failure_map.csv").set_index(["configuration", "lr"])["failed"]
+    lf = [c for c, _ in fmap.index if c.startswith("norm=centernorm")][0]
+    assert fmap[(lf, 0.1)] == 3 and fmap[("warmup=False,max_epochs=6", 0.1)] == 0
+    assert fmap[("warmup=False,max_epochs=6", 0.3)] == 0 and fmap[("baseline,max_epochs=6", 1.0)] == 3
+    assert fmap[("warmup=False,max_epochs=6", 1.0)] == 3 and "(0 of 3 fail) and both fail at 1.0" in words
+    claims = pd.read_csv(results / "fashion" / "claims.csv").set_index("claim")
+    lape = claims.loc["LaPE raises accuracy at convergence"]
+    assert f"(+{lape['effect']:.3f} [−{-lape['low']:.3f}, +{lape['high']:.3f}] validation accuracy" in words
+    assert lape["verdict"] == "inconclusive" and f"about {lape['seeds_needed']:.0f} seeds" in words
+    compared = pd.read_csv(results / "compare-datasets" / "compare_claims.csv")
+    transfers = set(compared.loc[compared["transfer"] == "transfers", "claim"])
+    assert transfers == {"the LipsFormer parts make training without warmup more reliable at a high learning rate",
+                         "qk-norm keeps the attention logits bounded at a high learning rate",
+                         "dot-product attention logits grow with the learning rate"}
+
+
+def test_the_readme_words_on_the_modern_tricks_match_the_committed_tables() -> None:
+    """The modern study's paragraph: logits bounded, failure counts, DyT's interval, the gated claim."""
+    import pandas as pd
+
+    text = README.read_text(encoding="utf-8")
+    words = " ".join(text[text.index("### The field's current tricks"):text.index("### The accuracy study")].split())
+    results = ROOT / "notebooks" / "results" / "modern"
+    claims = pd.read_csv(results / "claims.csv").set_index("claim")
+    sigma = claims.loc["sigma-Reparam keeps the attention logits from growing (the cause of entropy collapse)"]
+    clip = claims.loc["QK-clip keeps the attention logits bounded without warmup at a high learning rate"]
+    assert (sigma["verdict"], clip["verdict"]) == ("supported", "supported")
+    assert (sigma["verdict_holm"], clip["verdict_holm"]) == ("supported", "supported")
+    assert f"sigma-Reparam by {-sigma['effect']:.1f} decades at lr 0.1, QK-clip by {-clip['effect']:.1f}" in words
+    fmap = pd.read_csv(results / "failure_map.csv")
+
+    def failed(prefix: str, lr: float) -> int:
+        row = fmap[fmap["configuration"].str.startswith(prefix) & (fmap["lr"] == lr)]
+        assert len(row) == 1, (prefix, lr)
+        return int(row["failed"].iloc[0])
+
+    assert failed("warmup=False,weight_decay=0.05,qk_clip=30", 0.3) == 2
+    assert failed("warmup=False,weight_decay=0.05,qk_clip=–,independent_wd=False", 0.3) == 2
+    assert [failed("reparam=sigma", lr) for lr in (0.003, 0.1, 0.3, 1.0)] == [1, 3, 3, 3]
+    assert failed("residual=layerscale", 0.3) == failed("norm_placement=peri", 0.3) == 2
+    assert failed("attention=softcap", 0.3) == 3
+    dyt = claims.loc["Dynamic Tanh matches LayerNorm's accuracy at convergence"]
+    assert dyt["verdict"] == "inconclusive"
+    assert f"(−{-dyt['effect']:.3f} [−{-dyt['low']:.3f}, +{dyt['high']:.3f}] validation accuracy)" in words
+    wd = claims.loc["weight decay independent of the learning rate lowers LR sensitivity"]
+    assert "did not converge" in wd["why"]
