@@ -141,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     from stability.errors import ConfigError, OutOfSpace, RunFailed, full_disk_error
 
     if name == "fit":  # before `import lightning`: a bad config file costs milliseconds
-        from stability.record.config_files import check_config_arguments
+        from stability.record.config_files import check_config_arguments, expand_config_arguments
 
         try:
+            rest = expand_config_arguments(rest)  # --config stability:<name>: the shipped file
             check_config_arguments(rest)
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ bounded twice: the file (:data:`MAX_YAML_BYTES`) and the values it expands to th
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import os
 import re
 import stat
@@ -28,6 +29,9 @@ from stability.errors import ConfigError, special_file
 MAX_YAML_BYTES = 1 << 20  # 1 MiB: the largest shipped grid is 3 KB
 MAX_YAML_VALUES = 100_000  # scalars, lists and mappings after alias expansion; a config has ~100
 MERGE_TAG = "tag:yaml.org,2002:merge"
+# ``stability:digits.yaml`` names a base config shipped inside the package (stability/configs/, copies of
+# ablations/base/ kept byte-identical by a test), so a grid or a command outside the checkout can use it.
+SHIPPED_PREFIX = "stability:"
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -159,6 +163,9 @@ def check_config_arguments(argv: list[str]) -> None:
     strict reader's one-line error naming the file. A value that is not an existing path is an inline YAML
     value or a class name (``--data DigitsDataModule``), left to jsonargparse; a missing ``--config`` file is
     left for ``stability fit`` to report.
+
+    A shipped config named ``--config stability:<name>`` is checked as the file it names; the caller passes
+    :func:`expand_config_arguments`'s list on to the command.
     """
     for _, value in config_file_arguments(argv):
         path = Path(value)
@@ -310,3 +317,37 @@ def deep_merge(into: dict, update: Mapping) -> dict:
         else:
             into[key] = copy.deepcopy(value)
     return into
+
+
+def shipped_configs() -> list[str]:
+    """The base configs shipped with the package, by the names ``stability:<name>`` accepts."""
+    folder = importlib.resources.files("stability") / "configs"
+    return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def resolve_config_name(name: str, relative_to: Path, what: str = "base") -> Path:
+    """``stability:<name>`` -> the shipped config of that name (in the installed package, wheel or editable
+    install alike); any other name is a path relative to ``relative_to``. Raises ConfigError (naming
+    ``what``) for a shipped name that does not exist, listing those that do."""
+    if not name.startswith(SHIPPED_PREFIX):
+        return relative_to / name
+    shipped = name.removeprefix(SHIPPED_PREFIX)
+    valid = shipped_configs()
+    if shipped not in valid:
+        raise ConfigError(f"{what}: {name} is not a shipped config; valid: "
+                          f"{', '.join(SHIPPED_PREFIX + v for v in valid)}")
+    return Path(str(importlib.resources.files("stability") / "configs" / shipped))
+
+
+def expand_config_arguments(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--config stability:<name>`` (or ``--config=stability:<name>``) replaced by the
+    shipped file's path, for ``stability fit`` (jsonargparse reads ``--config`` values as paths)."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        for option in ("--config", "-c"):
+            if arg.startswith(f"{option}={SHIPPED_PREFIX}"):
+                arg = f"{option}={resolve_config_name(arg.removeprefix(option + '='), Path(), option)}"
+            elif i > 0 and argv[i - 1] == option and arg.startswith(SHIPPED_PREFIX):
+                arg = str(resolve_config_name(arg, Path(), option))
+        out.append(arg)
+    return out

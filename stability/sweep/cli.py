@@ -16,6 +16,7 @@ SLURM) and prints the closing lines; :mod:`~stability.sweep.dry_run` is ``--dry-
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from stability.sweep.claim_check import check_claims
 from stability.sweep.drive import run_local, run_slurm
 from stability.sweep.dry_run import dry_run
 from stability.sweep.edge_search import check_edge_args, search_edges
-from stability.sweep.grid import MAX_CELLS, GridSpec, check_run_dir, load_grid
+from stability.sweep.grid import MAX_CELLS, GridSpec, check_run_dir, grid_from_mapping, load_grid
 from stability.sweep.plan import default_out, parse_shard
 from stability.sweep.settle import check_settle_args, settle
 from stability.sweep.workers import CPU_THREADS_PER_WORKER
@@ -39,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stability sweep",
         description="Run every cell of an ablation grid; re-running the command resumes the sweep.",
     )
-    parser.add_argument("grid", type=Path, help="grid file, e.g. ablations/digits.yaml")
+    parser.add_argument("grid", type=Path, nargs="?", default=None,
+                        help="grid file, e.g. ablations/digits.yaml (or give --base and --axis instead)")
+    quick = parser.add_argument_group("quick study (no grid file)")
+    quick.add_argument("--base", action="append", default=[], metavar="CONFIG",
+                       help="base config of a quick study, as a grid's base: (relative to the current folder, "
+                            "or shipped, e.g. stability:digits.yaml); repeatable, merged in order")
+    quick.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2,...", dest="axes",
+                       help="an axis of a quick study, e.g. --axis model.vit.norm=layernorm,rmsnorm; each value is "
+                            "YAML, as with --set; repeatable")
     parser.add_argument("--out", type=folder_argument, default=None,
                         help="sweep folder (default: runs/<grid file stem>; runs/<stem>-smoke with --smoke)")
     parser.add_argument("--workers", type=int, default=None,
@@ -132,11 +141,60 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def parse_axis(item: str) -> tuple[str, list]:
+    """``KEY=V1,V2`` -> (key, [V1, V2]), each value YAML as with ``--set`` (``1e-3`` a number, ``[1, 2]`` a
+    list, so a value may hold commas inside brackets)."""
+    key, sep, text = item.partition("=")
+    usage = "give KEY=V1,V2,... with a dotted config key, e.g. --axis model.vit.norm=layernorm,rmsnorm"
+    if not sep or not key.strip() or " " in key.strip() or not text.strip():
+        raise ConfigError(f"--axis: got {item!r}; {usage}")
+    try:
+        values = yaml.load(f"[{text}]", Loader=ConfigLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--axis {key}: {text!r} is not a comma-separated list of YAML values "
+                          f"({str(error).splitlines()[0]})") from None
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"--axis {key}: got {text!r}, no values; {usage}")
+    return key.strip(), values
+
+
+def quick_name(axes: list[str]) -> str:
+    """``runs/<name>`` of a quick study: ``quick-`` and the last part of each axis key (``quick-norm-lr``)."""
+    parts = [re.sub(r"[^A-Za-z0-9_]+", "_", key.rsplit(".", 1)[-1]).strip("_") or "axis" for key in axes]
+    return "-".join(["quick", *parts])
+
+
+def load_spec(args: argparse.Namespace) -> GridSpec:
+    """The grid file, or the quick study its options define, checked as a grid file with ``base:`` and
+    ``axes:`` (``--seeds`` then sets its seeds, as for a grid file)."""
+    if (args.grid is None) == (not args.base):
+        raise ConfigError("give a grid file or --base CONFIG (with --axis KEY=V1,V2,...), exactly one: "
+                          + ("got both" if args.base else "got neither"))
+    if args.grid is not None:
+        if args.axes:
+            raise ConfigError("--axis: only for a quick study (--base); edit the grid file's axes instead")
+        return load_grid(args.grid, args.max_cells)
+    axes: dict[str, list] = {}
+    for item in args.axes:
+        key, values = parse_axis(item)
+        if key in axes:
+            raise ConfigError(f"--axis {key}: given twice; give its values once, e.g. --axis {key}=A,B")
+        axes[key] = values
+    name = quick_name(list(axes))
+    command = " ".join(["stability sweep", *(f"--base {b}" for b in args.base),
+                        *(f"--axis {item}" for item in args.axes),
+                        *([f"--seeds {args.seeds}"] if args.seeds is not None else [])])
+    spec = grid_from_mapping({"base": list(args.base), "axes": axes}, Path(name), Path(),
+                             args.max_cells, f"Quick study: {command}")
+    spec.quick = {"base": list(args.base), "axes": axes, "command": command}
+    return spec
+
+
 def main(argv: list[str]) -> int:
     """Entry point used by ``stability sweep``; raises ConfigError for a malformed grid or bad options."""
     args = build_parser().parse_args(argv)
     _check_args(args)
-    spec = load_grid(args.grid, args.max_cells)
+    spec = load_spec(args)
     for item in args.sets:
         key, value = parse_set(item)
         spec.overrides[key] = value

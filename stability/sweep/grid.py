@@ -30,7 +30,7 @@ import yaml
 
 from stability.analysis.claims import parse_claims
 from stability.errors import ConfigError, special_file
-from stability.record.config_files import read_yaml
+from stability.record.config_files import read_yaml, resolve_config_name
 from stability.record.identity import SEED_KEY
 
 GRID_KEYS = ("base", "overrides", "axes", "seeds", "exclude", "include", "samples", "smoke", "claims")
@@ -118,6 +118,9 @@ class GridSpec:
     smoke: dict[str, Any] | None = None
     description: str = ""
     claims: list[Any] = field(default_factory=list)  # the claims the grid tests, as written (stability.analysis.claims)
+    # A quick study (``stability sweep --base ... --axis ...``) has no grid file: this is how it was defined
+    # (base, axes as given), recorded in plan.json so that the study can be run again. None for a grid file.
+    quick: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -186,7 +189,7 @@ def _check_base(path: Path, base: Path) -> None:
     kind = special_file(mode)
     if kind is not None:
         raise ConfigError(_where(path, f"base: {base} is {kind}, not a regular file; give a config file"))
-    if os.path.samefile(base, path):
+    if path.exists() and os.path.samefile(base, path):
         raise ConfigError(_where(path, f"base: {base} is this grid file itself (the grid names itself as its base); "
                                        "give a config file such as ablations/base/digits.yaml"))
     data = read_yaml(base)
@@ -290,7 +293,19 @@ def load_grid(path: str | Path, max_cells: int = MAX_CELLS) -> GridSpec:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such grid file")
-    raw = read_yaml(path)
+    return grid_from_mapping(read_yaml(path), path, path.parent, max_cells, leading_comment(path))
+
+
+def grid_from_mapping(raw: Any, path: Path, base_dir: Path, max_cells: int = MAX_CELLS,
+                      description: str = "") -> GridSpec:
+    """Check the content of a grid file, ``raw``, into a :class:`GridSpec`, with every check of
+    :func:`load_grid`: a quick study built from command-line options goes through exactly these.
+
+    Args:
+        path: names the grid in error lines and, by its stem, the sweep (its file need not exist).
+        base_dir: what relative ``base:`` paths are relative to (the grid file's folder; the cwd for a
+            quick study).
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError(_where(path, f"a grid file is a mapping with keys {', '.join(GRID_KEYS)}; "
                                        f"got {type(raw).__name__}"))
@@ -305,8 +320,8 @@ def load_grid(path: str | Path, max_cells: int = MAX_CELLS) -> GridSpec:
         base_raw = [base_raw]
     if not isinstance(base_raw, list) or not base_raw or not all(isinstance(b, str) for b in base_raw):
         raise ConfigError(_where(path, f"base: got {base_raw!r}; give a config file (or a list of them), "
-                                       f"relative to the grid file, e.g. base: [base/digits.yaml]"))
-    base = [(path.parent / b) for b in base_raw]
+                                       f"relative to the grid file, or shipped, e.g. base: [stability:digits.yaml]"))
+    base = [resolve_config_name(b, base_dir, _where(path, 'base')) for b in base_raw]
     for b in base:
         _check_base(path, b)
     claims = raw.get("claims")
@@ -331,7 +346,7 @@ def load_grid(path: str | Path, max_cells: int = MAX_CELLS) -> GridSpec:
         include=_parse_entries(path, raw.get("include"), "include"),
         samples=_parse_samples(path, raw.get("samples")),
         smoke=_mapping(raw.get("smoke"), path, "smoke") if "smoke" in raw else None,
-        description=leading_comment(path),
+        description=description,
         claims=claims or [],
     )
     check_run_dir(spec)

@@ -125,9 +125,12 @@ def plan_document(spec: GridSpec, runs: list[PlannedRun], smoke: bool, threads: 
     ``threads`` is the torch thread count of every run: part of the plan, not of a run's identity, so the
     whole sweep (and any re-run of it, with any number of workers) computes with the same count.
     """
+    # A quick study (no grid file) records how it was defined instead: base, axes, seeds and the command.
+    source = ({"grid": None, "quick": {**spec.quick, "seeds": spec.seeds}} if spec.quick
+              else {"grid": str(spec.path)})
     return {
         "format": PLAN_FORMAT,
-        "grid": str(spec.path),
+        **source,
         "name": spec.name,
         "description": spec.description,
         "smoke": smoke,

@@ -212,13 +212,20 @@ class ViTClassifier(L.LightningModule):
         """
         if data is None:
             return
-        for key in ("num_classes", "img_size", "in_chans"):
-            have, want = getattr(self.vit_config, key), getattr(data, key, None)
-            if want is not None and have != want:
-                raise ConfigError(
-                    f"model.vit.{key}: got {have}, but the data ({type(data).__name__}) has {key}={want}; "
-                    f"set --model.vit.{key} {want}"
-                )
+        # Every mismatch in one line: a user's first folder of images is often off in channels, size and
+        # classes at once, and one error per attempt would take as many attempts to fix.
+        wrong = [(key, getattr(self.vit_config, key), getattr(data, key, None))
+                 for key in ("in_chans", "img_size", "num_classes")]
+        wrong = [(key, have, want) for key, have, want in wrong if want is not None and have != want]
+        if len(wrong) == 1:
+            ((key, have, want),) = wrong
+            raise ConfigError(f"model.vit.{key}: got {have}, but the data ({type(data).__name__}) has "
+                              f"{key}={want}; set --model.vit.{key} {want}")
+        if wrong:
+            raise ConfigError(
+                f"model.vit: got {', '.join(f'{k}={h}' for k, h, _ in wrong)}, but the data "
+                f"({type(data).__name__}) has {', '.join(f'{k}={w}' for k, _, w in wrong)}; set "
+                + " ".join(f"--model.vit.{k} {w}" for k, _, w in wrong))
         if self.lipschitz is not None and getattr(data, "soft_targets", False):
             raise ConfigError(f"model.margin_eps={self.hparams.margin_eps} needs class labels, but the data "
                               f"({type(data).__name__}) mixes images into soft targets: set data.mixup and "

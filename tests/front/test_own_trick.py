@@ -162,7 +162,8 @@ def test_a_users_norm_and_attention_run_in_a_two_worker_sweep_and_the_report_nam
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["fit", "--model.vit.norm", "bogus"],
-     [r"^error: model\.vit\.norm: got 'bogus'; valid values: layernorm, centernorm, rmsnorm, dyt \(built-in\), an entry "
+     [r"^error: model\.vit\.norm: got 'bogus'; valid values: layernorm, centernorm, rmsnorm, dyt \(built-in\), "
+      r"an entry "
       r"point norm\.<name> of group stability\.components \(none installed\), or a class path package\.module\.Class"]),
     (["fit", "--model.vit.attention", "nolab.mixers.Mix"],
      [r"^error: model\.vit\.attention: got 'nolab\.mixers\.Mix', a class path, but importing nolab\.mixers failed: "
@@ -218,7 +219,8 @@ def test_an_entry_point_of_an_installed_distribution_is_a_short_name(
     assert TOGGLES["norm"].accepts("eptanh") and not TOGGLES["attention"].accepts("eptanh")
     model = VisionTransformer(ViTConfig(norm="eptanh", embed_dim=16, depth=1, num_heads=2))
     assert type(model.blocks[0].norm1).__name__ == "DyT" and type(model.norm).__module__ == "eplab.norms"
-    with pytest.raises(ValueError, match=r"norm\.<name> of group stability\.components \(eptanh \(eplab\.norms:DyT\)\)"):
+    listed = r"norm\.<name> of group stability\.components \(eptanh \(eplab\.norms:DyT\)\)"
+    with pytest.raises(ValueError, match=listed):
         ViTConfig(norm="dyx")  # the error lists the entry points found
 
     assert main(["fit", "--model.vit.norm", "eptanh", *TINY, "--run_dir", "runs/ep"]) == 0, capsys.readouterr().err
