@@ -1,21 +1,16 @@
 """scikit-learn's digits: the embedded default data set, kept as tensors and served whole batches at a time."""
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from stability.data.loading import check_common, check_fraction, require, split_sizes, trainer_world_size
+from stability.data.loading import TensorDataModule, check_common, check_fraction, require, split_sizes
 from stability.data.samplers import (
-    EpochBatchSampler,
-    EpochShuffleSampler,
     TensorBatchDataset,
     stratified_order,
-    train_epoch_size,
 )
 
 
-class DigitsDataModule(L.LightningDataModule):
+class DigitsDataModule(TensorDataModule):
     """scikit-learn's bundled handwritten digits: 1,797 grayscale 8x8 images of 10 classes.
 
     The embedded default: nothing to download, and small enough to keep as tensors in memory and to serve
@@ -74,20 +69,3 @@ class DigitsDataModule(L.LightningDataModule):
             images = (images - self.mean) / self.std
         self.splits = {name: TensorBatchDataset(images[idx], labels[idx])
                        for name, idx in self.split_indices.items()}
-
-    def _batches(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.splits[split]
-        epoch_size = train_epoch_size(len(dataset), self.batch_size, trainer_world_size(self)) if shuffle else None
-        items = EpochShuffleSampler(len(dataset), shuffle, self.seed, epoch_size)
-        sampler = EpochBatchSampler(items, self.batch_size)
-        # batch_size=None: the sampler yields index tensors and the dataset returns whole batches.
-        return DataLoader(dataset, sampler=sampler, batch_size=None)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._batches("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._batches("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._batches("test", shuffle=False)

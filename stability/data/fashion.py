@@ -24,19 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from stability.data.loading import check_common, check_fraction, require, split_sizes, trainer_world_size
+from stability.data.loading import (
+    TensorDataModule,
+    check_common,
+    check_fraction,
+    require,
+    split_sizes,
+)
 from stability.data.samplers import (
-    EpochBatchSampler,
-    EpochShuffleSampler,
     TensorBatchDataset,
     stratified_order,
-    train_epoch_size,
 )
 from stability.errors import ConfigError
 
@@ -206,7 +207,7 @@ def read_idx(file: IdxFile, reader: Callable[[str], torch.Tensor]) -> torch.Tens
         return reader(str(plain))
 
 
-class FashionMNISTDataModule(L.LightningDataModule):
+class FashionMNISTDataModule(TensorDataModule):
     """Fashion-MNIST: 60,000 training and 10,000 test grayscale 28x28 images of 10 classes, from the four
     IDX files in ``data_dir`` (or ``data_dir/FashionMNIST/raw/``), each plain or gzipped; never downloaded.
 
@@ -287,21 +288,3 @@ class FashionMNISTDataModule(L.LightningDataModule):
             self.mean, self.std = train.mean().item(), train.std().item()
             tensors = {name: ((x - self.mean) / self.std, y) for name, (x, y) in tensors.items()}
         self.splits = {name: TensorBatchDataset(x, y) for name, (x, y) in tensors.items()}
-
-    def _batches(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.splits[split]
-        epoch_size = train_epoch_size(len(dataset), self.batch_size, trainer_world_size(self)) if shuffle else None
-        sampler = EpochBatchSampler(EpochShuffleSampler(len(dataset), shuffle, self.seed, epoch_size),
-                                    self.batch_size)
-        # batch_size=None: the sampler yields index tensors and the dataset returns whole batches.
-        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._batches("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._batches("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._batches("test", shuffle=False)

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stability.data.samplers import EpochShuffleSampler, train_epoch_size
+from stability.data.samplers import EpochBatchSampler, EpochShuffleSampler, train_epoch_size
 from stability.errors import ConfigError
 
 
@@ -78,3 +78,31 @@ class FileDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return item_loader(self.datasets["val"], self.batch_size, False, self.seed, self.num_workers)
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Train/val/test loaders shared by the in-memory data sets (digits, Fashion-MNIST), whose ``setup`` fills
+    ``self.splits`` with datasets that return whole batches for a tensor of indices: the sampler draws the
+    seeded epoch order and the batches, so no per-item collation runs."""
+
+    splits: dict[str, Dataset]
+    batch_size: int
+    seed: int
+    num_workers: int = 0
+
+    def _batches(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
+        epoch_size = train_epoch_size(len(dataset), self.batch_size, trainer_world_size(self)) if shuffle else None
+        items = EpochShuffleSampler(len(dataset), shuffle, self.seed, epoch_size)
+        # batch_size=None: the sampler yields index tensors and the dataset returns whole batches.
+        return DataLoader(dataset, sampler=EpochBatchSampler(items, self.batch_size), batch_size=None,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._batches("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._batches("test", shuffle=False)

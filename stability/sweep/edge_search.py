@@ -35,8 +35,9 @@ from stability.analysis.metrics import key_text
 from stability.analysis.results import load_sweep
 from stability.errors import ConfigError
 from stability.record.config_files import set_dotted
-from stability.record.files import COLLAPSED, DIVERGED, RecordError, write_atomic
+from stability.record.files import COLLAPSED, DIVERGED
 from stability.record.identity import LR, LR_KEY, SEED, SEED_KEY, hparams_of, toggles_of
+from stability.sweep import store
 from stability.sweep.cells import Cell, expand
 from stability.sweep.claim_check import selects
 from stability.sweep.drive import next_steps
@@ -112,18 +113,11 @@ def _load_state(out: Path, claims: Sequence[Claim], ladder: list[float], args: a
 
 def read_edges(out: Path) -> dict[str, Any]:
     """``edges.json``; RecordError naming the file when it is not one."""
-    path = out / EDGES
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RecordError(f"{path}: not readable as JSON ({error})") from None
-    if not isinstance(state, dict) or state.get("format") != EDGES_FORMAT or not isinstance(state.get("probes"), list):
-        raise RecordError(f"{path}: not an edge-search record of format {EDGES_FORMAT}")
-    return state
+    return store.read_state(out / EDGES, EDGES_FORMAT, "an edge-search record", "probes", list)
 
 
 def _write(out: Path, state: dict[str, Any]) -> None:
-    write_atomic(out / EDGES, json.dumps(state, indent=1) + "\n")
+    store.write_state(out / EDGES, state)
 
 
 def _side_runs(runs: pd.DataFrame, claim: Claim, side: dict[str, Any], seed: Any) -> pd.DataFrame:

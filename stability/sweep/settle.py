@@ -15,7 +15,6 @@ the rounds' runs resume like any sweep's, and a look is never taken twice. The r
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -36,8 +35,9 @@ from stability.analysis.sequential import (
 )
 from stability.analysis.verdicts import evaluate, metric_of
 from stability.errors import ConfigError
-from stability.record.files import RecordError, write_atomic
+from stability.record.files import RecordError
 from stability.record.identity import LR, hparams_of, toggles_of
+from stability.sweep import store
 from stability.sweep.cells import Cell, expand
 from stability.sweep.claim_check import selects
 from stability.sweep.drive import next_steps
@@ -115,18 +115,11 @@ def _load_state(out: Path, spec: GridSpec, claims: Sequence[Claim], max_seeds: i
 
 def read_state(out: Path) -> dict[str, Any]:
     """``settle.json`` (module docstring); RecordError naming the file when it is not one."""
-    path = out / SETTLE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RecordError(f"{path}: not readable as JSON ({error})") from None
-    if not isinstance(state, dict) or state.get("format") != SETTLE_FORMAT or not isinstance(state.get("rows"), dict):
-        raise RecordError(f"{path}: not a settle record of format {SETTLE_FORMAT}")
-    return state
+    return store.read_state(out / SETTLE, SETTLE_FORMAT, "a settle record", "rows", dict)
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    write_atomic(out / SETTLE, json.dumps(state, indent=1) + "\n")
+    store.write_state(out / SETTLE, state)
 
 
 def _row_seeds(state: dict[str, Any], key: str) -> list[int]:

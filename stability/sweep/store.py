@@ -1,5 +1,6 @@
-"""What the sweep writes besides the runs' own records: ``plan.json``, the record of a run that died, and
-the count of signals that killed a cell's worker.
+"""What the sweep writes besides the runs' own records: ``plan.json``, the record of a run that died, the
+count of signals that killed a cell's worker, and the state of an adaptive sweep (``settle.json``,
+``edges.json``).
 
 The run folders and their files are described in :mod:`stability.record.files`; a run's status and lock are in
 :mod:`stability.record.status`. For the sweep, ``completed``/``diverged`` are finished, ``failed`` waits for
@@ -119,3 +120,21 @@ def write_failure(run_dir: Path, run_name: str, run_id: str, error: str, traceba
     if read_summary(run_dir) is not None:
         return  # the run wrote its own record; it is the better one
     RunSummary(status=FAILED, run_name=run_name, run_id=run_id, error=error[:500]).write(run_dir)
+
+
+def read_state(path: Path, fmt: int, what: str, key: str, kind: type) -> dict[str, Any]:
+    """An adaptive sweep's state file (``--settle``, ``--edge-search``), read like any record (a regular file,
+    bounded: :mod:`stability.record.checked_read`); a RecordError naming the file when it is not ``what`` of
+    format ``fmt`` whose ``key`` holds a ``kind``."""
+    try:
+        state = read_json(path)
+    except OSError as error:
+        raise RecordError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if not isinstance(state, dict) or state.get("format") != fmt or not isinstance(state.get(key), kind):
+        raise RecordError(f"{path}: not {what} of format {fmt}")
+    return state
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write an adaptive sweep's state atomically (a kill leaves the previous state whole)."""
+    write_atomic(path, json.dumps(state, indent=1) + "\n")
