@@ -414,9 +414,10 @@ def test_the_suite_is_large() -> None:
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                   capsys: pytest.CaptureFixture[str]) -> None:
+def check_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> None:
+    """Run one bad input in this process: exit ``case.code``, one ``error:`` line matching ``case.match``,
+    nothing on stdout, no traceback, nothing written."""
     monkeypatch.chdir(tmp_path)
     argv = case.build(tmp_path)
     before = tree(tmp_path)
@@ -431,6 +432,12 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert re.search(case.match, err.strip()), err
     assert code == case.code, err
     assert tree(tmp_path) == before  # no run folder, no plan.json, no temporary file
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    check_case(case, tmp_path, monkeypatch, capsys)
 
 
 def test_a_planted_cifar_pickle_is_never_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

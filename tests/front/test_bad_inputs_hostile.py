@@ -22,8 +22,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sweep_helpers import BASE, ROOT, lightning_logs_to_stderr
-from test_bad_inputs import BOMB, IMAGES, ONE_CELL, Case, fit_with, grid_text, images, sweep, sweep_with, tree, write
+from sweep_helpers import BASE, ROOT
+from test_bad_inputs import (
+    BOMB,
+    IMAGES,
+    ONE_CELL,
+    Case,
+    check_case,
+    fit_with,
+    grid_text,
+    images,
+    sweep,
+    sweep_with,
+    tree,
+    write,
+)
 
 from stability.cli import main
 
@@ -149,19 +162,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                        capsys: pytest.CaptureFixture[str], deadline: None) -> None:
-    monkeypatch.chdir(tmp_path)
-    argv = case.build(tmp_path)
-    before = tree(tmp_path)
-    capsys.readouterr()
-    with lightning_logs_to_stderr():
-        code = main(argv)
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert out == "", out
-    assert re.search(case.match, err.strip()), err
-    assert code == case.code, err
-    assert tree(tmp_path) == before  # no run folder, no plan.json, no temporary file
+    check_case(case, tmp_path, monkeypatch, capsys)
 
 
 def self_linked_images(folder: Path) -> None:
