@@ -52,5 +52,10 @@ def print_verdicts(claims_csv: Path) -> None:
             (f"{effect:+.3f} {r['unit']}" if math.isfinite(effect) else "no paired runs")
         print(f"  {r['verdict'].upper():<13} {r['claim']}{at}: {interval}, seeds {r['seeds'] or '-'}")
         if r["verdict"] == "inconclusive":
-            print(f"  {'':<13} why: {r['why']}")
+            needed = r.get("seeds_needed") or ""
+            more = f"; about {float(needed):.0f} seeds would settle it" if needed not in ("", "nan", "inf") else ""
+            print(f"  {'':<13} why: {r['why']}{more}")
+        elif r.get("verdict_holm") == "inconclusive":  # decided alone, not with the study's other tests
+            print(f"  {'':<13} held together with the study's other claims (Holm): inconclusive "
+                  f"(adjusted p = {float(r['p_holm']):.2g})")
     print()

@@ -445,3 +445,18 @@ def test_the_readme_words_on_the_modern_tricks_match_the_committed_tables() -> N
     assert f"(−{-dyt['effect']:.3f} [−{-dyt['low']:.3f}, +{dyt['high']:.3f}] validation accuracy)" in words
     wd = claims.loc["weight decay independent of the learning rate lowers LR sensitivity"]
     assert "did not converge" in wd["why"]
+
+
+def test_make_demo_prints_the_held_together_verdict_and_the_seeds_to_settle(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's closing verdict lines (stability.demo.print_verdicts) on the committed default study."""
+    import pandas as pd
+
+    from stability.demo import print_verdicts
+
+    claims_csv = ROOT / "notebooks" / "results" / "digits" / "claims.csv"
+    print_verdicts(claims_csv)
+    out = capsys.readouterr().out
+    claims = pd.read_csv(claims_csv)
+    changed = claims[(claims["verdict"] != "inconclusive") & (claims["verdict_holm"] == "inconclusive")]
+    assert out.count("held together with the study's other claims (Holm): inconclusive") == len(changed) == 2
+    assert "about 20 seeds would settle it" in out and "about 94 seeds would settle it" in out
